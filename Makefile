@@ -1,0 +1,38 @@
+# Everything runs from .venv, created and refreshed from pyproject.toml.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install dev test lint bench chaos fuzz clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/wecom-bus dev
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+chaos: $(STAMP)
+	$(BIN)/python -m pytest tests/test_chaos.py -m slow --chaos-full
+
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,256 @@
+"""Configuration: the environment (and an optional apps file) read once into frozen settings.
+
+Every error is a ``ConfigError`` naming the variable and what is wrong. Secrets are held in
+``Secret`` so that no repr, log line or error message can show them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from shared.errors import ConfigError
+
+__all__ = ["AppSettings", "Secret", "Settings", "load_settings"]
+
+T = TypeVar("T")
+
+_AES_KEY = re.compile(r"[A-Za-z0-9]{43}")
+_TOKEN = re.compile(r"[A-Za-z0-9]{1,32}")
+_APP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class Secret:
+    """A string that never shows itself: ``repr`` and ``str`` are masked, ``get()`` reveals it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class AppSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """One self-built app: its CorpID, AgentId and the secrets of each side."""
+
+    name: str
+    corp_id: str
+    agent_id: int
+    secret: Secret | None = None  # sender: gettoken
+    token: Secret | None = None  # ingress: signature
+    encoding_aes_key: Secret | None = None  # ingress: AES key
+    source: str = "env"  # where it was defined, for error messages
+
+    def variable(self, field: str) -> str:
+        """The name an operator should fix, e.g. WECOM_TOKEN or WECOM_APPS_FILE[apps.hr].token."""
+        return _variable(self.source, self.name, field)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the services read, with DESIGN §3 defaults."""
+
+    redis_url: str | None = None
+    prefix: str = "wecom"
+    api_base: str = "https://qyapi.weixin.qq.com"
+    apps: dict[str, AppSettings] = msgspec.field(default_factory=dict)
+    stream_maxlen: int = 100_000
+    claim_idle: float = 15.0
+    max_deliveries: int = 5
+    ingress_max_clock_skew: int = 3600
+    ingress_max_body: int = 262_144
+    ingress_trusted_proxies: str = "127.0.0.1"
+    sender_api_key: Secret | None = None
+    sender_daily_quota: int = 0  # person-times per app per day; 0 = no quota of ours
+    drain_timeout: float = 20.0
+    log_level: str = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    def app(self, name: str = "default") -> AppSettings:
+        try:
+            return self.apps[name]
+        except KeyError:
+            known = ", ".join(sorted(self.apps)) or "none configured"
+            raise ConfigError("app", f"unknown app {name!r} (known: {known})") from None
+
+    def require(self, *fields: Literal["secret", "token", "encoding_aes_key"]) -> None:
+        """Fail at start, naming the variable, unless every app has these secrets."""
+        if not self.apps:
+            raise ConfigError("WECOM_CORP_ID", "not set (and no WECOM_APPS_FILE)")
+        for app in self.apps.values():
+            for field in fields:
+                if getattr(app, field) is None:
+                    raise ConfigError(app.variable(field), "not set")
+
+    def require_redis(self) -> str:
+        if not self.redis_url:
+            raise ConfigError("REDIS_URL", "not set (e.g. redis://redis:6379/0)")
+        return self.redis_url
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    return value.strip() if value is not None and value.strip() != "" else None
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: T, cast: Callable[[str], T], low: float
+) -> T:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be a {cast.__name__}, got {raw!r}") from None
+    if value < low:  # type: ignore[operator]
+        raise ConfigError(name, f"must be at least {low}, got {raw!r}")
+    return value
+
+
+_ENV_APP_FIELDS = {
+    "corp_id": "WECOM_CORP_ID",
+    "agent_id": "WECOM_AGENT_ID",
+    "secret": "WECOM_SECRET",
+    "token": "WECOM_TOKEN",
+    "encoding_aes_key": "WECOM_ENCODING_AES_KEY",
+}
+
+
+def _variable(source: str, name: str, field: str) -> str:
+    if source == "env":
+        return _ENV_APP_FIELDS.get(field, f"WECOM_{field.upper()}")
+    return f"WECOM_APPS_FILE[apps.{name}].{field}"
+
+
+def _check_app(source: str, name: str, raw: Mapping[str, Any]) -> AppSettings:
+    def variable(field: str) -> str:
+        return _variable(source, name, field)
+
+    if not _APP_NAME.fullmatch(name):
+        raise ConfigError(variable("name"), "app names are 1-32 of a-z, 0-9, '_' and '-'")
+    corp_id = raw.get("corp_id")
+    if not isinstance(corp_id, str) or not corp_id.strip():
+        raise ConfigError(variable("corp_id"), "not set")
+    agent_raw = raw.get("agent_id")
+    if agent_raw is None:
+        raise ConfigError(variable("agent_id"), "not set")
+    try:
+        agent_id = int(str(agent_raw).strip())
+    except ValueError:
+        raise ConfigError(variable("agent_id"), "must be an integer (the app's AgentId)") from None
+    secrets: dict[str, Secret | None] = {}
+    for field in ("secret", "token", "encoding_aes_key"):
+        value = raw.get(field)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            secrets[field] = None
+            continue
+        if not isinstance(value, str):
+            raise ConfigError(variable(field), "must be a string")
+        value = value.strip()
+        if field == "encoding_aes_key" and not _AES_KEY.fullmatch(value):
+            raise ConfigError(
+                variable(field), f"must be 43 base64 characters [A-Za-z0-9], got {len(value)}"
+            )
+        if field == "token" and not _TOKEN.fullmatch(value):
+            raise ConfigError(variable(field), "must be 1-32 English letters or digits")
+        secrets[field] = Secret(value)
+    return AppSettings(
+        name=name, corp_id=corp_id.strip(), agent_id=agent_id, source=source, **secrets
+    )
+
+
+def _apps_from_file(path_str: str) -> dict[str, AppSettings]:
+    path = Path(path_str)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("WECOM_APPS_FILE", f"no such file: {path_str}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("WECOM_APPS_FILE", f"not valid TOML: {exc}") from None
+    table = data.get("apps")
+    if not isinstance(table, dict) or not table:
+        raise ConfigError("WECOM_APPS_FILE", "needs at least one [apps.<name>] table")
+    apps: dict[str, AppSettings] = {}
+    for name, raw in table.items():
+        if not isinstance(raw, dict):
+            raise ConfigError(f"WECOM_APPS_FILE[apps.{name}]", "must be a table")
+        unknown = set(raw) - {"corp_id", "agent_id", "secret", "token", "encoding_aes_key"}
+        if unknown:
+            raise ConfigError(f"WECOM_APPS_FILE[apps.{name}]", f"unknown keys {sorted(unknown)}")
+        apps[name] = _check_app("file", name, raw)
+    return apps
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check every variable once; raise ConfigError naming the first bad one."""
+    env = os.environ if environ is None else environ
+    apps: dict[str, AppSettings] = {}
+    if apps_file := _get(env, "WECOM_APPS_FILE"):
+        apps = _apps_from_file(apps_file)
+    env_app = {field: _get(env, var) for field, var in _ENV_APP_FIELDS.items()}
+    if any(env_app.values()):
+        # The WECOM_* variables describe the app named "default" (over the file's, if any).
+        base = apps.get("default")
+        merged: dict[str, Any] = {}
+        if base is not None:
+            merged = {f: getattr(base, f) for f in _ENV_APP_FIELDS}
+            merged = {k: v.get() if isinstance(v, Secret) else v for k, v in merged.items()}
+        merged.update({k: v for k, v in env_app.items() if v is not None})
+        apps["default"] = _check_app("env", "default", merged)
+
+    level = (_get(env, "LOG_LEVEL") or "info").lower()
+    if level not in _LOG_LEVELS:
+        raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(_LOG_LEVELS)}")
+    log_format = (_get(env, "LOG_FORMAT") or "json").lower()
+    if log_format not in ("json", "console"):
+        raise ConfigError("LOG_FORMAT", "must be json or console")
+    prefix = _get(env, "BUS_PREFIX") or "wecom"
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", prefix):
+        raise ConfigError("BUS_PREFIX", "1-64 of letters, digits, '_', '.', '-'")
+    api_base = (_get(env, "WECOM_API_BASE") or "https://qyapi.weixin.qq.com").rstrip("/")
+    if not api_base.startswith(("http://", "https://")):
+        raise ConfigError("WECOM_API_BASE", "must start with http:// or https://")
+    redis_url = _get(env, "REDIS_URL")
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL", "must start with redis://, rediss:// or unix://")
+    api_key = _get(env, "SENDER_API_KEY")
+    if api_key is not None and len(api_key) < 16:
+        raise ConfigError("SENDER_API_KEY", "must be at least 16 characters")
+
+    return Settings(
+        redis_url=redis_url,
+        prefix=prefix,
+        api_base=api_base,
+        apps=apps,
+        stream_maxlen=_number(env, "BUS_STREAM_MAXLEN", 100_000, int, 1000),
+        claim_idle=_number(env, "BUS_CLAIM_IDLE", 15.0, float, 0.1),
+        max_deliveries=_number(env, "BUS_MAX_DELIVERIES", 5, int, 1),
+        ingress_max_clock_skew=_number(env, "INGRESS_MAX_CLOCK_SKEW", 3600, int, 0),
+        ingress_max_body=_number(env, "INGRESS_MAX_BODY", 262_144, int, 1024),
+        ingress_trusted_proxies=_get(env, "INGRESS_TRUSTED_PROXIES") or "127.0.0.1",
+        sender_api_key=Secret(api_key) if api_key else None,
+        sender_daily_quota=_number(env, "SENDER_DAILY_QUOTA", 0, int, 0),
+        drain_timeout=_number(env, "BUS_DRAIN_TIMEOUT", 20.0, float, 0),
+        log_level=level,
+        log_format="json" if log_format == "json" else "console",
+    )

@@ -1,0 +1,1 @@
+"""Message schemas: inbound events, outbound send requests, and the bus envelopes."""
