@@ -36,6 +36,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wecom-bus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    cmd = sub.add_parser("ingress", help="the callback receiver (WeCom → events stream)")
+    cmd.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server inside a pod
+    cmd.add_argument("--port", type=int, default=8080)
+    cmd.set_defaults(run=_lazy("services.ingress.__main__:run"))
+
+    cmd = sub.add_parser("responder", help="run a consumer group with a router of handlers")
+    cmd.add_argument("--group", default="responder")
+    cmd.add_argument(
+        "--handlers",
+        default="services.responder.handlers:router",
+        help="module:attribute of the Router to run",
+    )
+    cmd.add_argument(
+        "--start",
+        choices=("new", "backlog"),
+        default=None,
+        help="where a NEW group starts (built-in groups: backlog)",
+    )
+    cmd.add_argument("--burst", action="store_true", help="drain what is there, then exit")
+    cmd.add_argument("--host", default="0.0.0.0")  # noqa: S104
+    cmd.add_argument("--port", type=int, default=8081)
+    cmd.set_defaults(run=_lazy("services.responder.__main__:run"))
+
+    cmd = sub.add_parser("sender", help="the outbox consumer, token owner and send API")
+    cmd.add_argument("--host", default="0.0.0.0")  # noqa: S104
+    cmd.add_argument("--port", type=int, default=8082)
+    cmd.set_defaults(run=_lazy("services.sender.__main__:run"))
+
+    cmd = sub.add_parser("dev", help="everything on this machine (embedded Redis, fake WeCom)")
+    cmd.add_argument("--port-base", type=int, default=8080, help="ingress; +1 responder, +2 sender")
+    cmd.add_argument("--fake-port", type=int, default=9000)
+    cmd.add_argument("--timeout", type=float, default=60.0)
+    cmd.set_defaults(run=_lazy("services.dev:run"))
+
+    cmd = sub.add_parser("fake-wecom", help="a stand-in for qyapi.weixin.qq.com with a chat page")
+    cmd.add_argument("--host", default="127.0.0.1")
+    cmd.add_argument("--port", type=int, default=9000)
+    cmd.set_defaults(run=_lazy("services.fakewecom.__main__:run"))
+
     cmd = sub.add_parser("keygen", help="print a fresh callback Token and EncodingAESKey")
     cmd.set_defaults(run=_keygen)
     return parser
@@ -49,17 +88,23 @@ def _load_dotenv() -> None:
         load_dotenv(env_file, override=False)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_guarded(
+    run: Callable[[argparse.Namespace], int], args: argparse.Namespace, name: str
+) -> int:
+    """Run a command; bad configuration ends it with one line naming the variable."""
     _load_dotenv()
     try:
-        code: int = args.run(args)
+        return run(args)
     except ConfigError as exc:
-        print(f"wecom-bus {args.command}: configuration error: {exc}", file=sys.stderr)
+        print(f"wecom-bus {name}: configuration error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_guarded(args.run, args, args.command)
 
 
 if __name__ == "__main__":

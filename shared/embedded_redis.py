@@ -27,7 +27,13 @@ from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["EmbeddedRedis", "RedisBinaryNotFound", "find_redis_server", "free_port"]
+__all__ = [
+    "EmbeddedRedis",
+    "RedisBinaryNotFound",
+    "die_with_parent",
+    "find_redis_server",
+    "free_port",
+]
 
 ENV_BINARY = "WECOM_BUS_REDIS_SERVER"
 
@@ -76,7 +82,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -127,7 +133,7 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # no threads exist yet in callers
+            preexec_fn=die_with_parent,  # no threads exist yet in callers
         )
         self._wait_ready(timeout)
         return self

@@ -1,0 +1,173 @@
+"""``wecom-bus dev``: the whole system on one machine, stopped cleanly by Ctrl-C.
+
+With nothing configured it starts an embedded Redis and the fake WeCom with generated
+credentials; with ``REDIS_URL`` or ``WECOM_*`` set it uses those instead (real WeCom then, and no
+fake). Every service runs as its own process, exactly as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from shared.embedded_redis import EmbeddedRedis, die_with_parent
+from shared.protocol.crypto import generate_encoding_aes_key, generate_token
+
+__all__ = ["run"]
+
+
+@dataclass
+class Stack:
+    """The child processes of a dev run, stopped in reverse order."""
+
+    env: dict[str, str]
+    redis: EmbeddedRedis | None = None
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def spawn(self, name: str, *argv: str) -> None:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", name, *argv],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # no threads exist yet
+        )
+        self.children.append((name, process))
+
+    def wait_ready(self, urls: dict[str, str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = dict(urls)
+        with httpx.Client(timeout=1.0) as client:
+            while pending:
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"not ready after {timeout:.0f}s: {', '.join(pending)}")
+                for name, url in list(pending.items()):
+                    try:
+                        if client.get(url).status_code == 200:
+                            del pending[name]
+                    except httpx.TransportError:
+                        pass
+                time.sleep(0.1)
+
+    def check_alive(self) -> None:
+        for name, process in self.children:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {process.returncode}")
+
+    def stop(self) -> None:
+        for _, process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for _, process in reversed(self.children):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self.redis is not None:
+            self.redis.stop()
+
+
+def _dev_credentials(env: dict[str, str], fake_port: int, ingress_port: int) -> None:
+    """Generated app credentials pointing the sender at the fake WeCom."""
+    env.update(
+        WECOM_CORP_ID="wwdevcorp00000001",
+        WECOM_AGENT_ID="1000002",
+        WECOM_SECRET=secrets.token_urlsafe(24),
+        WECOM_TOKEN=generate_token(),
+        WECOM_ENCODING_AES_KEY=generate_encoding_aes_key(),
+        WECOM_API_BASE=f"http://127.0.0.1:{fake_port}",
+        FAKE_WECOM_CALLBACK_URL=f"http://127.0.0.1:{ingress_port}/callback",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    base: int = args.port_base
+    ports = {
+        "ingress": base,
+        "responder": base + 1,
+        "sender": base + 2,
+        "fake-wecom": args.fake_port,
+    }
+    env = dict(os.environ)
+    env.setdefault("LOG_FORMAT", "console")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    use_fake = not env.get("WECOM_CORP_ID") and not env.get("WECOM_APPS_FILE")
+    if use_fake:
+        _dev_credentials(env, ports["fake-wecom"], ports["ingress"])
+    if not env.get("SENDER_API_KEY"):
+        env["SENDER_API_KEY"] = secrets.token_urlsafe(24)
+        env["WECOM_BUS_DEV_SHOW_KEY"] = "1"  # ours, generated: fine to print
+    # Make `python -m services.cli` importable from any working directory.
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")])
+    )
+
+    stack = Stack(env=env)
+    try:
+        if not env.get("REDIS_URL"):
+            stack.redis = EmbeddedRedis().start()
+            env["REDIS_URL"] = stack.redis.url
+        if use_fake:
+            stack.spawn("fake-wecom", "--host", "127.0.0.1", "--port", str(ports["fake-wecom"]))
+        for name in ("ingress", "responder", "sender"):
+            stack.spawn(name, "--host", "127.0.0.1", "--port", str(ports[name]))
+        urls = {
+            name: f"http://127.0.0.1:{port}/readyz"
+            for name, port in ports.items()
+            if name != "fake-wecom" or use_fake
+        }
+        stack.wait_ready(urls, timeout=args.timeout)
+        fake = f"http://127.0.0.1:{ports['fake-wecom']}"
+        if use_fake:
+            verified = httpx.post(f"{fake}/fake/verify", json={"app": "default"}, timeout=10).json()
+            if not verified.get("ok"):
+                raise RuntimeError(f"URL verification failed: {verified.get('detail')}")
+        _banner(env, ports, fake if use_fake else None, time.monotonic() - started)
+        while True:
+            stack.check_alive()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping…", file=sys.stderr)
+        return 0
+    except RuntimeError as exc:
+        print(f"wecom-bus dev: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+
+
+def _banner(env: dict[str, str], ports: dict[str, int], fake: str | None, took: float) -> None:
+    key = env["SENDER_API_KEY"] if env.get("WECOM_BUS_DEV_SHOW_KEY") else "$SENDER_API_KEY"
+    body = '{"touser":"alice","msgtype":"text","text":{"content":"hello from wecom-bus"}}'
+    curl = shlex.join(
+        [
+            "curl", "-sS", f"http://127.0.0.1:{ports['sender']}/v1/messages",
+            "-H", f"Authorization: Bearer {key}",
+            "-H", "Content-Type: application/json", "-d", body,
+        ]
+    )  # fmt: skip
+    lines = [
+        f"wecom-bus is ready ({took:.1f}s)",
+        f"  callback URL  http://127.0.0.1:{ports['ingress']}/callback",
+        f"  Redis         {env['REDIS_URL']}",
+    ]
+    if fake:
+        lines += [f"  chat page     {fake}/   (fake WeCom: pick a member and type)"]
+    else:
+        lines += [
+            "  WeCom         real (WECOM_* are set): configure the callback URL in the console"
+        ]
+    lines += [f"  send API      {curl}", "Ctrl-C stops everything."]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,35 @@
+"""/healthz, /readyz and /metrics, the same on every service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+__all__ = ["health_routes"]
+
+
+def health_routes(redis: Redis, ready: Callable[[], bool] = lambda: True) -> list[Route]:
+    """``/healthz``: the process answers. ``/readyz``: Redis answers and ``ready()`` holds."""
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await redis.ping()
+        except (RedisError, OSError):
+            return PlainTextResponse("redis unreachable", status_code=503)
+        if not ready():
+            return PlainTextResponse("consumer loop not running", status_code=503)
+        return PlainTextResponse("ready")
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]

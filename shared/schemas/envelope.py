@@ -1,0 +1,60 @@
+"""What travels on the bus: one JSON document in the ``data`` field of each stream entry.
+
+``EventEnvelope`` is what the ingress stores on ``<prefix>:events``; ``OutboxEntry`` is a send
+request on ``<prefix>:outbox``. New fields always get defaults, so consumers of an older version
+keep working during a rolling deploy.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from shared.schemas.inbound import InboundEventType
+from shared.schemas.outbound import SendRequestType
+
+__all__ = [
+    "EventEnvelope",
+    "OutboxEntry",
+    "decode_envelope",
+    "decode_outbox",
+    "encode_envelope",
+    "encode_outbox",
+]
+
+
+class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    app: str  # the app name ("default", or one of the apps file)
+    received_at: float  # unix time the ingress accepted it
+    trace_id: str  # logged by every later stage
+    dedup_key: str  # what made it unique (MsgId, or the event's identifying fields)
+    event: InboundEventType
+
+
+class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
+    id: str  # deterministic: the same event and handler always give the same id
+    app: str
+    trace_id: str
+    created_at: float
+    request: SendRequestType
+    origin: str = ""  # who asked: "handler:<name>", "api", "cli"
+
+
+_envelope_decoder = msgspec.json.Decoder(EventEnvelope)
+_outbox_decoder = msgspec.json.Decoder(OutboxEntry)
+_encoder = msgspec.json.Encoder()
+
+
+def encode_envelope(envelope: EventEnvelope) -> bytes:
+    return _encoder.encode(envelope)
+
+
+def decode_envelope(data: bytes) -> EventEnvelope:
+    return _envelope_decoder.decode(data)
+
+
+def encode_outbox(entry: OutboxEntry) -> bytes:
+    return _encoder.encode(entry)
+
+
+def decode_outbox(data: bytes) -> OutboxEntry:
+    return _outbox_decoder.decode(data)
