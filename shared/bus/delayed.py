@@ -1,0 +1,159 @@
+"""The delayed queue: send requests waiting for a retry or a rate-limit slot.
+
+Two keys::
+
+    <prefix>:delayed        zset    request id -> due unix time (seconds, float)
+    <prefix>:delayed:data   hash    request id -> the entry's bytes
+
+The id, not the data, is the zset member: scheduling the same request twice (a redelivered
+outbox entry deferred again, perhaps with a changed attempt counter in its data) keeps one
+entry, the last one written (its data and due time). An ``id + data`` member would keep two
+whenever the bytes differ.
+
+``move_due`` is one Lua script that copies due entries onto the target stream and removes them,
+so two schedulers running at once move each entry exactly once. A request re-scheduled after
+it was moved is moved again; the sender's ``sent:<id>`` mark keeps that from sending twice.
+
+Redis Cluster: a script or MULTI may only touch keys of one slot, and here the zset, the hash
+and the target stream (``<prefix>:outbox``) go together. Give ``BUS_PREFIX`` a hash tag
+(``{wecom}``), as ``shared.bus.names`` asks for the other multi-key operations; without one
+these calls fail with CROSSSLOT rather than lose anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.bus import names
+
+__all__ = ["data_key", "earliest_due", "move_due", "run_scheduler", "schedule", "size"]
+
+log = logging.getLogger(__name__)
+
+# Worth waiting out: the server is away, restarting, loading, or a replica after a failover.
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+
+# KEYS: zset, data hash, target stream.  ARGV: now, limit, maxlen ("" = no trimming).
+# Per entry the XADD comes before the removal: a failing XADD aborts the script with the
+# entry still queued (Redis does not roll back a script, so order is the guarantee).
+_MOVE_DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local moved = 0
+for _, id in ipairs(ids) do
+  local data = redis.call('HGET', KEYS[2], id)
+  if data then
+    if ARGV[3] == '' then
+      redis.call('XADD', KEYS[3], '*', 'data', data)
+    else
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'data', data)
+    end
+    moved = moved + 1
+  end
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+end
+return moved
+"""
+
+
+def data_key(prefix: str) -> str:
+    return f"{names.delayed(prefix)}:data"
+
+
+async def schedule(redis: Redis, prefix: str, data: bytes, due: float, *, member_id: str) -> None:
+    """Queue ``data`` to be moved to a stream at unix time ``due``; one entry per ``member_id``."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(data_key(prefix), member_id, data)
+        pipe.zadd(names.delayed(prefix), {member_id: due})
+        await pipe.execute()
+
+
+async def move_due(
+    redis: Redis,
+    prefix: str,
+    *,
+    target_stream: str,
+    now: float,
+    limit: int = 100,
+    maxlen: int | None = 100_000,
+) -> int:
+    """Move up to ``limit`` entries due by ``now`` (earliest first) to ``target_stream``.
+
+    Each becomes an entry with the single field ``data``; ``maxlen`` trims approximately
+    (``None``: never). Returns how many were moved.
+    """
+    if limit <= 0:
+        return 0
+    script = redis.register_script(_MOVE_DUE)
+    keys = [names.delayed(prefix), data_key(prefix), target_stream]
+    args = (repr(float(now)), limit, "" if maxlen is None else maxlen)
+    return int(await script(keys=keys, args=args))
+
+
+async def size(redis: Redis, prefix: str) -> int:
+    """How many entries are waiting (for the delayed-queue gauge)."""
+    return int(await redis.zcard(names.delayed(prefix)))
+
+
+async def earliest_due(redis: Redis, prefix: str) -> float | None:
+    """Due time of the next entry, or None when the queue is empty."""
+    first = await redis.zrange(names.delayed(prefix), 0, 0, withscores=True)
+    return float(first[0][1]) if first else None
+
+
+async def run_scheduler(
+    redis: Redis,
+    prefix: str,
+    target_stream: str,
+    *,
+    interval: float = 0.2,
+    stop: asyncio.Event,
+    clock: Callable[[], float] = time.time,
+    limit: int = 100,
+    maxlen: int | None = 100_000,
+    max_backoff: float = 5.0,
+) -> None:
+    """Move due entries every ``interval`` seconds until ``stop`` is set.
+
+    Every replica may run one; the script keeps them from doubling work. A full batch is
+    followed at once by the next. While Redis is unreachable the loop backs off exponentially
+    up to ``max_backoff`` and logs one warning per outage, and one line when it is back.
+    """
+    backoff = interval
+    outage = False
+    while not stop.is_set():
+        try:
+            moved = await move_due(
+                redis, prefix, target_stream=target_stream, now=clock(), limit=limit, maxlen=maxlen
+            )
+        except _TRANSIENT as exc:
+            if not outage:
+                outage = True
+                log.warning(
+                    "delayed queue: redis unavailable, backing off",
+                    extra={"error": type(exc).__name__},
+                )
+            backoff = min(max(backoff * 2, interval, 0.05), max_backoff)
+            await _wait(stop, backoff)
+            continue
+        if outage:
+            outage = False
+            log.info("delayed queue: redis reachable again")
+        backoff = interval
+        if moved < limit:
+            await _wait(stop, interval)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` or until ``stop`` is set, whichever comes first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
