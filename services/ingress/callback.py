@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -26,7 +27,7 @@ from shared.errors import CryptoError, ReceiveIdError, SignatureError
 from shared.protocol.crypto import CallbackCrypto
 from shared.protocol.parser import parse_message
 from shared.schemas.envelope import EventEnvelope, encode_envelope
-from shared.schemas.inbound import dedup_key
+from shared.schemas.inbound import InboundEventType, dedup_key
 
 log = logging.getLogger("wecom_bus.ingress")
 
@@ -161,7 +162,11 @@ async def receive(
     trace_id = os.urandom(8).hex()
     data = encode_envelope(
         EventEnvelope(
-            app=app.name, received_at=time.time(), trace_id=trace_id, dedup_key=key, event=event
+            app=app.name,
+            received_at=time.time(),
+            trace_id=trace_id,
+            dedup_key=key,
+            event=cast("InboundEventType", event),
         )
     )
     try:

@@ -28,7 +28,7 @@ from services.health import health_routes
 from shared.bus import names
 from shared.config import Settings
 from shared.errors import ConfigError, SchemaError
-from shared.schemas.envelope import OutboxEntry, encode_outbox
+from shared.schemas.envelope import encode_outbox, outbox_entry
 from shared.schemas.outbound import decode_send_request
 from shared.wecom.client import WeComClient
 from shared.wecom.errors import WeComAPIError, WeComUnavailableError
@@ -91,7 +91,7 @@ async def enqueue(
         request_id, mark = f"api-{digest[:32]}", f"{settings.prefix}:idem:{digest}"
     else:
         request_id, mark = f"api-{uuid.uuid4().hex}", None
-    entry = OutboxEntry(
+    entry = outbox_entry(
         id=request_id,
         app=app_name,
         trace_id=uuid.uuid4().hex[:16],
@@ -220,6 +220,37 @@ def create_api(
         except SchemaError as exc:
             return _error(422, exc.problem, exc.field)
 
+    async def upload(request: Request) -> Response:
+        """Upload temporary media (field ``media``) for ``wecom-bus send --image``; → media_id."""
+        if (denied := authorize(request)) is not None:
+            return denied
+        client = clients.get(request.query_params.get("app", "default"))
+        kind = request.query_params.get("type", "")
+        if client is None:
+            return _error(422, "unknown app", "app")
+        if kind not in ("image", "voice", "video", "file"):
+            return _error(422, "must be image, voice, video or file", "type")
+        length = request.headers.get("content-length", "")
+        if not length.isdigit() or int(length) > 21 * 1024 * 1024:
+            return _error(413, "media larger than 20 MB (or no Content-Length)")
+        async with request.form(max_files=1, max_fields=2) as form:
+            media = form.get("media")
+            if media is None or isinstance(media, str):
+                return _error(422, "a file part named 'media' is required", "media")
+            content = await media.read()
+            filename = media.filename or "upload"
+            content_type = media.content_type or "application/octet-stream"
+        try:
+            media_id = await client.upload_media(kind, filename, content, content_type)
+        except WeComAPIError as exc:
+            return JSONResponse(
+                {"errcode": exc.errcode, "errmsg": exc.errmsg, "advice": exc.advice},
+                status_code=502,
+            )
+        except WeComUnavailableError as exc:
+            return _error(504, str(exc))
+        return JSONResponse({"media_id": media_id})
+
     async def update_card(request: Request) -> Response:
         async def call(client: WeComClient, payload: dict[str, Any]) -> dict[str, Any]:
             result = await client.update_template_card(payload)
@@ -232,6 +263,7 @@ def create_api(
             Route("/v1/messages", post_message, methods=["POST"]),
             Route("/v1/messages/{id}", get_message, methods=["GET"]),
             Route("/v1/recall", recall, methods=["POST"]),
+            Route("/v1/media", upload, methods=["POST"]),
             Route("/v1/template_card/update", update_card, methods=["POST"]),
             *health_routes(redis, ready),
         ]

@@ -7,10 +7,12 @@ keep working during a rolling deploy.
 
 from __future__ import annotations
 
+from typing import cast
+
 import msgspec
 
-from shared.schemas.inbound import InboundEventType
-from shared.schemas.outbound import SendRequestType
+from shared.schemas.inbound import InboundEventType, decode_event
+from shared.schemas.outbound import SendRequest, SendRequestType
 
 __all__ = [
     "EventEnvelope",
@@ -19,6 +21,7 @@ __all__ = [
     "decode_outbox",
     "encode_envelope",
     "encode_outbox",
+    "outbox_entry",
 ]
 
 
@@ -39,7 +42,16 @@ class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
     origin: str = ""  # who asked: "handler:<name>", "api", "cli"
 
 
+class _RawEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    app: str
+    received_at: float
+    trace_id: str
+    dedup_key: str
+    event: msgspec.Raw
+
+
 _envelope_decoder = msgspec.json.Decoder(EventEnvelope)
+_raw_envelope_decoder = msgspec.json.Decoder(_RawEnvelope)
 _outbox_decoder = msgspec.json.Decoder(OutboxEntry)
 _encoder = msgspec.json.Encoder()
 
@@ -49,7 +61,33 @@ def encode_envelope(envelope: EventEnvelope) -> bytes:
 
 
 def decode_envelope(data: bytes) -> EventEnvelope:
-    return _envelope_decoder.decode(data)
+    """Decode an events entry; an event type from a newer producer becomes ``UnknownEvent``."""
+    try:
+        return _envelope_decoder.decode(data)
+    except msgspec.ValidationError:
+        raw = _raw_envelope_decoder.decode(data)
+        event = cast("InboundEventType", decode_event(bytes(raw.event)))
+        return EventEnvelope(
+            app=raw.app,
+            received_at=raw.received_at,
+            trace_id=raw.trace_id,
+            dedup_key=raw.dedup_key,
+            event=event,
+        )
+
+
+def outbox_entry(
+    *, id: str, app: str, trace_id: str, created_at: float, request: SendRequest, origin: str
+) -> OutboxEntry:
+    """Build an OutboxEntry from any SendRequest (the union is only for decoding)."""
+    return OutboxEntry(
+        id=id,
+        app=app,
+        trace_id=trace_id,
+        created_at=created_at,
+        request=cast("SendRequestType", request),
+        origin=origin,
+    )
 
 
 def encode_outbox(entry: OutboxEntry) -> bytes:

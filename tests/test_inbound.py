@@ -1,0 +1,410 @@
+"""The inbound model: one XML sample per message/event type, JSON round trips, dedup keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from shared.protocol.parser import parse_message
+from shared.schemas import inbound as m
+from shared.schemas.inbound import decode_event, dedup_key, encode_event
+
+SAMPLES = Path(__file__).parent / "samples" / "inbound"
+SAMPLE_FILES = sorted(SAMPLES.glob("*.xml"))
+
+
+def sample(stem: str) -> m.InboundEvent:
+    return parse_message((SAMPLES / f"{stem}.xml").read_bytes())
+
+
+USER_FIELDS: dict[str, Any] = {
+    "from_user": "sys",
+    "agent_id": None,
+    "event": "change_contact",
+    "user_id": "zhangsan",
+    "name": "张三",
+    "department": "1,2,3",
+    "main_department": 1,
+    "is_leader_in_dept": "1,0,0",
+    "direct_leader": "lisi,wangwu",
+    "position": "产品经理",
+    "mobile": "13800000000",
+    "gender": 1,
+    "email": "zhangsan@gzdev.com",
+    "biz_mail": "zhangsan@qyycs2.wecom.work",
+    "status": 1,
+    "alias": "zhangsan",
+    "telephone": "020-123456",
+    "address": "广州市",
+    "ext_attr": [
+        m.ExtAttrItem(name="爱好", type=0, text=m.ExtAttrText(value="旅游")),
+        m.ExtAttrItem(
+            name="卡号",
+            type=1,
+            web=m.ExtAttrWeb(title="企业微信", url="https://work.weixin.qq.com"),
+        ),
+    ],
+}
+PIC1 = m.PicItem(pic_md5_sum="1b5f7c23b5bf75682a53e7b6d163e185")
+PIC2 = m.PicItem(pic_md5_sum="2c6f8d34c6cf86793b64f8c7e274f296")
+
+# stem -> (class, attribute values read from the sample file)
+EXPECTED: dict[str, tuple[type[m.InboundEvent], dict[str, Any]]] = {
+    "text": (m.TextMessage, {"content": "  你好吗? <b>&amp; ", "msg_id": 1234567890123456}),
+    "image": (
+        m.ImageMessage,
+        {"pic_url": "https://wework.qpic.cn/wwpic/this_is_a_url/0", "media_id": "media_id_image_1"},
+    ),
+    "voice": (m.VoiceMessage, {"media_id": "media_id_voice_1", "format": "amr"}),
+    "video": (
+        m.VideoMessage,
+        {"media_id": "media_id_video_1", "thumb_media_id": "thumb_media_id_1"},
+    ),
+    "location": (
+        m.LocationMessage,
+        {"location_x": 23.134521, "location_y": 113.358803, "scale": 20, "label": "位置信息"},
+    ),
+    "link": (
+        m.LinkMessage,
+        {
+            "title": "this is a title!",
+            "description": "this is a description!",
+            "url": "https://work.weixin.qq.com/",
+            "pic_url": "https://work.weixin.qq.com/pic.png",
+            "msg_id": 1234567890123461,
+        },
+    ),
+    "event.subscribe": (m.SubscribeEvent, {"event": "subscribe", "event_key": None}),
+    "event.unsubscribe": (m.UnsubscribeEvent, {"event": "unsubscribe"}),
+    "event.enter_agent": (m.EnterAgentEvent, {"event": "enter_agent", "event_key": None}),
+    "event.LOCATION": (
+        m.LocationEvent,
+        {"latitude": 23.104105, "longitude": 113.320107, "precision": 65.0, "app_type": "wxwork"},
+    ),
+    "event.batch_job_result": (
+        m.BatchJobResultEvent,
+        {
+            "from_user": "sys",
+            "batch_job": m.BatchJob(
+                job_id="S0MrnndvRG5fadSlLwiBqiDDbM143UqTmKP3152FZk4",
+                job_type="sync_user",
+                err_code=0,
+                err_msg="ok",
+            ),
+        },
+    ),
+    "event.click": (m.ClickEvent, {"event_key": "#sendmsg#_0_0#7599827683974519"}),
+    "event.view": (m.ViewEvent, {"event_key": "https://work.weixin.qq.com/wework_admin/frame"}),
+    "event.scancode_push": (
+        m.ScanCodePushEvent,
+        {
+            "event_key": "6",
+            "scan_code_info": m.ScanCodeInfo(
+                scan_type="qrcode", scan_result="https://example.com/qr?id=1"
+            ),
+        },
+    ),
+    "event.scancode_waitmsg": (
+        m.ScanCodeWaitMsgEvent,
+        {"scan_code_info": m.ScanCodeInfo(scan_type="barcode", scan_result="EAN_13,6901234567892")},
+    ),
+    "event.pic_sysphoto": (
+        m.PicSysPhotoEvent,
+        {"send_pics_info": m.SendPicsInfo(count=1, pic_list=[PIC1])},  # one <item>: a dict
+    ),
+    "event.pic_photo_or_album": (
+        m.PicPhotoOrAlbumEvent,
+        {"send_pics_info": m.SendPicsInfo(count=2, pic_list=[PIC1, PIC2])},  # two: a list
+    ),
+    "event.pic_weixin": (m.PicWeixinEvent, {"send_pics_info": m.SendPicsInfo(count=0)}),
+    "event.location_select": (
+        m.LocationSelectEvent,
+        {
+            "event_key": "6",
+            "app_type": "wxwork",
+            "send_location_info": m.SendLocationInfo(
+                location_x=23.0, location_y=113.0, scale=15, label=" 广州市海珠区客村艺苑路 106号"
+            ),
+        },
+    ),
+    "event.open_approval_change": (
+        m.OpenApprovalChangeEvent,
+        {
+            "approval_info": m.ApprovalInfo(
+                third_no="201806010001",
+                open_sp_name="付款",
+                open_template_id="1234567890",
+                open_sp_status=1,
+                apply_time=1527837645,
+                apply_user_name="xiaoming",
+                apply_user_id="1",
+                apply_user_party="产品部",
+                apply_user_image="http://www.qq.com/xxx.png",
+                approval_nodes=[
+                    m.ApprovalNode(
+                        node_status=1,
+                        node_attr=1,
+                        node_type=1,
+                        items=[
+                            m.ApprovalItem(
+                                item_name="xiaohong",
+                                item_user_id="2",
+                                item_image="http://www.qq.com/xxx.png",
+                                item_status=1,
+                            )
+                        ],
+                    )
+                ],
+                notify_nodes=[
+                    m.NotifyNode(
+                        item_name="xiaogang",
+                        item_user_id="3",
+                        item_image="http://www.qq.com/xxx.png",
+                    ),
+                    m.NotifyNode(
+                        item_name="xiaoli", item_user_id="4", item_image="http://www.qq.com/yyy.png"
+                    ),
+                ],
+            )
+        },
+    ),
+    "event.share_agent_change": (m.ShareAgentChangeEvent, {"agent_id": 1000002}),
+    "event.share_chain_change": (m.ShareChainChangeEvent, {"agent_id": 1000002}),
+    "event.close_inactive_agent": (m.CloseInactiveAgentEvent, {"agent_id": 1000002}),
+    "event.reopen_inactive_agent": (m.ReopenInactiveAgentEvent, {"agent_id": 1000002}),
+    "event.template_card_event": (
+        m.TemplateCardEvent,
+        {
+            "event_key": "button_key_approve",
+            "task_id": "task_20240101_0001",
+            "card_type": "vote_interaction",
+            "response_code": "ResponseCode_abcdef",
+            "selected_items": [
+                m.SelectedItem(question_key="q_1", option_ids=["o_1", "o_2"]),
+                m.SelectedItem(question_key="q_2", option_ids=["o_9"]),
+            ],
+        },
+    ),
+    "event.template_card_menu_event": (
+        m.TemplateCardMenuEvent,
+        {
+            "event_key": "menu_key_1",
+            "task_id": "task_20240101_0002",
+            "card_type": "text_notice",
+            "response_code": "ResponseCode_menu",
+        },
+    ),
+    "event.change_contact.create_user": (
+        m.CreateUserEvent,
+        {**USER_FIELDS, "change_type": "create_user"},
+    ),
+    "event.change_contact.update_user": (
+        m.UpdateUserEvent,
+        {**USER_FIELDS, "change_type": "update_user", "new_user_id": "zhangsan001"},
+    ),
+    "event.change_contact.delete_user": (
+        m.DeleteUserEvent,
+        {"change_type": "delete_user", "user_id": "zhangsan", "from_user": "sys"},
+    ),
+    "event.change_contact.create_party": (
+        m.CreatePartyEvent,
+        {"id": 2, "name": "张三", "parent_id": 1, "order": 1},
+    ),
+    "event.change_contact.update_party": (
+        m.UpdatePartyEvent,
+        {"id": 2, "name": "研发部", "parent_id": 1},
+    ),
+    "event.change_contact.delete_party": (m.DeletePartyEvent, {"id": 2}),
+    "event.change_contact.update_tag": (
+        m.UpdateTagEvent,
+        {
+            "tag_id": 1,
+            "add_user_items": "zhangsan,lisi",
+            "del_user_items": "zhangsan1,lisi1",
+            "add_party_items": "1,2",
+            "del_party_items": "3,4",
+        },
+    ),
+    "unknown_event": (m.UnknownEvent, {"event": "kf_msg_or_event", "agent_id": 1000002}),
+    "unknown_message": (m.UnknownMessage, {"msg_type": "file", "msg_id": 1234567890123462}),
+}
+
+
+def test_every_concrete_type_has_a_sample_and_an_expectation() -> None:
+    tags = {str(cls.__struct_config__.tag) for cls in m.CONCRETE_TYPES}
+    assert {p.stem for p in SAMPLE_FILES} == tags == set(EXPECTED)
+
+
+@pytest.mark.parametrize("stem", sorted(EXPECTED))
+def test_sample_parses_to_its_class_with_its_values(stem: str) -> None:
+    cls, values = EXPECTED[stem]
+    ev = sample(stem)
+    assert type(ev) is cls
+    assert ev.to_user == "ww1234567890abcdef"
+    assert isinstance(ev.create_time, int) and ev.create_time > 1_300_000_000
+    assert {name: getattr(ev, name) for name in values} == values
+    if isinstance(ev, m.Message):
+        assert ev.agent_id == 1000002 and ev.from_user == "zhangsan"
+
+
+def test_unknown_types_keep_every_field() -> None:
+    ev = sample("unknown_event")
+    assert isinstance(ev, m.UnknownEvent) and isinstance(ev, m.Event)
+    assert ev.from_user == "zhangsan"
+    assert ev.fields["Token"] == "ENCApHxnGDNAVNY4AaSJKj4Tb5mwsEMzxhFmHVGcra996NR"
+    assert ev.fields["OpenKfId"] == "wkxxxxxxx"
+    assert ev.fields["Extra"] == {"Nested": ["kept", "twice"]}
+    msg = sample("unknown_message")
+    assert isinstance(msg, m.UnknownMessage)
+    assert msg.fields["FileName"] == "report.pdf" and msg.fields["MediaId"] == "media_id_file_1"
+
+
+def test_unknown_change_type_is_an_unknown_event() -> None:
+    body = (SAMPLES / "event.change_contact.delete_party.xml").read_bytes()
+    ev = parse_message(body.replace(b"delete_party", b"merge_party"))
+    assert isinstance(ev, m.UnknownEvent)
+    assert ev.event == "change_contact" and ev.fields["ChangeType"] == "merge_party"
+
+
+@pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.stem)
+def test_json_round_trip(path: Path) -> None:
+    ev = parse_message(path.read_bytes())
+    data = encode_event(ev)
+    again = decode_event(data)
+    assert type(again) is type(ev) and again == ev
+    assert msgspec.json.decode(data)["type"] == path.stem
+
+
+def test_json_uses_wecom_names() -> None:
+    doc = msgspec.json.decode(encode_event(sample("text")))
+    assert doc["type"] == "text"
+    assert doc["FromUserName"] == "zhangsan" and doc["MsgId"] == 1234567890123456
+    assert doc["Content"] == "  你好吗? <b>&amp; " and doc["AgentID"] == 1000002
+
+
+def test_decoding_is_forward_and_backward_compatible() -> None:
+    doc = msgspec.json.decode(encode_event(sample("event.click")))
+    newer = msgspec.json.encode({**doc, "FieldFromTheFuture": {"x": 1}})
+    assert decode_event(newer) == sample("event.click")
+    older = msgspec.json.encode({k: v for k, v in doc.items() if k not in ("AgentID", "EventKey")})
+    ev = decode_event(older)
+    assert isinstance(ev, m.ClickEvent) and ev.agent_id is None and ev.event_key is None
+
+
+def test_unknown_tag_from_a_newer_producer_decodes_as_unknown_event() -> None:
+    data = msgspec.json.encode(
+        {
+            "type": "event.brand_new",
+            "ToUserName": "ww1",
+            "FromUserName": "bob",
+            "CreateTime": 1700000000,
+            "Event": "brand_new",
+            "Extra": [1, 2],
+        }
+    )
+    ev = decode_event(data)
+    assert isinstance(ev, m.UnknownEvent)
+    assert (ev.from_user, ev.create_time, ev.event) == ("bob", 1700000000, "brand_new")
+    assert ev.fields["Extra"] == [1, 2] and ev.fields["type"] == "event.brand_new"
+
+
+def test_corrupt_json_is_an_error() -> None:
+    with pytest.raises(msgspec.DecodeError):
+        decode_event(b"{not json")
+    for doc in (b'{"type":["text"],"ToUserName":"a"}', b"[1, 2]", b'{"ToUserName":"a"}'):
+        with pytest.raises(msgspec.ValidationError):
+            decode_event(doc)
+    with pytest.raises(msgspec.ValidationError):  # a known tag with a wrong field type
+        decode_event(
+            b'{"type":"text","ToUserName":"a","FromUserName":"b","CreateTime":"x","MsgId":1}'
+        )
+
+
+def test_routing_properties() -> None:
+    text = sample("text")
+    assert isinstance(text, m.TextMessage) and text.content.strip() == "你好吗? <b>&amp;"
+    click = sample("event.click")
+    assert isinstance(click, m.Event) and (click.event, click.from_user) == ("click", "zhangsan")
+    assert not isinstance(click, m.Message) and not isinstance(text, m.Event)
+    assert isinstance(sample("event.change_contact.update_user"), m.ChangeContactEvent)
+    assert not isinstance(sample("event.change_contact.update_user"), m.CreateUserEvent)
+
+
+# ---------------------------------------------------------------- dedup keys
+
+
+def test_dedup_key_is_stable_for_the_same_delivery() -> None:
+    for path in SAMPLE_FILES:
+        first, second = parse_message(path.read_bytes()), parse_message(path.read_bytes())
+        key = dedup_key(first)
+        assert key == dedup_key(second) == dedup_key(decode_event(encode_event(first)))
+        assert len(key) < 200 and key.isprintable()
+
+
+def test_dedup_keys_of_all_samples_are_distinct() -> None:
+    keys = [dedup_key(parse_message(p.read_bytes())) for p in SAMPLE_FILES]
+    assert len(set(keys)) == len(keys)
+
+
+def test_message_key_is_the_msg_id() -> None:
+    assert dedup_key(sample("text")) == "msg:1234567890123456"
+    assert dedup_key(sample("unknown_message")) == "msg:1234567890123462"
+
+
+def variant(stem: str, old: bytes, new: bytes) -> m.InboundEvent:
+    body = (SAMPLES / f"{stem}.xml").read_bytes()
+    assert old in body
+    return parse_message(body.replace(old, new))
+
+
+@pytest.mark.parametrize(
+    ("stem", "old", "new"),
+    [
+        ("event.click", b"#sendmsg#_0_0#7599827683974519", b"other_key"),
+        ("event.change_contact.create_user", b"[zhangsan]]></UserID>", b"[lisi]]></UserID>"),
+        ("event.change_contact.delete_party", b"<Id>2</Id>", b"<Id>3</Id>"),
+        ("event.change_contact.update_tag", b"<TagId>1</TagId>", b"<TagId>2</TagId>"),
+        ("event.batch_job_result", b"S0MrnndvRG5", b"XXMrnndvRG5"),
+        ("event.template_card_event", b"ResponseCode_abcdef", b"ResponseCode_other"),
+        ("event.open_approval_change", b"<OpenSpStatus>1<", b"<OpenSpStatus>2<"),
+        ("unknown_event", b"wkxxxxxxx", b"wkyyyyyyy"),
+    ],
+)
+def test_same_second_events_that_differ_get_different_keys(
+    stem: str, old: bytes, new: bytes
+) -> None:
+    original, changed = sample(stem), variant(stem, old, new)
+    assert original.create_time == changed.create_time and original.from_user == changed.from_user
+    assert dedup_key(original) != dedup_key(changed)
+
+
+def test_same_second_change_types_differ() -> None:
+    create = sample("event.change_contact.create_user")
+    delete = sample("event.change_contact.delete_user")
+    assert create.create_time == delete.create_time
+    assert dedup_key(create) != dedup_key(delete)
+
+
+def test_long_or_colon_bearing_keys_are_hashed_deterministically() -> None:
+    long_key = "k" * 500
+    ev = variant("event.click", b"#sendmsg#_0_0#7599827683974519", long_key.encode())
+    key = dedup_key(ev)
+    assert len(key) < 200 and long_key not in key and key.startswith("evt:zhangsan:1408091189:")
+    assert key == dedup_key(
+        variant("event.click", b"#sendmsg#_0_0#7599827683974519", long_key.encode())
+    )
+    # Unhashed, event_key "x:task_id=T" without a TaskId would read exactly like event_key "x"
+    # with TaskId "T": a colon inside a value forces the hashed form.
+    body = (SAMPLES / "event.template_card_menu_event.xml").read_bytes()
+    tricky = body.replace(b"menu_key_1", b"x:task_id=task_20240101_0002").replace(
+        b"<TaskId><![CDATA[task_20240101_0002]]></TaskId>", b""
+    )
+    plain = body.replace(b"menu_key_1", b"x")
+    one, two = parse_message(tricky), parse_message(plain)
+    assert isinstance(one, m.TemplateCardMenuEvent) and one.task_id == ""
+    assert dedup_key(one) != dedup_key(two)
+    newline = variant("event.click", b"#sendmsg#_0_0#7599827683974519", b"line\nbreak")
+    assert dedup_key(newline).isprintable()
