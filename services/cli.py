@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -74,6 +75,31 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--host", default="127.0.0.1")
     cmd.add_argument("--port", type=int, default=9000)
     cmd.set_defaults(run=_lazy("services.fakewecom.__main__:run"))
+
+    cmd = sub.add_parser("send", help="enqueue a message on the outbox")
+    cmd.add_argument("--to", help="user ids joined by | (or @all)")
+    cmd.add_argument("--party", help="department ids joined by |")
+    cmd.add_argument("--tag", help="tag ids joined by |")
+    cmd.add_argument("--app", default="default")
+    kind = cmd.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--text")
+    kind.add_argument("--markdown")
+    kind.add_argument("--image", metavar="PATH", help="uploaded through the sender first")
+    kind.add_argument("--file", metavar="PATH", help="uploaded through the sender first")
+    kind.add_argument("--json", metavar="PATH", help="a whole message/send body")
+    cmd.add_argument("--key", help="Idempotency-Key: repeat a send safely")
+    cmd.add_argument("--sender-url", default=os.environ.get("SENDER_URL", "http://127.0.0.1:8082"))
+    cmd.set_defaults(run=_lazy("services.tools:send"))
+
+    cmd = sub.add_parser("deadletter", help="inspect, replay or drop dead letters")
+    cmd.add_argument("action", choices=("list", "replay", "drop"))
+    cmd.add_argument("ids", nargs="*", help="dead-letter entry ids (replay/drop)")
+    cmd.add_argument("--all", action="store_true")
+    cmd.add_argument("--limit", type=int, default=100)
+    cmd.set_defaults(run=_lazy("services.tools:deadletter"))
+
+    cmd = sub.add_parser("check", help="validate configuration, reach Redis and WeCom")
+    cmd.set_defaults(run=_lazy("services.tools:check"))
 
     cmd = sub.add_parser("keygen", help="print a fresh callback Token and EncodingAESKey")
     cmd.set_defaults(run=_keygen)

@@ -23,7 +23,7 @@ import httpx
 from shared.embedded_redis import EmbeddedRedis, die_with_parent
 from shared.protocol.crypto import generate_encoding_aes_key, generate_token
 
-__all__ = ["run"]
+__all__ = ["Stack", "dev_credentials", "run"]
 
 
 @dataclass
@@ -32,16 +32,27 @@ class Stack:
 
     env: dict[str, str]
     redis: EmbeddedRedis | None = None
+    log_dir: Path | None = None  # each child's output in <name>.log instead of our terminal
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
-    def spawn(self, name: str, *argv: str) -> None:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", name, *argv],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,  # no threads exist yet
-        )
-        self.children.append((name, process))
+    def spawn(self, name: str, *argv: str, label: str | None = None) -> subprocess.Popen[bytes]:
+        out = None
+        if self.log_dir is not None:
+            out = (self.log_dir / f"{label or name}.log").open("ab")
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", name, *argv],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                preexec_fn=die_with_parent,  # no threads exist yet
+            )
+        finally:
+            if out is not None:
+                out.close()  # the child holds its own descriptor
+        self.children.append((label or name, process))
+        return process
 
     def wait_ready(self, urls: dict[str, str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -78,7 +89,7 @@ class Stack:
             self.redis.stop()
 
 
-def _dev_credentials(env: dict[str, str], fake_port: int, ingress_port: int) -> None:
+def dev_credentials(env: dict[str, str], fake_port: int, ingress_port: int) -> None:
     """Generated app credentials pointing the sender at the fake WeCom."""
     env.update(
         WECOM_CORP_ID="wwdevcorp00000001",
@@ -105,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     env.setdefault("PYTHONUNBUFFERED", "1")
     use_fake = not env.get("WECOM_CORP_ID") and not env.get("WECOM_APPS_FILE")
     if use_fake:
-        _dev_credentials(env, ports["fake-wecom"], ports["ingress"])
+        dev_credentials(env, ports["fake-wecom"], ports["ingress"])
     if not env.get("SENDER_API_KEY"):
         env["SENDER_API_KEY"] = secrets.token_urlsafe(24)
         env["WECOM_BUS_DEV_SHOW_KEY"] = "1"  # ours, generated: fine to print

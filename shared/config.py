@@ -82,6 +82,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sender_api_key: Secret | None = None
     sender_daily_quota: int = 0  # person-times per app per day; 0 = no quota of ours
     drain_timeout: float = 20.0
+    responder_other_reply: str = ""  # answer to messages no behaviour answers ("" = none)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
 
@@ -251,6 +252,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sender_api_key=Secret(api_key) if api_key else None,
         sender_daily_quota=_number(env, "SENDER_DAILY_QUOTA", 0, int, 0),
         drain_timeout=_number(env, "BUS_DRAIN_TIMEOUT", 20.0, float, 0),
+        responder_other_reply=_get(env, "RESPONDER_OTHER_REPLY") or "",
         log_level=level,
         log_format="json" if log_format == "json" else "console",
     )

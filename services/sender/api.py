@@ -88,9 +88,9 @@ async def enqueue(
         raise SchemaError("$.agentid", f"is not app {app_name!r}'s AgentId")
     if idempotency_key:
         digest = hashlib.sha256(f"{app_name}\0{idempotency_key}".encode()).hexdigest()
-        request_id, mark = f"api-{digest[:32]}", f"{settings.prefix}:idem:{digest}"
+        request_id, mark = f"{origin}-{digest[:32]}", f"{settings.prefix}:idem:{digest}"
     else:
-        request_id, mark = f"api-{uuid.uuid4().hex}", None
+        request_id, mark = f"{origin}-{uuid.uuid4().hex}", None
     entry = outbox_entry(
         id=request_id,
         app=app_name,

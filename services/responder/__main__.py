@@ -1,0 +1,93 @@
+"""``wecom-bus responder``: run a consumer group with a router of handlers.
+
+``--handlers pkg.module:router`` runs any team's behaviour as its own group
+(``--group helpdesk``); the default is this package's responder router.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+
+from services.health import health_routes
+from services.runtime import run_async, serve_consumer
+from shared import logs
+from shared.bus import names
+from shared.bus.router import Router
+from shared.bus.worker import Consumer
+from shared.config import Settings, load_settings
+from shared.errors import ConfigError
+
+log = logging.getLogger("wecom_bus.responder")
+
+BUILTIN_GROUPS = {names.RESPONDER_GROUP}
+
+
+def load_router(spec: str) -> Router:
+    """Import ``module:attribute`` and check it is a Router."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError("--handlers", f"expected module:attribute, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError("--handlers", f"cannot import {module_name!r}: {exc}") from None
+    router = getattr(module, attribute, None)
+    if not isinstance(router, Router):
+        raise ConfigError("--handlers", f"{spec!r} is not a Router")
+    return router
+
+
+def build_consumer(
+    settings: Settings, redis: Redis, router: Router, group: str, start: str
+) -> Consumer:
+    return Consumer(
+        redis,
+        stream=names.events(settings.prefix),
+        group=group,
+        handler=router.handler(prefix=settings.prefix, maxlen=settings.stream_maxlen),
+        start="backlog" if start == "backlog" else "new",
+        claim_idle_ms=int(settings.claim_idle * 1000),
+        max_deliveries=settings.max_deliveries,
+        prefix=settings.prefix,
+        drain_timeout=settings.drain_timeout,
+        maxlen=settings.stream_maxlen,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    logs.configure(args.group, settings.log_level, settings.log_format)
+    router = load_router(args.handlers)
+    url = settings.require_redis()
+    # Built-in groups start at the retained backlog so nothing accepted before they first ran
+    # goes unanswered (DESIGN §4.3); a team's new group starts at new entries unless asked.
+    start = args.start or ("backlog" if args.group in BUILTIN_GROUPS else "new")
+
+    async def main() -> None:
+        redis = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=3)
+        consumer = build_consumer(settings, redis, router, args.group, start)
+        log.info("consuming", extra={"group": args.group, "routes": len(router.routes)})
+        try:
+            if args.burst:
+                stats = await consumer.run_burst()
+                log.info("burst done", extra=stats)
+            else:
+                app = Starlette(routes=health_routes(redis, lambda: consumer.healthy))
+                await serve_consumer(consumer, app, host=args.host, port=args.port)
+        finally:
+            await redis.aclose()
+
+    run_async(main())
+    return 0
+
+
+if __name__ == "__main__":
+    from services.cli import main
+
+    sys.exit(main(["responder", *sys.argv[1:]]))

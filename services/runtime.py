@@ -1,0 +1,64 @@
+"""Running a consumer service: the consumer loop and its small HTTP server in one event loop.
+
+SIGTERM/SIGINT stop the consumer (it drains in-flight work within ``BUS_DRAIN_TIMEOUT``);
+the HTTP server keeps answering /healthz meanwhile and stops last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+from shared.bus.worker import Consumer, install_signal_handlers
+
+__all__ = ["Background", "run_async", "serve_consumer"]
+
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The consumer owns SIGTERM: it drains first, then we stop the HTTP server ourselves.
+        yield
+
+
+async def serve_consumer(
+    consumer: Consumer,
+    app: Starlette,
+    *,
+    host: str,
+    port: int,
+    background: Sequence[Background] = (),
+) -> None:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+    )
+    server = _Server(config)
+    install_signal_handlers(consumer)
+    stop = asyncio.Event()
+    http = asyncio.create_task(server.serve())
+    extras = [asyncio.create_task(task(stop)) for task in background]
+    try:
+        await consumer.run()
+    finally:
+        stop.set()
+        await asyncio.gather(*extras, return_exceptions=True)
+        server.should_exit = True
+        await http
+
+
+def run_async(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run on uvloop where it is installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)

@@ -1,0 +1,99 @@
+"""``wecom-bus sender``: the outbox consumer, the token owner and the internal send API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from services.runtime import run_async, serve_consumer
+from services.sender.api import create_api
+from services.sender.handler import OutboxHandler
+from shared import logs
+from shared.bus import delayed, names
+from shared.bus.worker import Consumer
+from shared.config import AppSettings, Settings, load_settings
+from shared.wecom.client import TokenFetcher, WeComClient
+from shared.wecom.governor import Governor
+from shared.wecom.token import TokenCache
+
+
+def make_clients(settings: Settings, redis: Redis) -> dict[str, WeComClient]:
+    """One client and one shared token cache per app (a token belongs to an app)."""
+
+    def tokens(app: AppSettings) -> Callable[[TokenFetcher], TokenCache]:
+        def factory(fetch: TokenFetcher) -> TokenCache:
+            return TokenCache(
+                redis,
+                fetch,
+                corp_id=app.corp_id,
+                agent_id=app.agent_id,
+                prefix=settings.prefix,
+                name=app.name,
+            )
+
+        return factory
+
+    return {
+        name: WeComClient(app, token_source=tokens(app), base_url=settings.api_base)
+        for name, app in settings.apps.items()
+    }
+
+
+def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> Consumer:
+    # margin: WeCom counts when a request arrives, not when we admitted it.
+    governor = Governor(
+        redis, prefix=settings.prefix, daily_quota=settings.sender_daily_quota, margin=1.0
+    )
+    handler = OutboxHandler(redis, prefix=settings.prefix, clients=clients, governor=governor)
+    return Consumer(
+        redis,
+        stream=names.outbox(settings.prefix),
+        group=names.SENDER_GROUP,
+        handler=handler,
+        start="backlog",  # a request enqueued before the first sender ever ran is still sent
+        claim_idle_ms=int(settings.claim_idle * 1000),
+        max_deliveries=settings.max_deliveries,
+        prefix=settings.prefix,
+        drain_timeout=settings.drain_timeout,
+        maxlen=settings.stream_maxlen,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    logs.configure("sender", settings.log_level, settings.log_format)
+    settings.require("secret")
+    url = settings.require_redis()
+
+    async def main() -> None:
+        redis = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=3)
+        clients = make_clients(settings, redis)
+        async with contextlib.AsyncExitStack() as stack:
+            for client in clients.values():
+                await stack.enter_async_context(client)
+            consumer = build(settings, redis, clients)
+            app = create_api(settings, redis, clients=clients, ready=lambda: consumer.healthy)
+
+            async def scheduler(stop: asyncio.Event) -> None:
+                await delayed.run_scheduler(
+                    redis, settings.prefix, names.outbox(settings.prefix), stop=stop
+                )
+
+            await serve_consumer(
+                consumer, app, host=args.host, port=args.port, background=[scheduler]
+            )
+        await redis.aclose()
+
+    run_async(main())
+    return 0
+
+
+if __name__ == "__main__":
+    from services.cli import main
+
+    sys.exit(main(["sender", *sys.argv[1:]]))
