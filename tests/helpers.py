@@ -54,7 +54,9 @@ def text_xml(
     ).encode()
 
 
-def event_xml(event: str, *, from_user: str = "alice", extra: str = "", create_time: int = 0) -> bytes:
+def event_xml(
+    event: str, *, from_user: str = "alice", extra: str = "", create_time: int = 0
+) -> bytes:
     return (
         f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName>"
         f"<FromUserName><![CDATA[{from_user}]]></FromUserName>"
@@ -91,7 +93,9 @@ def pkcs7_32(data: bytes) -> bytes:
     return data + bytes([pad]) * pad
 
 
-def signed_envelope(encrypt: str, *, timestamp: str | None = None, nonce: str = "n1") -> tuple[str, bytes]:
+def signed_envelope(
+    encrypt: str, *, timestamp: str | None = None, nonce: str = "n1"
+) -> tuple[str, bytes]:
     ts = timestamp or str(int(time.time()))
     signature = crypto().signature(ts, nonce, encrypt)
     body = (

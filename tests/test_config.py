@@ -61,7 +61,9 @@ def test_secrets_never_in_repr() -> None:
         ({"BUS_PREFIX": "a b"}, "BUS_PREFIX", "letters"),
     ],
 )
-def test_bad_values_name_the_variable(overrides: dict[str, str], variable: str, fragment: str) -> None:
+def test_bad_values_name_the_variable(
+    overrides: dict[str, str], variable: str, fragment: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings({**ENV, **overrides})
     assert info.value.variable == variable
@@ -91,7 +93,7 @@ def test_nothing_configured() -> None:
 
 
 def test_unknown_app_is_named() -> None:
-    with pytest.raises(ConfigError, match="unknown app 'hr'.*default"):
+    with pytest.raises(ConfigError, match=r"unknown app 'hr'.*default"):
         load_settings(ENV).app("hr")
 
 

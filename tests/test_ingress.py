@@ -44,9 +44,7 @@ async def entries(redis: Redis) -> list[tuple[bytes, dict[bytes, bytes]]]:
     return list(await redis.xrange(EVENTS))
 
 
-async def test_set_a_url_verification_answers_the_raw_echostr(
-    redis_url: str, redis: Redis
-) -> None:
+async def test_set_a_url_verification_answers_the_raw_echostr(redis_url: str, redis: Redis) -> None:
     settings = load_settings(
         {
             "REDIS_URL": redis_url,
@@ -69,7 +67,9 @@ async def test_set_a_url_verification_answers_the_raw_echostr(
     assert await entries(redis) == []
 
 
-async def test_a_valid_post_lands_exactly_one_entry(client: httpx.AsyncClient, redis: Redis) -> None:
+async def test_a_valid_post_lands_exactly_one_entry(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
     query, body = post_callback(text_xml("你好吗?", msg_id=42))
     response = await client.post(f"/callback?{query}", content=body)
     assert response.status_code == 200
@@ -184,7 +184,12 @@ def _bad_inputs() -> list[tuple[str, str, str, bytes, int]]:
     cases.append(("wrong method", "PUT", f"/callback?{good_q}", good_body, 405))
     cases.append(("GET without echostr", "GET", f"/callback?{good_q}", b"", 400))
     verify = urlencode(
-        {"msg_signature": "0" * 40, "timestamp": str(int(time.time())), "nonce": "1", "echostr": "x"}
+        {
+            "msg_signature": "0" * 40,
+            "timestamp": str(int(time.time())),
+            "nonce": "1",
+            "echostr": "x",
+        }
     )
     cases.append(("GET bad signature", "GET", f"/callback?{verify}", b"", 403))
     return cases
@@ -195,7 +200,13 @@ BAD = _bad_inputs()
 
 @pytest.mark.parametrize(("case", "method", "url", "body", "status"), BAD, ids=[c[0] for c in BAD])
 async def test_bad_input_is_refused_and_nothing_is_published(
-    client: httpx.AsyncClient, redis: Redis, case: str, method: str, url: str, body: bytes, status: int
+    client: httpx.AsyncClient,
+    redis: Redis,
+    case: str,
+    method: str,
+    url: str,
+    body: bytes,
+    status: int,
 ) -> None:
     response = await client.request(method, url, content=body)
     assert response.status_code == status, case
@@ -220,7 +231,9 @@ async def test_refusals_and_outcomes_are_counted(client: httpx.AsyncClient) -> N
         assert secret not in text
 
 
-async def test_named_apps_have_their_own_paths(redis_url: str, redis: Redis, tmp_path: object) -> None:
+async def test_named_apps_have_their_own_paths(
+    redis_url: str, redis: Redis, tmp_path: object
+) -> None:
     from pathlib import Path
 
     apps = Path(str(tmp_path)) / "apps.toml"
