@@ -135,10 +135,17 @@ async def _replay(redis: Redis, fields: dict[bytes, bytes]) -> str:
     stream, group = fields[b"stream"].decode(), fields[b"group"].decode()
     entry_id = fields[b"id"].decode()
     try:
-        claimed = await redis.execute_command(
-            "XCLAIM", stream, group, "deadletter-replay", 0, entry_id,
-            "IDLE", 86_400_000, "RETRYCOUNT", 0, "FORCE", "JUSTID",
-        )  # fmt: skip
+        claimed = await redis.xclaim(
+            stream,
+            group,
+            "deadletter-replay",
+            min_idle_time=0,
+            message_ids=[entry_id],
+            idle=86_400_000,  # long idle: the next claim round of any replica takes it
+            retrycount=0,
+            force=True,
+            justid=True,
+        )
     except ResponseError:
         claimed = []
     if claimed:

@@ -145,3 +145,18 @@ def test_no_process_is_left_behind(redis_url: str, tmp_path: Path) -> None:
         pids = [p.pid for _, p in system.stack.children]
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+def test_check_passes_against_a_running_system(system: System) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli", "check"],
+        env=system.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "redis: ok" in out.stdout
+    assert "wecom[default]: gettoken ok" in out.stdout
+    assert system.env["WECOM_SECRET"] not in out.stdout + out.stderr
