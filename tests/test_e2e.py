@@ -160,3 +160,37 @@ def test_check_passes_against_a_running_system(system: System) -> None:
     assert "redis: ok" in out.stdout
     assert "wecom[default]: gettoken ok" in out.stdout
     assert system.env["WECOM_SECRET"] not in out.stdout + out.stderr
+
+
+def test_send_image_uploads_through_the_sender_first(system: System, tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
+    image = tmp_path / "dot.png"
+    image.write_bytes(png)
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli", "send", "--to", "user4", "--image", str(image)],
+        env={**system.env, "SENDER_URL": system.url("sender")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    [message] = system.wait_for(
+        lambda: [m for m in system.sends() if m["body"].get("touser") == "user4"],
+        what="the image message",
+    )
+    assert message["body"]["msgtype"] == "image"
+    assert message["status"] == "delivered"
+    assert system.fake("GET", "/fake/stats")["media"] >= 1

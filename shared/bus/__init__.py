@@ -1,0 +1,41 @@
+"""The bus: Redis Streams wrappers, the consumer runtime and the router teams write handlers for.
+
+``names`` holds every key name; ``streams`` the typed stream commands; ``worker`` the consumer
+runtime (``Consumer``, ``Retry``, ``Reject``); ``router`` the handler API (``Router``,
+``Context`` and the predicates).
+"""
+
+from __future__ import annotations
+
+from shared.bus.router import Context, Predicate, Router, app, event, event_key, sender, text
+from shared.bus.streams import publish
+from shared.bus.worker import (
+    Consumer,
+    Delivery,
+    Output,
+    Reject,
+    Retry,
+    check_health,
+    install_signal_handlers,
+    run_consumer,
+)
+
+__all__ = [
+    "Consumer",
+    "Context",
+    "Delivery",
+    "Output",
+    "Predicate",
+    "Reject",
+    "Retry",
+    "Router",
+    "app",
+    "check_health",
+    "event",
+    "event_key",
+    "install_signal_handlers",
+    "publish",
+    "run_consumer",
+    "sender",
+    "text",
+]

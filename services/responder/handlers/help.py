@@ -7,6 +7,13 @@ from shared.schemas.inbound import TextMessage
 from shared.schemas.outbound import TextSend
 
 router = Router("help")
+_top: list[Router] = [router]  # the router whose routes /help lists; set by lists()
+
+
+def lists(top: Router) -> Router:
+    """This router, answering /help with the routes of ``top`` (the router it is included in)."""
+    _top[0] = top
+    return router
 
 
 def describe(top: Router) -> str:
@@ -17,12 +24,7 @@ def describe(top: Router) -> str:
     return "\n".join(lines)
 
 
-def help_router(top: Router) -> Router:
-    """A router answering /help with the routes of ``top`` (the router it is included in)."""
-
-    @router.on(TextMessage, when=text(r"^\s*(/help|帮助)\s*$"))
-    async def show_help(msg: TextMessage, ctx: Context) -> TextSend:
-        """/help or 帮助: this list."""
-        return TextSend.reply_to(msg, describe(top))
-
-    return router
+@router.on(TextMessage, when=text(r"^\s*(/help|帮助)\s*$"))
+async def show_help(msg: TextMessage, ctx: Context) -> TextSend:
+    """/help or 帮助: this list."""
+    return TextSend.reply_to(msg, describe(_top[0]))

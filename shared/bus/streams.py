@@ -1,0 +1,363 @@
+"""Thin typed wrappers over the Redis Streams commands the bus uses.
+
+Everything here is generic over bytes: no schema is imported. The two multi-key operations,
+``commit`` (outputs + ack) and ``dead_letter`` (dead-letter entry + ack), are Lua scripts rather
+than MULTI blocks, for two reasons:
+
+* they first check that the entry is still pending in the group, so when two consumers end up
+  processing the same entry (a slow one and the one that reclaimed it) only the first to finish
+  writes outputs; the other finds it acknowledged and writes nothing;
+* the XACK comes last, so an output that fails to be written (e.g. WRONGTYPE) aborts the script
+  before the ack, while a MULTI would still have acked.
+
+On Redis Cluster every key a script touches must share a slot: give ``BUS_PREFIX`` a hash tag
+(``{wecom}``), see ``shared.bus.names``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, ResponseError
+
+__all__ = [
+    "DEFAULT_MAXLEN",
+    "Claimed",
+    "ConsumerInfo",
+    "Entry",
+    "FieldMap",
+    "FieldValue",
+    "GroupInfo",
+    "Start",
+    "ack",
+    "claim",
+    "claim_stale",
+    "commit",
+    "consumers",
+    "dead_letter",
+    "deferred_until",
+    "delivery_counts",
+    "ensure_group",
+    "groups",
+    "is_nogroup",
+    "publish",
+    "read_group",
+    "remove_idle_consumers",
+    "schedule_retry",
+    "set_delivery_count",
+    "take_due",
+]
+
+DEFAULT_MAXLEN = 100_000
+Start = Literal["new", "backlog"]
+FieldValue = bytes | str | int | float
+# Keys are str or bytes. Spelled Any because Mapping is invariant in its key type, so neither
+# dict[str, ...] nor dict[bytes, ...] would match Mapping[str | bytes, ...].
+FieldMap = Mapping[Any, FieldValue]
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    fields: dict[bytes, bytes]
+
+
+class Claimed(msgspec.Struct, frozen=True, kw_only=True):
+    entries: list[Entry]
+    deleted: list[str]  # pending ids whose entry was trimmed or XDELed; Redis dropped them
+    cursor: str  # where the next XAUTOCLAIM starts; "0-0" once the whole PEL was scanned
+
+
+class GroupInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    consumers: int
+    pending: int
+    lag: int | None  # None when Redis cannot tell (after XDEL / trimming past the group)
+    last_delivered_id: str
+
+
+class ConsumerInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    pending: int
+    idle_ms: int
+
+
+class _Script:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await redis.eval(self.text, len(keys), *keys, *args)
+
+
+# KEYS: input stream, retry zset, output streams...   ARGV: group, id, then per output:
+# maxlen ("" = none), number of fields, field, value, ...
+_COMMIT = _Script("""
+local group, id = ARGV[1], ARGV[2]
+if #redis.call('XPENDING', KEYS[1], group, id, id, 1) == 0 then return 0 end
+local a = 3
+for k = 3, #KEYS do
+  local cmd = {'XADD', KEYS[k]}
+  if ARGV[a] ~= '' then
+    cmd[#cmd + 1] = 'MAXLEN'; cmd[#cmd + 1] = '~'; cmd[#cmd + 1] = ARGV[a]
+  end
+  cmd[#cmd + 1] = '*'
+  local n = tonumber(ARGV[a + 1]); a = a + 2
+  for _ = 1, 2 * n do cmd[#cmd + 1] = ARGV[a]; a = a + 1 end
+  redis.call(unpack(cmd))
+end
+redis.call('XACK', KEYS[1], group, id)
+redis.call('ZREM', KEYS[2], id)
+return 1
+""")
+
+# KEYS: input stream, retry zset, dead-letter stream.   ARGV: group, id, maxlen, field, value...
+_DEAD_LETTER = _Script("""
+local group, id = ARGV[1], ARGV[2]
+if #redis.call('XPENDING', KEYS[1], group, id, id, 1) == 0 then return false end
+local cmd = {'XADD', KEYS[3]}
+if ARGV[3] ~= '' then cmd[#cmd + 1] = 'MAXLEN'; cmd[#cmd + 1] = '~'; cmd[#cmd + 1] = ARGV[3] end
+cmd[#cmd + 1] = '*'
+for i = 4, #ARGV do cmd[#cmd + 1] = ARGV[i] end
+local dlq_id = redis.call(unpack(cmd))
+redis.call('XACK', KEYS[1], group, id)
+redis.call('ZREM', KEYS[2], id)
+return dlq_id
+""")
+
+# KEYS: stream.   ARGV: group, min idle ms, consumer to keep.   Atomic, so a consumer cannot
+# take an entry between the check "nothing pending" and DELCONSUMER (which drops its PEL).
+_REMOVE_IDLE = _Script("""
+local removed = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] ~= ARGV[3] and f['pending'] == 0 and f['idle'] >= tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    removed[#removed + 1] = f['name']
+  end
+end
+return removed
+""")
+
+# KEYS: retry zset.   ARGV: now ms, limit.   Removing the ids is what makes one replica their
+# owner: two replicas never both take the same due retry.
+_TAKE_DUE = _Script("""
+local ids = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
+if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
+return ids
+""")
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entries(raw: Sequence[Any]) -> list[Entry]:
+    # Redis may answer nil fields for an entry deleted after it was delivered; skip those.
+    return [Entry(id=_str(i), fields=dict(f)) for i, f in raw if f is not None]
+
+
+def _maxlen_arg(maxlen: int | None) -> str:
+    return "" if maxlen is None else str(maxlen)
+
+
+def is_nogroup(exc: BaseException) -> bool:
+    """True for the error Redis gives when the group (or the whole stream) is gone."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+
+
+async def publish(
+    redis: Redis, stream: str, fields: FieldMap, *, maxlen: int | None = DEFAULT_MAXLEN
+) -> str:
+    """XADD with ``MAXLEN ~ maxlen`` (``None``: never trim); returns the entry id."""
+    values: dict[Any, Any] = dict(fields)
+    entry_id = await redis.xadd(stream, values, maxlen=maxlen, approximate=True)
+    return _str(entry_id)
+
+
+async def ensure_group(
+    redis: Redis, stream: str, group: str, *, start: Start | str = "new"
+) -> bool:
+    """Create ``group`` (and the stream) unless it exists; True when this call created it.
+
+    ``start``: "new" reads entries added from now on, "backlog" everything still in the stream,
+    anything else is taken as an entry id.
+    """
+    first = {"new": "$", "backlog": "0"}.get(start, start)
+    try:
+        await redis.xgroup_create(stream, group, id=first, mkstream=True)
+    except ResponseError as exc:
+        if str(exc).startswith("BUSYGROUP"):
+            return False
+        raise
+    return True
+
+
+async def read_group(
+    redis: Redis, stream: str, group: str, consumer: str, *, count: int, block_ms: int | None
+) -> list[Entry]:
+    """XREADGROUP of new entries (``>``); ``block_ms=None`` returns at once."""
+    reply = await redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # RESP3
+        return [e for entries in reply.values() for e in _entries(entries[0])]
+    return [e for _, entries in reply for e in _entries(entries)]
+
+
+async def ack(redis: Redis, stream: str, group: str, *ids: str) -> int:
+    return int(await redis.xack(stream, group, *ids)) if ids else 0
+
+
+async def claim_stale(
+    redis: Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    *,
+    min_idle_ms: int,
+    count: int = 100,
+    cursor: str = "0-0",
+) -> Claimed:
+    """XAUTOCLAIM entries idle for at least ``min_idle_ms``; each claim counts a delivery."""
+    reply = await redis.xautoclaim(stream, group, consumer, min_idle_ms, cursor, count=count)
+    deleted = [_str(i) for i in reply[2]] if len(reply) > 2 else []  # Redis >= 7 only
+    return Claimed(entries=_entries(reply[1]), deleted=deleted, cursor=_str(reply[0]))
+
+
+async def claim(
+    redis: Redis, stream: str, group: str, consumer: str, ids: Sequence[str], min_idle_ms: int = 0
+) -> list[Entry]:
+    """XCLAIM ``ids``; entries deleted from the stream are dropped from the PEL and not returned."""
+    if not ids:
+        return []
+    return _entries(await redis.xclaim(stream, group, consumer, min_idle_ms, list(ids)))
+
+
+async def set_delivery_count(
+    redis: Redis, stream: str, group: str, consumer: str, entry_id: str, count: int
+) -> None:
+    """Reset an entry's delivery counter (XCLAIM RETRYCOUNT JUSTID, which does not count one)."""
+    await redis.xclaim(stream, group, consumer, 0, [entry_id], retrycount=count, justid=True)
+
+
+async def delivery_counts(
+    redis: Redis, stream: str, group: str, ids: Sequence[str]
+) -> dict[str, int]:
+    """How often each of ``ids`` was delivered (XPENDING); ids no longer pending are absent."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for entry_id in ids:
+            pipe.xpending_range(stream, group, entry_id, entry_id, 1)
+        replies = await pipe.execute()
+    return {_str(r[0]["message_id"]): int(r[0]["times_delivered"]) for r in replies if r}
+
+
+async def commit(
+    redis: Redis,
+    *,
+    stream: str,
+    group: str,
+    entry_id: str,
+    outputs: Sequence[tuple[str, FieldMap] | tuple[str, FieldMap, int | None]],
+    retry_key: str,
+    maxlen: int | None = DEFAULT_MAXLEN,
+) -> bool:
+    """XADD every output and XACK the entry atomically, if it is still pending in the group.
+
+    An output is ``(stream, fields)``, trimmed to ``maxlen``, or ``(stream, fields, maxlen)``.
+    False: someone else already acknowledged the entry, and nothing was written. A NOGROUP
+    error means the group or stream is gone.
+    """
+    keys = [stream, retry_key, *(out[0] for out in outputs)]
+    args: list[Any] = [group, entry_id]
+    for out in outputs:
+        fields = out[1]
+        args += (_maxlen_arg(out[2] if len(out) > 2 else maxlen), len(fields))
+        for name, value in fields.items():
+            args += (name, value)
+    return bool(await _COMMIT(redis, keys, args))
+
+
+async def dead_letter(
+    redis: Redis,
+    *,
+    deadletter: str,
+    stream: str,
+    group: str,
+    entry_id: str,
+    fields: FieldMap,
+    retry_key: str,
+    maxlen: int | None = DEFAULT_MAXLEN,
+) -> str | None:
+    """Move a pending entry to the dead-letter stream: XADD ``fields`` there and XACK, atomically.
+
+    Returns the dead-letter entry id, or None when the entry was no longer pending.
+    """
+    args: list[Any] = [group, entry_id, _maxlen_arg(maxlen)]
+    for name, value in fields.items():
+        args += (name, value)
+    reply = await _DEAD_LETTER(redis, [stream, retry_key, deadletter], args)
+    return _str(reply) if reply else None
+
+
+async def schedule_retry(redis: Redis, retry_key: str, entry_id: str, due_ms: int) -> None:
+    await redis.zadd(retry_key, {entry_id: due_ms})
+
+
+async def take_due(redis: Redis, retry_key: str, now_ms: int, limit: int) -> list[str]:
+    """Remove and return up to ``limit`` deferred entry ids that are due by ``now_ms``."""
+    if limit <= 0:
+        return []
+    return [_str(i) for i in await _TAKE_DUE(redis, [retry_key], [now_ms, limit])]
+
+
+async def deferred_until(redis: Redis, retry_key: str, ids: Sequence[str]) -> dict[str, int]:
+    """Due time (unix ms) of those ``ids`` that are deferred."""
+    if not ids:
+        return {}
+    scores = await redis.zmscore(retry_key, list(ids))
+    return {i: int(s) for i, s in zip(ids, scores, strict=True) if s is not None}
+
+
+async def groups(redis: Redis, stream: str) -> list[GroupInfo]:
+    """XINFO GROUPS (lag, pending) for metrics; an empty list when the stream does not exist."""
+    try:
+        reply = await redis.xinfo_groups(stream)
+    except ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return []
+        raise
+    return [
+        GroupInfo(
+            name=_str(g["name"]),
+            consumers=int(g["consumers"]),
+            pending=int(g["pending"]),
+            lag=None if g.get("lag") is None else int(g["lag"]),
+            last_delivered_id=_str(g["last-delivered-id"]),
+        )
+        for g in reply
+    ]
+
+
+async def consumers(redis: Redis, stream: str, group: str) -> list[ConsumerInfo]:
+    reply = await redis.xinfo_consumers(stream, group)
+    return [
+        ConsumerInfo(name=_str(c["name"]), pending=int(c["pending"]), idle_ms=int(c["idle"]))
+        for c in reply
+    ]
+
+
+async def remove_idle_consumers(
+    redis: Redis, stream: str, group: str, *, idle_ms: int, keep: str
+) -> list[str]:
+    """Delete consumers idle ≥ ``idle_ms`` with nothing pending (never ``keep``); their names."""
+    removed = await _REMOVE_IDLE(redis, [stream], [group, idle_ms, keep])
+    return [_str(name) for name in removed]
