@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from redis.asyncio import Redis
@@ -97,7 +97,10 @@ async def _deadletter(args: argparse.Namespace) -> int:
     redis = Redis.from_url(settings.require_redis())
     stream = names.deadletter(settings.prefix)
     try:
-        entries = await redis.xrange(stream, count=args.limit if args.action == "list" else None)
+        entries = cast(
+            "list[tuple[bytes, dict[bytes, bytes]]]",
+            await redis.xrange(stream, count=args.limit if args.action == "list" else None),
+        )
         if args.action == "list":
             for entry_id, fields in entries:
                 f = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from shared.bus import names
+from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.router import (
     Context,
     Predicate,
@@ -19,7 +20,6 @@ from shared.bus.router import (
     sender,
     text,
 )
-from shared.bus.worker import Delivery, Output, Reject
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_outbox, encode_envelope
 from shared.schemas.inbound import (
     ClickEvent,

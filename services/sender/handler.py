@@ -20,7 +20,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from shared.bus import delayed, names
-from shared.bus.worker import Delivery, Output, Reject, Retry
+from shared.bus.delivery import Delivery, Output, Reject, Retry
 from shared.schemas.envelope import OutboxEntry, decode_outbox
 from shared.schemas.outbound import encode_send_request
 from shared.wecom.client import SendResult, WeComClient

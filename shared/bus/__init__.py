@@ -7,14 +7,11 @@ runtime (``Consumer``, ``Retry``, ``Reject``); ``router`` the handler API (``Rou
 
 from __future__ import annotations
 
+from shared.bus.delivery import Delivery, Output, Reject, Retry
 from shared.bus.router import Context, Predicate, Router, app, event, event_key, sender, text
 from shared.bus.streams import publish
 from shared.bus.worker import (
     Consumer,
-    Delivery,
-    Output,
-    Reject,
-    Retry,
     check_health,
     install_signal_handlers,
     run_consumer,

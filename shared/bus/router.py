@@ -38,8 +38,8 @@ from typing import Any, Generic, TypeAlias, TypeVar, cast
 import msgspec
 
 from shared.bus import names
-from shared.bus.worker import Delivery, Output, Reject
-from shared.bus.worker import Handler as WorkerHandler
+from shared.bus.delivery import Delivery, Output, Reject
+from shared.bus.delivery import Handler as WorkerHandler
 from shared.schemas.envelope import OutboxEntry, decode_envelope, encode_outbox
 from shared.schemas.inbound import Event, InboundEvent, TextMessage
 from shared.schemas.outbound import SendRequest, SendRequestType

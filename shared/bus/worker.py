@@ -48,20 +48,27 @@ from functools import partial
 from typing import Any
 
 import msgspec
-from prometheus_client import Counter, Gauge, Histogram
 from redis import exceptions as rex
 from redis.asyncio import Redis
 
 from shared.bus import names, streams
-from shared.bus.streams import DEFAULT_MAXLEN, Entry, FieldMap, FieldValue, Start
+from shared.bus.delivery import (
+    GROUP_LAG,
+    GROUP_PENDING,
+    HANDLER_SECONDS,
+    LOST,
+    PROCESSED,
+    Delivery,
+    Handler,
+    Output,
+    Reject,
+    Retry,
+    describe,
+)
+from shared.bus.streams import DEFAULT_MAXLEN, Entry, FieldValue, Start
 
 __all__ = [
     "Consumer",
-    "Delivery",
-    "Handler",
-    "Output",
-    "Reject",
-    "Retry",
     "check_health",
     "install_signal_handlers",
     "observe_groups",
@@ -70,78 +77,10 @@ __all__ = [
 
 log = logging.getLogger("wecom_bus.bus")
 
-PROCESSED = Counter(
-    "wecom_consumer_processed",
-    "Deliveries by outcome: ok, retry, rejected, failed (left pending), deadlettered",
-    ["stream", "group", "outcome"],
-)
-HANDLER_SECONDS = Histogram(
-    "wecom_consumer_handler_seconds",
-    "Handler run time, whatever the outcome",
-    ["stream", "group"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-LOST = Counter(
-    "wecom_consumer_lost",
-    "Pending entries trimmed or deleted from the stream before anyone processed them",
-    ["stream", "group"],
-)
-GROUP_LAG = Gauge(
-    "wecom_stream_group_lag", "Entries not yet delivered to the group", ["stream", "group"]
-)
-GROUP_PENDING = Gauge(
-    "wecom_stream_group_pending", "Entries delivered but not acknowledged", ["stream", "group"]
-)
-
 # Errors that mean "Redis is unreachable for now" (ReadOnlyError: a failover in progress).
 _OUTAGE = (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError, OSError)
-_ERROR_CHARS = 300
 _SETTLE_S = 1.0  # Redis must answer this long before an outage counts as over
 _encode_json = msgspec.json.Encoder().encode
-
-
-class Retry(Exception):
-    """Raised by a handler: deliver this entry again in ``defer`` seconds (it stays pending)."""
-
-    def __init__(self, defer: float = 5.0, reason: str = "") -> None:
-        if defer < 0:
-            raise ValueError("defer must be >= 0")
-        self.defer = defer
-        self.reason = reason
-        super().__init__(reason or f"retry in {defer:g}s")
-
-
-class Reject(Exception):
-    """Raised by a handler: this entry can never succeed; dead-letter it now with ``reason``."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
-
-
-class Delivery(msgspec.Struct, frozen=True):
-    entry_id: str
-    stream: str
-    fields: dict[bytes, bytes]
-    delivery_count: int  # 1 on the first delivery
-
-
-class Output(msgspec.Struct, frozen=True):
-    """An entry to XADD to ``stream``, committed together with the ack of the delivery."""
-
-    stream: str
-    fields: FieldMap
-    maxlen: int | None = None  # MAXLEN ~ for this stream; None: the consumer's maxlen
-
-
-Handler = Callable[[Delivery], Awaitable[Sequence[Output]]]
-
-
-def describe(exc: BaseException) -> str:
-    """One line for a dead letter: exception type and message, whitespace folded, truncated."""
-    message = str(exc)
-    text = " ".join(f"{type(exc).__name__}: {message}".split() if message else [type(exc).__name__])
-    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 1] + "…"
 
 
 def _now_ms() -> int:

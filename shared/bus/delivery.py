@@ -1,0 +1,98 @@
+"""What a handler receives and how it answers: ``Delivery`` in, ``Output`` out, or a signal.
+
+Handlers steer delivery by raising: ``Retry(defer)`` (transient: deliver again later, same
+entry id) or ``Reject(reason)`` (poison: dead letter now). Any other exception counts as a
+failed delivery. The consumer runtime (``shared.bus.worker``) and its metrics use these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import msgspec
+from prometheus_client import Counter, Gauge, Histogram
+
+from shared.bus.streams import FieldMap
+
+__all__ = [
+    "GROUP_LAG",
+    "GROUP_PENDING",
+    "HANDLER_SECONDS",
+    "LOST",
+    "PROCESSED",
+    "Delivery",
+    "Handler",
+    "Output",
+    "Reject",
+    "Retry",
+    "describe",
+]
+
+_ERROR_CHARS = 300
+
+PROCESSED = Counter(
+    "wecom_consumer_processed",
+    "Deliveries by outcome: ok, retry, rejected, failed (left pending), deadlettered",
+    ["stream", "group", "outcome"],
+)
+HANDLER_SECONDS = Histogram(
+    "wecom_consumer_handler_seconds",
+    "Handler run time, whatever the outcome",
+    ["stream", "group"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+LOST = Counter(
+    "wecom_consumer_lost",
+    "Pending entries trimmed or deleted from the stream before anyone processed them",
+    ["stream", "group"],
+)
+GROUP_LAG = Gauge(
+    "wecom_stream_group_lag", "Entries not yet delivered to the group", ["stream", "group"]
+)
+GROUP_PENDING = Gauge(
+    "wecom_stream_group_pending", "Entries delivered but not acknowledged", ["stream", "group"]
+)
+
+
+class Retry(Exception):
+    """Raised by a handler: deliver this entry again in ``defer`` seconds (it stays pending)."""
+
+    def __init__(self, defer: float = 5.0, reason: str = "") -> None:
+        if defer < 0:
+            raise ValueError("defer must be >= 0")
+        self.defer = defer
+        self.reason = reason
+        super().__init__(reason or f"retry in {defer:g}s")
+
+
+class Reject(Exception):
+    """Raised by a handler: this entry can never succeed; dead-letter it now with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    entry_id: str
+    stream: str
+    fields: dict[bytes, bytes]
+    delivery_count: int  # 1 on the first delivery
+
+
+class Output(msgspec.Struct, frozen=True):
+    """An entry to XADD to ``stream``, committed together with the ack of the delivery."""
+
+    stream: str
+    fields: FieldMap
+    maxlen: int | None = None  # MAXLEN ~ for this stream; None: the consumer's maxlen
+
+
+Handler = Callable[[Delivery], Awaitable[Sequence[Output]]]
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a dead letter: exception type and message, whitespace folded, truncated."""
+    message = str(exc)
+    text = " ".join(f"{type(exc).__name__}: {message}".split() if message else [type(exc).__name__])
+    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 1] + "…"
