@@ -47,6 +47,7 @@ class Stack:
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,
                 preexec_fn=die_with_parent,  # no threads exist yet
+                process_group=0,  # Ctrl-C reaches only us; we stop the children in order
             )
         finally:
             if out is not None:

@@ -15,7 +15,13 @@ import msgspec
 
 __all__ = ["configure"]
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# Record attributes that are not fields of ours (uvicorn adds color_message to its records).
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 _encode = msgspec.json.Encoder(enc_hook=str).encode
 
 
