@@ -8,7 +8,9 @@ import contextlib
 import sys
 from collections.abc import Callable
 
+from prometheus_client import Gauge
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from services.runtime import run_async, serve_consumer
 from services.sender.api import create_api
@@ -20,6 +22,11 @@ from shared.config import AppSettings, Settings, load_settings
 from shared.wecom.client import TokenFetcher, WeComClient
 from shared.wecom.governor import Governor
 from shared.wecom.token import TokenCache
+
+
+DELAYED = Gauge(
+    "wecom_sender_delayed", "Send requests waiting in <prefix>:delayed for a rate-limit slot"
+)
 
 
 def make_clients(settings: Settings, redis: Redis) -> dict[str, WeComClient]:
@@ -84,8 +91,15 @@ def run(args: argparse.Namespace) -> int:
                     redis, settings.prefix, names.outbox(settings.prefix), stop=stop
                 )
 
+            async def observe(stop: asyncio.Event) -> None:
+                while not stop.is_set():
+                    with contextlib.suppress(RedisError, OSError):
+                        DELAYED.set(await delayed.size(redis, settings.prefix))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 5.0)
+
             await serve_consumer(
-                consumer, app, host=args.host, port=args.port, background=[scheduler]
+                consumer, app, host=args.host, port=args.port, background=[scheduler, observe]
             )
         await redis.aclose()
 
