@@ -23,7 +23,6 @@ from shared.wecom.client import TokenFetcher, WeComClient
 from shared.wecom.governor import Governor
 from shared.wecom.token import TokenCache
 
-
 DELAYED = Gauge(
     "wecom_sender_delayed", "Send requests waiting in <prefix>:delayed for a rate-limit slot"
 )
