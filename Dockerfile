@@ -20,6 +20,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
+COPY examples ./examples
 
 # Build the project's wheel, then install it with the service extras into a venv that the
 # final stage copies whole. Every dependency ships manylinux wheels, so no compiler is needed.

@@ -32,10 +32,11 @@ from shared import config
 
 Obj = dict[str, Any]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path("/work/main")
 K8S = ROOT / "deploy" / "k8s"
 SCHEMAS = ROOT / "deploy" / "schemas"
 LAYOUTS = ("base", "overlays/example")
+EXAMPLES = K8S / "examples"  # team behaviours applied next to the base (docs/consumers.md)
 SERVICES = ("ingress", "responder", "sender")
 # Which service may see each secret. test_secret_policy_matches_the_code keeps it complete.
 SECRET_OWNER = {
@@ -173,6 +174,10 @@ def containers(objects: typing.Iterable[Obj]) -> Iterator[Obj]:
         yield from pod.get("containers", []) + pod.get("initContainers", [])
 
 
+def example_objects() -> list[Obj]:
+    return [obj for path in sorted(EXAMPLES.glob("*.yaml")) for obj in load_yaml(path)]
+
+
 def of_kind(layout: str, kind: str) -> dict[str, Obj]:
     return {o["metadata"]["name"]: o for o in render(layout) if o["kind"] == kind}
 
@@ -245,6 +250,13 @@ def test_every_rendered_object_is_valid(layout: str) -> None:
     kinds = sorted(o["kind"] for o in objects)
     assert kinds.count("Deployment") == 3 and "StatefulSet" in kinds and "Ingress" in kinds
     assert ("ServiceMonitor" in kinds) == (layout != "base")  # scrape annotations in the base
+
+
+def test_example_manifests_are_valid() -> None:
+    objects = example_objects()
+    assert any(o["kind"] == "Deployment" for o in objects)
+    for obj in objects:
+        validate(obj)
 
 
 def test_schemas_reject_mistakes() -> None:
@@ -378,7 +390,14 @@ def test_configmap_is_a_valid_configuration(layout: str) -> None:
 def test_deployments_are_hardened_probed_and_labelled(layout: str) -> None:
     drain = float(configmap(layout)["BUS_DRAIN_TIMEOUT"])
     assert drain >= config.Settings().drain_timeout
-    for component, deployment in workloads(layout).items():
+    deployments = list(workloads(layout).items())
+    if layout == "base":  # the examples run next to the base
+        deployments += [
+            (d["metadata"]["labels"]["app.kubernetes.io/component"], d)
+            for d in example_objects()
+            if d["kind"] == "Deployment"
+        ]
+    for component, deployment in deployments:
         meta, spec = deployment["metadata"], deployment["spec"]
         pod = spec["template"]["spec"]
         expected = {
@@ -594,6 +613,7 @@ def test_every_deployed_command_is_a_wecom_bus_command() -> None:
     argvs = [json.loads(cmd.removeprefix("CMD "))]
     argvs += [s["command"] for n, s in compose()["services"].items() if n != "redis"]
     argvs += [c["args"] for layout in LAYOUTS for c in containers(render(layout)) if "args" in c]
+    argvs += [c["args"] for c in containers(example_objects()) if "args" in c]
     assert {argv[0] for argv in argvs} >= set(SERVICES)
     parser = build_parser()
     for argv in argvs:

@@ -1,0 +1,1 @@
+"""Worked examples of behaviours a team adds to wecom-bus (see docs/consumers.md)."""
