@@ -12,6 +12,7 @@ import os
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -90,6 +91,15 @@ class Stack:
             self.redis.stop()
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def dev_credentials(env: dict[str, str], fake_port: int, ingress_port: int) -> None:
     """Generated app credentials pointing the sender at the fake WeCom."""
     env.update(
@@ -126,6 +136,14 @@ def run(args: argparse.Namespace) -> int:
         filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")])
     )
 
+    for name, port in ports.items():
+        if (name != "fake-wecom" or use_fake) and not port_free(port):
+            print(
+                f"wecom-bus dev: port {port} ({name}) is in use (another wecom-bus dev?); "
+                "stop it or choose other ports with --port-base / --fake-port",
+                file=sys.stderr,
+            )
+            return 1
     stack = Stack(env=env)
     try:
         if not env.get("REDIS_URL"):

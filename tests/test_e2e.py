@@ -194,3 +194,16 @@ def test_send_image_uploads_through_the_sender_first(system: System, tmp_path: P
     assert message["body"]["msgtype"] == "image"
     assert message["status"] == "delivered"
     assert system.fake("GET", "/fake/stats")["media"] >= 1
+
+
+def test_dev_refuses_ports_in_use(system: System) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli", "dev", "--port-base", str(system.ports["ingress"])],
+        env={k: v for k, v in system.env.items() if not k.startswith(("WECOM_", "REDIS_"))},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert f"port {system.ports['ingress']} (ingress) is in use" in out.stderr
