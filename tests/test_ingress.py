@@ -249,3 +249,32 @@ async def test_named_apps_have_their_own_paths(
         assert (await c.post(f"/callback/hr?{query}", content=body)).status_code == 200
     stored = await entries(redis)
     assert [decode_envelope(e[1][b"data"]).app for e in stored] == ["hr"]
+
+
+async def test_concurrent_callbacks_share_a_pipeline_and_each_gets_its_answer(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
+    import asyncio
+
+    posts = []
+    for n in range(10):
+        plaintext = text_xml(f"m{n}", msg_id=1000 + n)
+        for nonce in ("x", "y"):  # each message twice, as WeCom retries
+            posts.append(post_callback(plaintext, nonce=nonce))
+    responses = await asyncio.gather(
+        *(client.post(f"/callback?{query}", content=body) for query, body in posts)
+    )
+    assert [r.status_code for r in responses] == [200] * 20
+    stored = await entries(redis)
+    events = [decode_envelope(e[1][b"data"]).event for e in stored]
+    contents = sorted(ev.content for ev in events if isinstance(ev, TextMessage))
+    assert contents == sorted(f"m{n}" for n in range(10))
+
+
+async def test_a_flushed_script_cache_is_reloaded(client: httpx.AsyncClient, redis: Redis) -> None:
+    query, body = post_callback(text_xml(msg_id=31))
+    assert (await client.post(f"/callback?{query}", content=body)).status_code == 200
+    await redis.script_flush()  # as after a Redis restart
+    query, body = post_callback(text_xml(msg_id=32))
+    assert (await client.post(f"/callback?{query}", content=body)).status_code == 200
+    assert len(await entries(redis)) == 2

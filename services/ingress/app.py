@@ -1,4 +1,8 @@
-"""The ingress application: ``create_app(settings)`` wires routes, Redis and per-app crypto."""
+"""The ingress application: ``create_app(settings)`` wires routes, Redis and per-app crypto.
+
+POST /callback[/<app>] goes straight to the ``Receiver`` (a plain ASGI app, the hot path);
+everything else (GET verification, health, metrics, 404/405) goes through Starlette.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.health import health_routes
-from services.ingress.callback import STORE_ONCE, AppReceiver, Store, receive, verify_url
-from shared.bus import names
+from services.ingress.callback import AppReceiver, Receiver, verify_url
+from services.ingress.store import Store
 from shared.config import Settings, load_settings
-from shared.protocol.crypto import CallbackCrypto
 
 __all__ = ["create_app", "dedup_ttl"]
 
@@ -26,40 +30,27 @@ def dedup_ttl(max_skew: int) -> int:
     return max(2 * max_skew, 3600) if max_skew else 86_400
 
 
-def _receivers(settings: Settings) -> dict[str, AppReceiver]:
-    settings.require("token", "encoding_aes_key")
-    receivers = {}
-    for name, app in settings.apps.items():
-        assert app.token is not None and app.encoding_aes_key is not None
-        crypto = CallbackCrypto(app.token.get(), app.encoding_aes_key.get(), app.corp_id)
-        receivers[name] = AppReceiver(app=app, crypto=crypto)
-    return receivers
-
-
-def create_app(settings: Settings | None = None, redis: Redis | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, redis: Redis | None = None) -> ASGIApp:
     settings = settings or load_settings()
-    receivers = _receivers(settings)
+    settings.require("token", "encoding_aes_key")
+    receivers = {name: AppReceiver.build(app) for name, app in settings.apps.items()}
     client = redis or Redis.from_url(
         settings.require_redis(), socket_timeout=2.0, socket_connect_timeout=1.0
     )
-    store = Store(
-        redis=client,
-        script=client.register_script(STORE_ONCE),
-        events_key=names.events(settings.prefix),
+    max_skew = settings.ingress_max_clock_skew
+    post = Receiver(
+        receivers,
+        Store(client, maxlen=settings.stream_maxlen, dedup_ttl=dedup_ttl(max_skew)),
         prefix=settings.prefix,
-        maxlen=settings.stream_maxlen,
-        dedup_ttl=dedup_ttl(settings.ingress_max_clock_skew),
+        max_skew=max_skew,
+        max_body=settings.ingress_max_body,
     )
-    max_skew, max_body = settings.ingress_max_clock_skew, settings.ingress_max_body
 
-    async def callback(request: Request) -> Response:
-        name = request.path_params.get("app", "default")
-        receiver = receivers.get(name)
+    async def verify(request: Request) -> Response:
+        receiver = receivers.get(request.path_params.get("app", "default"))
         if receiver is None:
             return Response(status_code=404)
-        if request.method == "GET":
-            return await verify_url(request, receiver, max_skew)
-        return await receive(request, receiver, store, max_skew, max_body)
+        return await verify_url(request, receiver, max_skew)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -69,11 +60,22 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             if redis is None:
                 await client.aclose()
 
-    return Starlette(
+    # POST is listed so that other methods get 405; the Receiver answers every POST itself.
+    rest = Starlette(
         routes=[
-            Route("/callback", callback, methods=["GET", "POST"]),
-            Route("/callback/{app}", callback, methods=["GET", "POST"]),
+            Route("/callback", verify, methods=["GET", "POST"]),
+            Route("/callback/{app}", verify, methods=["GET", "POST"]),
             *health_routes(client),
         ],
         lifespan=lifespan,
     )
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path == "/callback" or path.startswith("/callback/"):
+                await post(scope, receive, send)
+                return
+        await rest(scope, receive, send)
+
+    return app

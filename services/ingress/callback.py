@@ -1,9 +1,13 @@
-"""GET and POST /callback: verify, decrypt, store once, acknowledge.
+"""GET and POST /callback[/<app>]: verify, decrypt, store once, acknowledge.
 
 POST order (DESIGN §4.1): query parameters → timestamp window → body size → envelope →
 signature → decrypt → receive-id → parse → dedup + XADD in one Lua call → 200 with an empty body.
 A refusal is answered with a 4xx (never a 5xx for anything a client sends), logged once with its
 reason and counted; Redis unreachable is a 503 so that WeCom retries.
+
+POST is the hot path, so it is a plain ASGI app (``Receiver``) in front of Starlette: it reads
+the query string and the body itself and answers with two ``send`` calls. GET (the URL
+verification the admin console makes on "save") is an ordinary Starlette endpoint.
 """
 
 from __future__ import annotations
@@ -11,16 +15,18 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
+from urllib.parse import parse_qsl
 
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from services.ingress import metrics
+from services.ingress.store import Store
 from shared.bus import names
 from shared.config import AppSettings
 from shared.errors import CryptoError, ReceiveIdError, SignatureError
@@ -29,18 +35,13 @@ from shared.protocol.parser import parse_message
 from shared.schemas.envelope import EventEnvelope, encode_envelope
 from shared.schemas.inbound import InboundEventType, dedup_key
 
+__all__ = ["AppReceiver", "Receiver", "verify_url"]
+
 log = logging.getLogger("wecom_bus.ingress")
 
-# KEYS[1] dedup mark, KEYS[2] events stream; ARGV: mark TTL (s), MAXLEN, entry data.
-# The mark and the entry commit together: a crash cannot leave one without the other.
-STORE_ONCE = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3])
-end
-return false
-"""
-
-EMPTY_OK = Response(status_code=200)
+POST_PARAMS = ("msg_signature", "timestamp", "nonce")
+GET_PARAMS = (*POST_PARAMS, "echostr")
+_NO_BODY = [(b"content-length", b"0")]
 
 
 class Refused(Exception):
@@ -55,138 +56,165 @@ class AppReceiver:
 
     app: AppSettings
     crypto: CallbackCrypto
+    stored: metrics.CounterChild  # pre-bound label children: no lookup per request
+    duplicate: metrics.CounterChild
+
+    @classmethod
+    def build(cls, app: AppSettings) -> AppReceiver:
+        assert app.token is not None and app.encoding_aes_key is not None
+        return cls(
+            app=app,
+            crypto=CallbackCrypto(app.token.get(), app.encoding_aes_key.get(), app.corp_id),
+            stored=metrics.CALLBACKS.labels(app.name, "stored"),
+            duplicate=metrics.CALLBACKS.labels(app.name, "duplicate"),
+        )
 
 
-@dataclass(frozen=True, slots=True)
-class Store:
-    redis: Redis
-    script: AsyncScript
-    events_key: str
-    prefix: str
-    maxlen: int
-    dedup_ttl: int
-
-
-def _one(request: Request, names: tuple[str, ...]) -> list[str]:
-    """Each named query parameter exactly once and non-empty, else 400."""
-    params = request.query_params
+def _one(pairs: list[tuple[str, str]], wanted: tuple[str, ...]) -> list[str]:
+    """Each wanted query parameter exactly once and non-empty, else 400."""
+    found: dict[str, list[str]] = {}
+    for key, value in pairs:
+        if key in wanted:
+            found.setdefault(key, []).append(value)
     values = []
-    for name in names:
-        got = params.getlist(name)
+    for name in wanted:
+        got = found.get(name, [])
         if len(got) != 1 or not got[0]:
             raise Refused(400, f"{'repeated' if len(got) > 1 else 'missing'}_{name}")
         values.append(got[0])
     return values
 
 
-def _check_timestamp(raw: str, max_skew: int) -> float:
+def _check_timestamp(raw: str, max_skew: int) -> None:
     if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
         raise Refused(400, "malformed_timestamp")
-    skew = time.time() - int(raw)
-    metrics.SKEW.observe(abs(skew))
-    if max_skew and abs(skew) > max_skew:
+    skew = abs(time.time() - int(raw))
+    metrics.SKEW.observe(skew)
+    if max_skew and skew > max_skew:
         raise Refused(403, "timestamp_outside_window")
-    return skew
 
 
 def _crypto_status(exc: CryptoError) -> int:
     return 403 if isinstance(exc, SignatureError | ReceiveIdError) else 400
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise Refused(400, "malformed_content_length")
-        if int(length) > limit:
-            raise Refused(413, "body_too_large")
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise Refused(413, "body_too_large")
-    except ClientDisconnect:
-        raise Refused(400, "client_disconnected") from None
-    return bytes(body)
-
-
-def refuse(app: str, exc: Refused) -> Response:
+def _refused(app: str, exc: Refused) -> int:
     metrics.CALLBACKS.labels(app, exc.reason).inc()
     log.warning("callback refused", extra={"app": app, "status": exc.status, "reason": exc.reason})
-    return Response(status_code=exc.status)
+    return exc.status
 
 
 async def verify_url(request: Request, receiver: AppReceiver, max_skew: int) -> Response:
     """GET: WeCom's URL verification; answer the decrypted echostr as the raw body."""
     name = receiver.app.name
     try:
-        signature, timestamp, nonce, echostr = _one(
-            request, ("msg_signature", "timestamp", "nonce", "echostr")
-        )
+        signature, timestamp, nonce, echostr = _one(request.query_params.multi_items(), GET_PARAMS)
         _check_timestamp(timestamp, max_skew)
         try:
             echo = receiver.crypto.verify_url(signature, timestamp, nonce, echostr)
         except CryptoError as exc:
             raise Refused(_crypto_status(exc), exc.reason) from None
     except Refused as exc:
-        return refuse(name, exc)
+        return Response(status_code=_refused(name, exc))
     metrics.CALLBACKS.labels(name, "verified").inc()
     log.info("url verification answered", extra={"app": name})
     return Response(echo, media_type="text/plain")
 
 
-async def receive(
-    request: Request, receiver: AppReceiver, store: Store, max_skew: int, max_body: int
-) -> Response:
-    """POST: one event stored per WeCom message, however often WeCom retries."""
-    started = time.perf_counter()
-    app = receiver.app
-    try:
-        signature, timestamp, nonce = _one(request, ("msg_signature", "timestamp", "nonce"))
-        _check_timestamp(timestamp, max_skew)
-        body = await _read_body(request, max_body)
-        try:
-            plaintext = receiver.crypto.decrypt_callback(
-                signature, timestamp, nonce, body, max_bytes=max_body
-            )
-            event = parse_message(plaintext, max_bytes=max_body)
-        except CryptoError as exc:
-            raise Refused(_crypto_status(exc), exc.reason) from None
-        if event.agent_id is not None and event.agent_id != app.agent_id:
-            raise Refused(403, "wrong_agent_id")
-    except Refused as exc:
-        return refuse(app.name, exc)
+class Receiver:
+    """The POST side as a plain ASGI app: one event stored per WeCom message."""
 
-    key = dedup_key(event)
-    trace_id = os.urandom(8).hex()
-    data = encode_envelope(
-        EventEnvelope(
+    def __init__(
+        self,
+        receivers: Mapping[str, AppReceiver],
+        store: Store,
+        *,
+        prefix: str,
+        max_skew: int,
+        max_body: int,
+    ) -> None:
+        self.receivers = receivers
+        self.store = store
+        self.events = names.events(prefix)
+        self.prefix = prefix
+        self.max_skew = max_skew
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        receiver = self.receivers.get(path[10:] if path.startswith("/callback/") else "default")
+        if receiver is None:
+            status = 404
+        else:
+            status = await self._receive(scope, receive, receiver)
+        await send({"type": "http.response.start", "status": status, "headers": _NO_BODY})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                if not value.isdigit():
+                    raise Refused(400, "malformed_content_length")
+                if int(value) > self.max_body:
+                    raise Refused(413, "body_too_large")
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Refused(400, "client_disconnected")
+            chunk: bytes = message.get("body", b"")
+            body += chunk
+            if len(body) > self.max_body:
+                raise Refused(413, "body_too_large")
+            if not message.get("more_body", False):
+                return body
+
+    async def _receive(self, scope: Scope, receive: Receive, receiver: AppReceiver) -> int:
+        started = time.perf_counter()
+        app = receiver.app
+        try:
+            query = scope["query_string"].decode("latin-1")
+            signature, timestamp, nonce = _one(
+                parse_qsl(query, keep_blank_values=True), POST_PARAMS
+            )
+            _check_timestamp(timestamp, self.max_skew)
+            body = await self._read_body(scope, receive)
+            try:
+                plaintext = receiver.crypto.decrypt_callback(
+                    signature, timestamp, nonce, body, max_bytes=self.max_body
+                )
+                event = parse_message(plaintext, max_bytes=self.max_body)
+            except CryptoError as exc:
+                raise Refused(_crypto_status(exc), exc.reason) from None
+            if event.agent_id is not None and event.agent_id != app.agent_id:
+                raise Refused(403, "wrong_agent_id")
+        except Refused as exc:
+            return _refused(app.name, exc)
+
+        key = dedup_key(event)
+        trace_id = os.urandom(8).hex()
+        envelope = EventEnvelope(
             app=app.name,
             received_at=time.time(),
             trace_id=trace_id,
             dedup_key=key,
             event=cast("InboundEventType", event),
         )
-    )
-    try:
-        entry_id = await store.script(
-            keys=[names.seen(store.prefix, app.name, key), store.events_key],
-            args=[store.dedup_ttl, store.maxlen, data],
-            client=store.redis,
-        )
-    except (RedisError, OSError) as exc:
-        metrics.CALLBACKS.labels(app.name, "redis_unavailable").inc()
-        log.error(
-            "redis unavailable, answering 503 so WeCom retries",
-            extra={"app": app.name, "trace_id": trace_id, "error": type(exc).__name__},
-        )
-        return Response(status_code=503)
-    outcome = "stored" if entry_id else "duplicate"
-    metrics.CALLBACKS.labels(app.name, outcome).inc()
-    metrics.ACK_SECONDS.observe(time.perf_counter() - started)
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug(
-            "callback " + outcome, extra={"app": app.name, "trace_id": trace_id, "dedup_key": key}
-        )
-    return EMPTY_OK
+        mark = names.seen(self.prefix, app.name, key)
+        try:
+            entry_id = await self.store.once(mark, self.events, encode_envelope(envelope))
+        except (RedisError, OSError) as exc:
+            metrics.CALLBACKS.labels(app.name, "redis_unavailable").inc()
+            log.error(
+                "redis unavailable, answering 503 so WeCom retries",
+                extra={"app": app.name, "trace_id": trace_id, "error": type(exc).__name__},
+            )
+            return 503
+        (receiver.stored if entry_id else receiver.duplicate).inc()
+        metrics.ACK_SECONDS.observe(time.perf_counter() - started)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "callback stored" if entry_id else "duplicate callback",
+                extra={"app": app.name, "trace_id": trace_id, "dedup_key": key},
+            )
+        return 200

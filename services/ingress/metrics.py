@@ -19,3 +19,5 @@ SKEW = Histogram(
     "Absolute difference between a callback's timestamp and our clock",
     buckets=(1, 5, 30, 60, 300, 900, 3600, 86400),
 )
+
+CounterChild = Counter  # what Counter.labels(...) returns
