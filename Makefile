@@ -26,6 +26,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
+	@test $(VENV)/.bench-installed -nt pyproject.toml || \
+		{ $(BIN)/python -m pip install -q -e '.[bench]' && touch $(VENV)/.bench-installed; }
 	$(BIN)/python -m bench
 
 chaos: $(STAMP)

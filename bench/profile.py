@@ -1,0 +1,229 @@
+"""``python -m bench profile``: py-spy samples the ingress under load and names the top costs.
+
+The ingress runs pinned to the server core with Redis and the generator on the load core, at the
+concurrency of the main run; py-spy (pinned to the load core too) samples it for ``--seconds``
+after a one-second warm-up. Idle time (the event loop waiting in epoll) is not sampled, so every
+share below is a share of the CPU the ingress used. The summary, and the collapsed stacks for a
+flame graph (``flamegraph.pl`` or speedscope import), go to ``bench/results-profile.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bench import procs
+from bench.callbacks import Credentials, callback_requests, save_requests
+from bench.ingress import summary
+from bench.loadgen import LoadConfig, LoadResult, run_load
+from bench.plan import FULL
+
+__all__ = ["profile", "summarize"]
+
+# Inclusive shares worth a line each: the steps of the POST path, then the libraries under them.
+STEPS = {
+    "create_app.<locals>.callback (services/ingress/app.py)": "the route handler, all of it",
+    "HTTPConnection.query_params (starlette/requests.py)": "  query parameters (Starlette)",
+    "_check_timestamp (services/ingress/callback.py)": "  timestamp check (+ skew histogram)",
+    "_read_body (services/ingress/callback.py)": "  read body (request.stream)",
+    "CallbackCrypto.decrypt_callback (shared/protocol/crypto.py)": "  decrypt_callback",
+    "parse_envelope (shared/protocol/parser.py)": "    envelope XML",
+    "CallbackCrypto.verify (shared/protocol/crypto.py)": "    signature",
+    "CallbackCrypto.decrypt (shared/protocol/crypto.py)": "    AES + checks",
+    "parse_message (shared/protocol/parser.py)": "  parse_message (XML → event)",
+    "encode_envelope (shared/schemas/envelope.py)": "  encode_envelope",
+    "AsyncScript.__call__ (redis/commands/core.py)": "  dedup + XADD script (redis-py)",
+    "MetricWrapperBase.labels (prometheus_client/metrics.py)": "  prometheus labels()",
+    "Histogram.observe (prometheus_client/metrics.py)": "  prometheus Histogram.observe",
+}
+GROUPS = (
+    ("redis/", "redis-py"),
+    ("prometheus_client/", "prometheus_client"),
+    ("starlette/", "starlette"),
+    ("uvicorn/", "uvicorn"),
+    ("httpx/", "httpx"),
+    ("httpcore/", "httpcore"),
+    ("anyio/", "anyio"),
+    ("h11/", "h11"),
+    ("importlib", "importlib (imports at run time)"),
+    ("shared/protocol/", "shared.protocol"),
+    ("shared/", "shared (other)"),
+    ("services/", "services"),
+    ("asyncio/", "asyncio"),
+    ("msgspec", "msgspec"),
+    ("Crypto/", "pycryptodome"),
+    ("logging/", "logging"),
+)
+
+
+def _frame_key(frame: str) -> str:
+    """'f (/x/site-packages/redis/client.py)' → 'f (redis/client.py)': paths from their package."""
+    name, _, path = frame.partition(" (")
+    path = path.rstrip(")")
+    for marker in ("site-packages/", "/lib/python3", "/work/main/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            if marker == "/lib/python3":
+                path = path.split("/", 1)[1] if "/" in path else path
+            break
+    else:
+        for root in ("services/", "shared/", "bench/"):
+            if root in path:
+                path = path[path.index(root) :]
+                break
+    return f"{name} ({path})" if path else name
+
+
+def _group(frame: str) -> str:
+    for marker, name in GROUPS:
+        if marker in frame:
+            return name
+    return "other (interpreter, uvloop, stdlib)"
+
+
+def summarize(collapsed: str, top: int = 20) -> dict[str, Any]:
+    """Self and inclusive shares from py-spy's raw (collapsed) output."""
+    total = 0
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    groups: Counter[str] = Counter()
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame_key(f) for f in stack.split(";") if f]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        groups[_group(frames[-1])] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+
+    def share(n: int) -> float:
+        return round(100 * n / total, 1) if total else 0.0
+
+    return {
+        "samples": total,
+        "self_top": [(f, share(n)) for f, n in own.most_common(top)],
+        "inclusive_top": [
+            (f, share(n))
+            for f, n in inclusive.most_common(4 * top)
+            if n < 0.99 * total  # what everything runs under (main, the event loop) says nothing
+        ][:top],
+        "by_library_self": [(g, share(n)) for g, n in groups.most_common()],
+        "steps": [(label, share(inclusive[key])) for key, label in STEPS.items()],
+    }
+
+
+def _print(report: dict[str, Any], headline: str, steps: bool) -> None:
+    print(f"{headline}; {report['samples']} samples")
+    if steps:
+        handler = dict(report["steps"]).get(STEPS[next(iter(STEPS))], 0.0)
+        print("\nPOST /callback, inclusive share of the ingress's CPU")
+        print(f"  {'uvicorn + Starlette around the handler':<44} {100 - handler:5.1f} %")
+        for label, pct in report["steps"]:
+            print(f"  {label:<44} {pct:5.1f} %")
+    print("\nself time by library")
+    for name, pct in report["by_library_self"]:
+        print(f"  {name:<44} {pct:5.1f} %")
+    print("\ntop functions, self time")
+    for frame, pct in report["self_top"]:
+        print(f"  {pct:5.1f} %  {frame}")
+    print("\ntop functions, inclusive")
+    for frame, pct in report["inclusive_top"]:
+        print(f"  {pct:5.1f} %  {frame}")
+
+
+def _spy(pid: int, seconds: float, rate: int, out: Path, cpus: list[int] | None) -> str:
+    """py-spy record on ``pid`` (itself pinned to ``cpus``); the collapsed stacks, or raise."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    argv = [spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
+    argv += ["--rate", str(rate), "--nolineno", "--format", "raw", "--output", str(out)]
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        check=False,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
+    if done.returncode != 0 or not out.exists():
+        raise RuntimeError(f"py-spy failed: {done.stderr.decode(errors='replace')[-800:]}")
+    return out.read_text()
+
+
+def _ingress(args: argparse.Namespace, workdir: Path) -> tuple[str, str, dict[str, Any]]:
+    cores = procs.cores()
+    creds = Credentials.generate()
+    rate_guess = 4000  # callbacks a second, generously: each is sent at most once
+    file = workdir / "callbacks.pkl"
+    save_requests(callback_requests(creds, int(rate_guess * (args.seconds + 2))), file)
+    result: list[LoadResult] = []
+    with procs.redis_server("everysec", cores.load) as rds:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WECOM_")}
+        env.update(creds.env(), REDIS_URL=rds.url)
+        with procs.server("ingress", env, workdir, cpus=cores.server) as srv:
+            config = LoadConfig(
+                port=srv.port,
+                requests_file=str(file),
+                connections=FULL.connections,
+                warmup=1.0,
+                duration=args.seconds + 1.0,
+                repeat=False,
+                cpus=cores.load,
+            )
+            loader = threading.Thread(target=lambda: result.append(run_load(config)))
+            loader.start()
+            threading.Event().wait(1.0)
+            try:
+                collapsed = _spy(
+                    srv.process.pid, args.seconds, args.rate, workdir / "c.txt", cores.load
+                )
+            finally:
+                loader.join()
+    headline = f"ingress under py-spy: {result[0].rps:.0f} callbacks/s"
+    return collapsed, headline, summary(result[0])
+
+
+def _consumer(
+    args: argparse.Namespace, workdir: Path, service: str
+) -> tuple[str, str, dict[str, Any]]:
+    from bench.pipeline import consumer_system, fill_for
+
+    with consumer_system(workdir, service) as (system, rds):
+        [pid] = [p.pid for name, p in system.stack.children if name == service]
+        count, took = fill_for(system, rds, service, int(1200 * args.seconds))
+        collapsed = _spy(pid, args.seconds, args.rate, workdir / "c.txt", None)
+    headline = f"{service} under py-spy: {count} entries pre-filled (filled in {took:.2f} s)"
+    return collapsed, headline, {"entries": count}
+
+
+def profile(args: argparse.Namespace) -> int:
+    """Profile ``args.target`` (ingress, responder or sender) and print its top costs."""
+    workdir = Path(tempfile.mkdtemp(prefix="wecom-bus-profile-"))
+    try:
+        if args.target == "ingress":
+            collapsed, headline, load = _ingress(args, workdir)
+        else:
+            collapsed, headline, load = _consumer(args, workdir, args.target)
+    except RuntimeError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    report = summarize(collapsed)
+    _print(report, headline, steps=args.target == "ingress")
+    document = {"target": args.target, "load": load, **report}
+    document["collapsed"] = collapsed.splitlines()
+    args.out.write_bytes(msgspec.json.format(msgspec.json.encode(document)))
+    print(f"\nsummary and collapsed stacks: {args.out}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0

@@ -1,0 +1,61 @@
+"""``python -m bench.serve KIND --port P [--workers N]``: one receiver under uvicorn.
+
+Every kind runs with the settings ``wecom-bus ingress`` uses (uvloop, httptools, no access log,
+no server header, proxy headers from 127.0.0.1, 15 s keep-alive), so a comparison differs only in
+the application. KIND ``raw`` is the raw asyncio responder instead (no uvicorn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import uvicorn
+
+__all__ = ["FACTORIES", "main"]
+
+FACTORIES = {
+    "bare": "bench.servers:bare_app",
+    "verify": "bench.servers:verify_app",
+    "ingress": "bench.servers:ingress_app",
+    "usual": "bench.usual:usual_app",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.serve")
+    parser.add_argument("kind", choices=[*FACTORIES, "raw"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.kind == "raw":
+        import uvloop
+
+        from bench.servers import serve_raw
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve_raw(args.host, args.port))
+        return 0
+    uvicorn.run(
+        FACTORIES[args.kind],
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+        timeout_keep_alive=15,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

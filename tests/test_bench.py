@@ -1,0 +1,144 @@
+"""Smoke tests of the benchmark harness: its pieces work and give sane figures (no time limits)."""
+
+from __future__ import annotations
+
+import os
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from bench import procs
+from bench.callbacks import (
+    Credentials,
+    callback_requests,
+    content_index,
+    load_requests,
+    save_requests,
+)
+from bench.loadgen import LoadConfig, percentiles, run_load
+from bench.profile import summarize
+from bench.report import console, targets
+from bench.tencent import VALIDATE_SIGNATURE_ERROR, WXBizMsgCryptLike
+from shared.protocol.parser import parse_envelope
+from tests.helpers import AES_KEY, CORP_ID, TOKEN, crypto, text_xml
+
+
+@pytest.fixture
+def requests_file(tmp_path: Path) -> Path:
+    file = tmp_path / "requests.pkl"
+    save_requests(callback_requests(Credentials.generate(), 300), file)
+    return file
+
+
+def test_tencent_style_crypto_decrypts_what_ours_builds() -> None:
+    plaintext = text_xml("你好吗?")
+    params, body = crypto().build_callback(
+        plaintext, timestamp="1700000000", nonce="n1", agent_id=1
+    )
+    tencent = WXBizMsgCryptLike(TOKEN, AES_KEY, CORP_ID)
+    ret, decrypted = tencent.DecryptMsg(
+        body.decode(), params["msg_signature"], params["timestamp"], params["nonce"]
+    )
+    assert (ret, decrypted) == (0, plaintext)
+    ret, _ = tencent.DecryptMsg(body.decode(), "0" * 40, params["timestamp"], params["nonce"])
+    assert ret == VALIDATE_SIGNATURE_ERROR
+
+
+def test_ours_decrypts_the_tencent_style_passive_reply() -> None:
+    reply = "<xml><Content><![CDATA[回复]]></Content></xml>"
+    ret, envelope = WXBizMsgCryptLike(TOKEN, AES_KEY, CORP_ID).EncryptMsg(reply, "n2", "1700000001")
+    assert ret == 0
+    root = ET.fromstring(envelope)
+    encrypt = root.findtext("Encrypt")
+    assert encrypt is not None
+    ours = crypto()
+    ours.verify(root.findtext("MsgSignature") or "", "1700000001", "n2", encrypt)
+    assert ours.decrypt(encrypt) == reply.encode()
+
+
+def test_tencent_style_verify_url_answers_the_echo() -> None:
+    params = crypto().build_url_verification(b"echo-123", timestamp="1700000002", nonce="n3")
+    tencent = WXBizMsgCryptLike(TOKEN, AES_KEY, CORP_ID)
+    assert tencent.VerifyURL(
+        params["msg_signature"], params["timestamp"], params["nonce"], params["echostr"]
+    ) == (0, b"echo-123")
+
+
+def test_prebuilt_callbacks_are_distinct_signed_requests(requests_file: Path) -> None:
+    requests = load_requests(requests_file)
+    assert len(requests) == len(set(requests)) == 300
+    head, _, body = requests[7].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /callback?msg_signature=")
+    assert f"content-length: {len(body)}".encode() in head
+    assert parse_envelope(body).encrypt
+    assert content_index("bench 7") == 7 and content_index("hello") is None
+
+
+def test_generator_against_the_bare_app_gives_sane_figures(
+    requests_file: Path, tmp_path: Path
+) -> None:
+    env = dict(os.environ)
+    with procs.server("bare", env, tmp_path, cpus=None) as srv:
+        result = run_load(
+            LoadConfig(
+                port=srv.port,
+                requests_file=str(requests_file),
+                connections=4,
+                warmup=0.2,
+                duration=1.0,
+                watch_pids=procs.tree(srv.process.pid),
+            )
+        )
+    assert result.errors == 0
+    assert result.completed > 0 and result.rps > 0
+    assert set(result.statuses) == {"200"}
+    assert 0 < result.latency_ms["p50"] <= result.latency_ms["p99"] <= result.latency_ms["max"]
+    assert result.server_cpu_s > 0 and result.rps_per_cpu > 0
+
+
+def test_open_loop_sends_each_request_once_on_schedule(requests_file: Path, tmp_path: Path) -> None:
+    with procs.server("raw", dict(os.environ), tmp_path, cpus=None) as srv:
+        before = time.time()
+        result = run_load(
+            LoadConfig(
+                port=srv.port,
+                requests_file=str(requests_file),
+                mode="open",
+                connections=4,
+                rate=200.0,
+                warmup=0.0,
+                duration=0.5,
+                repeat=False,
+                record_sends=True,
+            )
+        )
+    assert result.sent == 100 and result.errors == 0
+    assert result.send_times == sorted(result.send_times)
+    assert before <= result.send_times[0] and result.send_times[-1] - result.send_times[0] < 5
+
+
+def test_percentiles() -> None:
+    stats = percentiles([i / 1000 for i in range(1, 101)])
+    assert (stats["p50"], stats["p99"], stats["max"]) == (51.0, 100.0, 100.0)
+    assert percentiles([])["p99"] == 0.0
+
+
+def test_profile_summary_shares() -> None:
+    collapsed = (
+        "main (a.py);receive (/x/services/ingress/callback.py);"
+        "decrypt (/x/shared/protocol/c.py) 3\n"
+        "main (a.py);other (/usr/lib/python3.11/asyncio/events.py) 1\n"
+    )
+    report = summarize(collapsed)
+    assert report["samples"] == 4
+    assert ("decrypt (shared/protocol/c.py)", 75.0) in report["self_top"]
+    assert ("receive (services/ingress/callback.py)", 75.0) in report["inclusive_top"]
+
+
+def test_report_says_what_was_not_measured() -> None:
+    results = {"mode": "quick", "machine": {"nproc": 2}, "seconds": 1.0}
+    rows = targets(results)
+    assert rows and all(measured == "not measured" and ok is None for _, _, measured, ok in rows)
+    assert "DESIGN §7 targets" in console(results)
