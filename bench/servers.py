@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from services.ingress.app import create_app
 from shared import logs
@@ -64,7 +65,7 @@ def verify_app() -> Starlette:
     return Starlette(routes=[Route("/callback", callback, methods=["POST"])])
 
 
-def ingress_app() -> Starlette:
+def ingress_app() -> ASGIApp:
     settings = load_settings()
     logs.configure("ingress", settings.log_level, settings.log_format)
     return create_app(settings)
