@@ -59,7 +59,9 @@ def _parse(data: bytes, max_bytes: int, what: str, start: Any, end: Any, chars: 
         raise XMLParseError(f"empty {what}")
     if len(data) > max_bytes:
         raise XMLParseError(f"{what} larger than {max_bytes} bytes")
-    if data[:2] in _UTF16_BOMS:  # expat would honour the BOM over the forced encoding
+    # expat honours a UTF-16 BOM, and detects UTF-16 from "<\0" even without one, over the
+    # forced encoding. UTF-16 text of XML always holds NUL bytes; UTF-8 XML never may.
+    if data[:2] in _UTF16_BOMS or b"\x00" in data:
         raise XMLParseError(f"{what} is not UTF-8")
     # Forcing UTF-8 overrides any encoding="…" in the prolog: other encodings fail as bad tokens.
     parser = expat.ParserCreate("UTF-8")

@@ -12,7 +12,7 @@ what newer producers write (msgspec schema evolution).
 from __future__ import annotations
 
 import hashlib
-from typing import Any, TypeAlias, get_args
+from typing import Annotated, Any, TypeAlias, get_args
 
 import msgspec
 
@@ -32,6 +32,11 @@ __all__ = [
 ]  # fmt: skip
 
 # WeCom names that plain PascalCase of the attribute name would get wrong.
+# Coordinates: "nan" or "inf" would parse as floats but travel as JSON null and then fail to
+# decode in every consumer; bounding the value refuses them here (the event is kept as an
+# UnknownEvent/UnknownMessage with its fields as text instead).
+Finite = Annotated[float, msgspec.Meta(ge=-1e9, le=1e9)]
+
 _NAMES = {
     "to_user": "ToUserName",
     "from_user": "FromUserName",
@@ -99,8 +104,8 @@ class VideoMessage(Message, tag="video", frozen=True, kw_only=True):
 
 
 class LocationMessage(Message, tag="location", frozen=True, kw_only=True):
-    location_x: float = 0.0
-    location_y: float = 0.0
+    location_x: Finite = 0.0
+    location_y: Finite = 0.0
     scale: int = 0
     label: str = ""
     app_type: str | None = None
@@ -139,8 +144,8 @@ class SendPicsInfo(_WeCom, frozen=True):
 
 
 class SendLocationInfo(_WeCom, frozen=True):
-    location_x: float = 0.0
-    location_y: float = 0.0
+    location_x: Finite = 0.0
+    location_y: Finite = 0.0
     scale: int = 0
     label: str = ""
     poiname: str = ""
@@ -227,9 +232,9 @@ class EnterAgentEvent(Event, tag="event.enter_agent", frozen=True, kw_only=True)
 
 
 class LocationEvent(Event, tag="event.LOCATION", frozen=True, kw_only=True):
-    latitude: float = 0.0
-    longitude: float = 0.0
-    precision: float = 0.0
+    latitude: Finite = 0.0
+    longitude: Finite = 0.0
+    precision: Finite = 0.0
     app_type: str | None = None
 
 
