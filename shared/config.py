@@ -81,6 +81,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ingress_trusted_proxies: str = "127.0.0.1"
     sender_api_key: Secret | None = None
     sender_daily_quota: int = 0  # person-times per app per day; 0 = no quota of ours
+    sender_rate_limited_wait: float = 60.0  # least wait after errcode 45009
     drain_timeout: float = 20.0
     responder_other_reply: str = ""  # answer to messages no behaviour answers ("" = none)
     log_level: str = "info"
@@ -251,6 +252,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ingress_trusted_proxies=_get(env, "INGRESS_TRUSTED_PROXIES") or "127.0.0.1",
         sender_api_key=Secret(api_key) if api_key else None,
         sender_daily_quota=_number(env, "SENDER_DAILY_QUOTA", 0, int, 0),
+        sender_rate_limited_wait=_number(env, "SENDER_RATE_LIMITED_WAIT", 60.0, float, 0),
         drain_timeout=_number(env, "BUS_DRAIN_TIMEOUT", 20.0, float, 0),
         responder_other_reply=_get(env, "RESPONDER_OTHER_REPLY") or "",
         log_level=level,

@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -147,6 +147,10 @@ async def put(redis: Redis, settings: Settings, body: dict[str, Any], **kw: Any)
     return await enqueue(redis, settings, json.dumps(body).encode(), origin="test", **kw)
 
 
+async def entries(redis: Redis, stream: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    return cast("list[tuple[bytes, dict[bytes, bytes]]]", await redis.xrange(stream))
+
+
 def text(to: str, content: str) -> dict[str, Any]:
     return {"touser": to, "msgtype": "text", "text": {"content": content}}
 
@@ -168,10 +172,11 @@ async def test_a_request_is_sent_once_with_the_apps_agentid(
             "text": {"content": "hello"},
         }
     ]
-    record = json.loads(await redis.get(names.sent("wecom", request_id)))
+    record = json.loads(cast(bytes, await redis.get(names.sent("wecom", request_id))))
     assert record["msgid"] == "m1"
     # Delivered again (e.g. replayed by an operator): sent:<id> stops a second send.
-    await redis.xadd(names.outbox(), {"data": (await redis.xrange(names.outbox()))[0][1][b"data"]})
+    [(_, first)] = await entries(redis, names.outbox())
+    await redis.xadd(names.outbox(), {"data": first[b"data"]})
     await make_sender().consumer.run_burst()
     assert len(qyapi.sent) == 1
 
@@ -247,7 +252,7 @@ async def test_permanent_errors_go_to_the_dead_letter_with_advice(
     await make_sender().consumer.run_burst()
     assert qyapi.sent == []
     assert len(qyapi.attempts) == 1  # not retried
-    [(_, fields)] = await redis.xrange(names.deadletter())
+    [(_, fields)] = await entries(redis, names.deadletter())
     error = fields[b"error"].decode()
     assert f"errcode {errcode}" in error
     assert advice.lower() in error.lower()

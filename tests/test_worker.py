@@ -18,15 +18,8 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from shared.bus import names, streams
-from shared.bus.worker import (
-    Consumer,
-    Delivery,
-    Output,
-    Reject,
-    Retry,
-    check_health,
-    observe_groups,
-)
+from shared.bus.delivery import Delivery, Output, Reject, Retry
+from shared.bus.worker import Consumer, check_health, observe_groups
 from shared.embedded_redis import EmbeddedRedis
 
 S, G, OUT, LOG = "t:events", "g", "t:out", "t:log"

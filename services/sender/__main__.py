@@ -55,7 +55,13 @@ def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> 
     governor = Governor(
         redis, prefix=settings.prefix, daily_quota=settings.sender_daily_quota, margin=1.0
     )
-    handler = OutboxHandler(redis, prefix=settings.prefix, clients=clients, governor=governor)
+    handler = OutboxHandler(
+        redis,
+        prefix=settings.prefix,
+        clients=clients,
+        governor=governor,
+        rate_limited_floor=settings.sender_rate_limited_wait,
+    )
     return Consumer(
         redis,
         stream=names.outbox(settings.prefix),

@@ -172,6 +172,7 @@ class Consumer:
         self._claim_poll = max(min(claim_idle_ms / 4000, 1.0), 0.01)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._reserved = 0
+        self._read_reserved = 0  # the part of _reserved a blocking read holds
         self._slot = asyncio.Event()
         self._stopping = asyncio.Event()
         self._force = False
@@ -342,6 +343,13 @@ class Consumer:
     def _free(self) -> int:
         return self.concurrency - len(self._inflight) - self._reserved
 
+    def _claimable(self) -> int:
+        """Slots for the claimer: a blocking read holds its slots while the stream is quiet,
+        which is just when reclaiming matters (a dead replica's entries, due retries). So the
+        claimer may use them too; if both return entries at once, concurrency briefly
+        reaches at most twice its bound."""
+        return self.concurrency - len(self._inflight) - (self._reserved - self._read_reserved)
+
     def _release(self, reserved: int) -> None:
         self._reserved -= reserved
         self._slot.set()
@@ -366,6 +374,7 @@ class Consumer:
         if free <= 0:
             return 0
         self._reserved += free
+        self._read_reserved += free
         try:
             entries = await streams.read_group(
                 self.redis,
@@ -376,6 +385,7 @@ class Consumer:
                 block_ms=self.block_ms if block else None,
             )
         finally:
+            self._read_reserved -= free
             self._release(free)
         self._ok()
         for entry in entries:
@@ -390,7 +400,7 @@ class Consumer:
 
     async def _claim_once(self) -> int:
         """Start due retries, then entries idle longer than claim_idle; returns how many."""
-        free = self._free()
+        free = self._claimable()
         if free <= 0:
             return 0
         self._reserved += free

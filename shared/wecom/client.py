@@ -18,8 +18,8 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 import msgspec
+from httpx_aiohttp import AiohttpTransport
 
 from shared import __version__
 from shared.errors import ConfigError, SchemaError

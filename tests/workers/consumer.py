@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from shared.bus.worker import Consumer, Delivery, Output, install_signal_handlers
+from shared.bus.delivery import Delivery, Output
+from shared.bus.worker import Consumer, install_signal_handlers
 
 
 async def main(args: argparse.Namespace) -> None:
