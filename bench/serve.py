@@ -13,6 +13,8 @@ import sys
 
 import uvicorn
 
+from services.ingress.__main__ import UVICORN_OPTIONS
+
 __all__ = ["FACTORIES", "main"]
 
 FACTORIES = {
@@ -44,15 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
-        timeout_keep_alive=15,
-        timeout_graceful_shutdown=5,
+        **UVICORN_OPTIONS,  # the ingress's production settings, for every receiver alike
     )
     return 0
 

@@ -9,16 +9,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine, Generator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 
+from shared.bus.delivery import Handler
 from shared.bus.worker import Consumer, install_signal_handlers
+from shared.config import Settings
 
-__all__ = ["Background", "run_async", "serve_consumer"]
+__all__ = ["Background", "make_consumer", "run_async", "serve_consumer"]
 
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def make_consumer(
+    settings: Settings,
+    redis: Redis,
+    *,
+    stream: str,
+    group: str,
+    handler: Handler,
+    start: Literal["new", "backlog"],
+) -> Consumer:
+    """A Consumer with the BUS_* settings every consumer service shares."""
+    return Consumer(
+        redis,
+        stream=stream,
+        group=group,
+        handler=handler,
+        start=start,
+        claim_idle_ms=int(settings.claim_idle * 1000),
+        max_deliveries=settings.max_deliveries,
+        prefix=settings.prefix,
+        drain_timeout=settings.drain_timeout,
+        maxlen=settings.stream_maxlen,
+    )
 
 
 class _Server(uvicorn.Server):

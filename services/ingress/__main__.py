@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 import uvicorn
 
 from services.ingress.app import create_app
 from shared import logs
 from shared.config import load_settings
+
+# Production settings, also used by `make bench` for every receiver it compares.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "access_log": False,
+    "log_config": None,
+    "server_header": False,
+    "proxy_headers": True,  # behind a k8s Ingress; trusted from INGRESS_TRUSTED_PROXIES only
+    "timeout_keep_alive": 15,
+    "timeout_graceful_shutdown": 10,
+}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,15 +33,8 @@ def run(args: argparse.Namespace) -> int:
         app,
         host=args.host,
         port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        proxy_headers=True,
         forwarded_allow_ips=settings.ingress_trusted_proxies,
-        timeout_keep_alive=15,
-        timeout_graceful_shutdown=10,
+        **UVICORN_OPTIONS,
     )
     return 0
 

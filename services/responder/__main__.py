@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from services.health import health_routes
-from services.runtime import run_async, serve_consumer
+from services.runtime import make_consumer, run_async, serve_consumer
 from shared import logs
 from shared.bus import names
 from shared.bus.router import Router
@@ -46,17 +46,13 @@ def load_router(spec: str) -> Router:
 def build_consumer(
     settings: Settings, redis: Redis, router: Router, group: str, start: str
 ) -> Consumer:
-    return Consumer(
+    return make_consumer(
+        settings,
         redis,
         stream=names.events(settings.prefix),
         group=group,
         handler=router.handler(prefix=settings.prefix, maxlen=settings.stream_maxlen),
         start="backlog" if start == "backlog" else "new",
-        claim_idle_ms=int(settings.claim_idle * 1000),
-        max_deliveries=settings.max_deliveries,
-        prefix=settings.prefix,
-        drain_timeout=settings.drain_timeout,
-        maxlen=settings.stream_maxlen,
     )
 
 

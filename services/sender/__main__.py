@@ -12,7 +12,7 @@ from prometheus_client import Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.runtime import run_async, serve_consumer
+from services.runtime import make_consumer, run_async, serve_consumer
 from services.sender.api import create_api
 from services.sender.handler import OutboxHandler
 from shared import logs
@@ -62,17 +62,13 @@ def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> 
         governor=governor,
         rate_limited_floor=settings.sender_rate_limited_wait,
     )
-    return Consumer(
+    return make_consumer(
+        settings,
         redis,
         stream=names.outbox(settings.prefix),
         group=names.SENDER_GROUP,
         handler=handler,
         start="backlog",  # a request enqueued before the first sender ever ran is still sent
-        claim_idle_ms=int(settings.claim_idle * 1000),
-        max_deliveries=settings.max_deliveries,
-        prefix=settings.prefix,
-        drain_timeout=settings.drain_timeout,
-        maxlen=settings.stream_maxlen,
     )
 
 

@@ -63,6 +63,15 @@ def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+def _wecom_error(exc: WeComAPIError | WeComUnavailableError) -> JSONResponse:
+    """WeCom refused (502, with its errcode and our advice) or did not answer (504)."""
+    if isinstance(exc, WeComUnavailableError):
+        return _error(504, str(exc))
+    return JSONResponse(
+        {"errcode": exc.errcode, "errmsg": exc.errmsg, "advice": exc.advice}, status_code=502
+    )
+
+
 async def enqueue(
     redis: Redis,
     settings: Settings,
@@ -199,13 +208,8 @@ def create_api(
             return _error(422, "unknown app", "$.app")
         try:
             result = await call(client, payload)
-        except WeComAPIError as exc:
-            return JSONResponse(
-                {"errcode": exc.errcode, "errmsg": exc.errmsg, "advice": exc.advice},
-                status_code=502,
-            )
-        except WeComUnavailableError as exc:
-            return _error(504, str(exc))
+        except (WeComAPIError, WeComUnavailableError) as exc:
+            return _wecom_error(exc)
         return JSONResponse({"errcode": 0, **(result or {})})
 
     async def recall(request: Request) -> Response:
@@ -242,13 +246,8 @@ def create_api(
             content_type = media.content_type or "application/octet-stream"
         try:
             media_id = await client.upload_media(kind, filename, content, content_type)
-        except WeComAPIError as exc:
-            return JSONResponse(
-                {"errcode": exc.errcode, "errmsg": exc.errmsg, "advice": exc.advice},
-                status_code=502,
-            )
-        except WeComUnavailableError as exc:
-            return _error(504, str(exc))
+        except (WeComAPIError, WeComUnavailableError) as exc:
+            return _wecom_error(exc)
         return JSONResponse({"media_id": media_id})
 
     async def update_card(request: Request) -> Response:
