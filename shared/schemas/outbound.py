@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, NamedTuple, Protocol, Self, TypeAlias, TypeVar, get_args
+from typing import Any, ClassVar, Final, NamedTuple, Protocol, Self, TypeAlias, TypeVar, get_args
 
 import msgspec
 
@@ -189,18 +189,26 @@ class SendRequest(
             msgspec.structs.force_setattr(self, "duplicate_check_interval", _WECOM_INTERVAL)
 
 
-class TextSend(SendRequest, tag="text", frozen=True, kw_only=True):
-    text: Text
+class _ContentSend(SendRequest, frozen=True, kw_only=True):
+    """A message whose body is one ``content`` string (text, markdown): ``to``, ``reply_to``."""
+
+    _body: ClassVar[tuple[str, type[Text] | type[Markdown]]]
 
     @classmethod
     def to(cls, users: str | Sequence[str], content: str, **opts: Any) -> Self:
-        """A validated text message to one user, "a|b", a list of users, or "@all"."""
-        return _addressed(cls, users, {"text": Text(content=content)}, opts)
+        """A validated message to one user, "a|b", a list of users, or "@all"."""
+        key, body = cls._body
+        return _addressed(cls, users, {key: body(content=content)}, opts)
 
     @classmethod
     def reply_to(cls, event: HasSender, content: str, **opts: Any) -> Self:
-        """A validated text message back to the member who sent ``event``."""
+        """A validated message back to the member who sent ``event``."""
         return cls.to(event.from_user, content, **opts)
+
+
+class TextSend(_ContentSend, tag="text", frozen=True, kw_only=True):
+    _body = ("text", Text)
+    text: Text
 
 
 class ImageSend(SendRequest, tag="image", frozen=True, kw_only=True):
@@ -231,16 +239,9 @@ class MpNewsSend(SendRequest, tag="mpnews", frozen=True, kw_only=True):
     mpnews: MpNews
 
 
-class MarkdownSend(SendRequest, tag="markdown", frozen=True, kw_only=True):
+class MarkdownSend(_ContentSend, tag="markdown", frozen=True, kw_only=True):
+    _body = ("markdown", Markdown)
     markdown: Markdown
-
-    @classmethod
-    def to(cls, users: str | Sequence[str], content: str, **opts: Any) -> Self:
-        return _addressed(cls, users, {"markdown": Markdown(content=content)}, opts)
-
-    @classmethod
-    def reply_to(cls, event: HasSender, content: str, **opts: Any) -> Self:
-        return cls.to(event.from_user, content, **opts)
 
 
 class MiniprogramNoticeSend(SendRequest, tag="miniprogram_notice", frozen=True, kw_only=True):
