@@ -128,9 +128,10 @@ def run(args: argparse.Namespace) -> int:
     use_fake = not env.get("WECOM_CORP_ID") and not env.get("WECOM_APPS_FILE")
     if use_fake:
         dev_credentials(env, ports["fake-wecom"], ports["ingress"])
-    if not env.get("SENDER_API_KEY"):
+    # A key we generate is fine to print in the banner; an operator's own key is not.
+    generated_key = not env.get("SENDER_API_KEY")
+    if generated_key:
         env["SENDER_API_KEY"] = secrets.token_urlsafe(24)
-        env["WECOM_BUS_DEV_SHOW_KEY"] = "1"  # ours, generated: fine to print
     # Make `python -m services.cli` importable from any working directory.
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")])
@@ -164,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
             verified = httpx.post(f"{fake}/fake/verify", json={"app": "default"}, timeout=10).json()
             if not verified.get("ok"):
                 raise RuntimeError(f"URL verification failed: {verified.get('detail')}")
-        _banner(env, ports, fake if use_fake else None, time.monotonic() - started)
+        key = env["SENDER_API_KEY"] if generated_key else "$SENDER_API_KEY"
+        _banner(env, ports, key, fake if use_fake else None, time.monotonic() - started)
         while True:
             stack.check_alive()
             time.sleep(0.5)
@@ -178,8 +180,9 @@ def run(args: argparse.Namespace) -> int:
         stack.stop()
 
 
-def _banner(env: dict[str, str], ports: dict[str, int], fake: str | None, took: float) -> None:
-    key = env["SENDER_API_KEY"] if env.get("WECOM_BUS_DEV_SHOW_KEY") else "$SENDER_API_KEY"
+def _banner(
+    env: dict[str, str], ports: dict[str, int], key: str, fake: str | None, took: float
+) -> None:
     body = '{"touser":"alice","msgtype":"text","text":{"content":"hello from wecom-bus"}}'
     curl = shlex.join(
         [

@@ -164,6 +164,16 @@ def deadletter(args: argparse.Namespace) -> int:
     return asyncio.run(_deadletter(args))
 
 
+class _NoTokens:
+    """``check`` calls gettoken itself and nothing else: it neither reads nor caches a token."""
+
+    async def get(self) -> str:
+        raise RuntimeError("check makes no authenticated call")
+
+    async def invalidate(self, failed: str) -> None:
+        return None
+
+
 def check(args: argparse.Namespace) -> int:
     """Validate configuration, reach Redis and WeCom; say what is wrong in one line each."""
     from shared.wecom.client import WeComClient
@@ -190,16 +200,8 @@ def check(args: argparse.Namespace) -> int:
             if app.secret is None:
                 print(f"wecom[{name}]: no secret configured (ingress-only), gettoken skipped")
                 continue
-
-            class _NoCache:
-                async def get(self) -> str:
-                    raise RuntimeError("unused")
-
-                async def invalidate(self, failed: str) -> None:
-                    return None
-
             async with WeComClient(
-                app, token_source=_NoCache(), base_url=settings.api_base
+                app, token_source=_NoTokens(), base_url=settings.api_base
             ) as client:
                 try:
                     _, expires_in = await client.gettoken()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -64,6 +66,19 @@ class System:
                 return result
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}")
+
+    def cli(
+        self, *argv: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``wecom-bus ARGV`` with this system's environment (or ``env``)."""
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli", *argv],
+            env=self.env if env is None else env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
