@@ -16,8 +16,8 @@ import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from services.sender.api import enqueue
 from shared.bus import names
+from shared.bus.outbox import enqueue
 from shared.config import load_settings
 from shared.errors import ConfigError, SchemaError
 

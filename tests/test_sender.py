@@ -12,9 +12,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from services.sender.api import create_api, enqueue
+from services.sender.api import create_api
 from services.sender.handler import OutboxHandler
 from shared.bus import delayed, names
+from shared.bus.outbox import enqueue
 from shared.bus.worker import Consumer
 from shared.config import Settings
 from shared.wecom.client import WeComClient

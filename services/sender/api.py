@@ -8,15 +8,11 @@ enqueues nothing. ``GET /v1/messages/{id}`` says whether it was sent (and WeCom'
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -26,34 +22,15 @@ from starlette.routing import Route
 
 from services.health import health_routes
 from shared.bus import names
+from shared.bus.outbox import enqueue
 from shared.config import Settings
 from shared.errors import ConfigError, SchemaError
-from shared.schemas.envelope import encode_outbox, outbox_entry
-from shared.schemas.outbound import decode_send_request
 from shared.wecom.client import WeComClient
 from shared.wecom.errors import WeComAPIError, WeComUnavailableError
 
-__all__ = ["MAX_BODY", "create_api", "enqueue"]
+__all__ = ["MAX_BODY", "create_api"]
 
 MAX_BODY = 1_048_576  # mpnews content may be 666 KB
-
-# KEYS[1] idempotency mark, KEYS[2] outbox; ARGV: ttl, maxlen, request id, data.
-# Returns the id that holds the key: ours (enqueued now) or the first request's.
-ENQUEUE_ONCE = """
-local first = redis.call('GET', KEYS[1])
-if first then return first end
-redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[4])
-return ARGV[3]
-"""
-IDEMPOTENCY_TTL = 86_400
-
-
-class _Target(msgspec.Struct):
-    app: str = "default"
-
-
-_target = msgspec.json.Decoder(_Target)
 
 
 def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
@@ -70,53 +47,6 @@ def _wecom_error(exc: WeComAPIError | WeComUnavailableError) -> JSONResponse:
     return JSONResponse(
         {"errcode": exc.errcode, "errmsg": exc.errmsg, "advice": exc.advice}, status_code=502
     )
-
-
-async def enqueue(
-    redis: Redis,
-    settings: Settings,
-    body: bytes,
-    *,
-    origin: str,
-    idempotency_key: str | None = None,
-) -> str:
-    """Validate a message/send body and put it on the outbox; return the request id.
-
-    Raises SchemaError (naming the field) for what WeCom would refuse, ConfigError for an
-    unknown app. Shared by the HTTP API and ``wecom-bus send``.
-    """
-    try:
-        app_name = _target.decode(body).app
-    except msgspec.ValidationError:
-        raise SchemaError("$.app", "must be a string naming an app") from None
-    except msgspec.DecodeError:
-        raise SchemaError("$", "is not valid JSON") from None
-    app = settings.app(app_name)
-    request = decode_send_request(body, default_agentid=app.agent_id)
-    if request.agentid is not None and request.agentid != app.agent_id:
-        raise SchemaError("$.agentid", f"is not app {app_name!r}'s AgentId")
-    if idempotency_key:
-        digest = hashlib.sha256(f"{app_name}\0{idempotency_key}".encode()).hexdigest()
-        request_id, mark = f"{origin}-{digest[:32]}", f"{settings.prefix}:idem:{digest}"
-    else:
-        request_id, mark = f"{origin}-{uuid.uuid4().hex}", None
-    entry = outbox_entry(
-        id=request_id,
-        app=app_name,
-        trace_id=uuid.uuid4().hex[:16],
-        created_at=time.time(),
-        request=request,
-        origin=origin,
-    )
-    data = encode_outbox(entry)
-    outbox = names.outbox(settings.prefix)
-    if mark is None:
-        await redis.xadd(outbox, {"data": data}, maxlen=settings.stream_maxlen, approximate=True)
-        return request_id
-    first = await redis.eval(
-        ENQUEUE_ONCE, 2, mark, outbox, IDEMPOTENCY_TTL, settings.stream_maxlen, request_id, data
-    )
-    return first.decode() if isinstance(first, bytes) else str(first)
 
 
 def create_api(

@@ -66,7 +66,7 @@ return moved
 
 
 def data_key(prefix: str) -> str:
-    return f"{names.delayed(prefix)}:data"
+    return names.delayed_data(prefix)
 
 
 async def schedule(redis: Redis, prefix: str, data: bytes, due: float, *, member_id: str) -> None:

@@ -1,26 +1,33 @@
 """Every Redis key and stream name wecom-bus uses, in one place.
 
-All keys start with ``<prefix>:`` (``BUS_PREFIX``, default ``wecom``). On Redis Cluster give the
-prefix a hash tag, e.g. ``{wecom}``: then every key lands in one slot, and the scripts and
-transactions that touch several keys at once (commit = output XADD + XACK, dedup + XADD, dead
-letter) run unchanged.
+All keys start with ``<prefix>:`` (``BUS_PREFIX``, default ``wecom``). Keys that one script
+touches together share a hash tag (the part in braces), so the same scripts run on Redis
+Cluster: an app's token and its lock share ``{<corp>:<agent>}``, an app's rate buckets share
+``{<app>}``. A prefix that is itself a hash tag (``{wecom}``) puts every key in one slot.
 
 ==========================================  ======  =============================================
-key                                         type    role
+key                                         type    role (lifetime)
 ==========================================  ======  =============================================
-``<prefix>:events``                         stream  inbound events (field ``data``: EventEnvelope)
-``<prefix>:outbox``                         stream  send requests (field ``data``: OutboxEntry)
-``<prefix>:deadletter``                     stream  entries that exhausted retries or were rejected
-``<prefix>:delayed``                        zset    send requests waiting (score = due unix time)
-``<prefix>:seen:<app>:<key>``               string  callback dedup mark, with TTL
-``<prefix>:sent:<request id>``              string  send idempotency mark (WeCom's msgid), TTL
-``<prefix>:token:<corp>:<agent>``           string  cached access token, TTL
-``<prefix>:token-lock:<corp>:<agent>``      string  single-flight refresh lock, PX
-``<prefix>:rate:<part>:…``                  varies  send-rate buckets
+``<prefix>:events``                         stream  inbound events (field ``data``); trimmed
+``<prefix>:outbox``                         stream  send requests (field ``data``); trimmed
+``<prefix>:deadletter``                     stream  entries that exhausted retries or were
+                                                    rejected; trimmed
+``<prefix>:delayed``                        zset    send requests waiting (score = due time)
+``<prefix>:delayed:data``                   hash    the waiting requests' bodies, by member
+``<prefix>:seen:<app>:<key>``               string  callback dedup mark (TTL: 2 × skew, ≥ 1 h)
+``<prefix>:sent:<request id>``              string  send idempotency mark (WeCom's msgid; TTL)
+``<prefix>:idem:<digest>``                  string  send-API ``Idempotency-Key`` (TTL 24 h)
+``<prefix>:token:{<corp>:<agent>}``         string  cached access token (TTL: its lifetime)
+``<prefix>:token-lock:{<corp>:<agent>}``    string  single-flight refresh lock (PX)
+``<prefix>:rate:{<app>}:user:<userid>``     zset    per-member send window (trimmed by script)
+``<prefix>:rate:{<app>}:day:<yyyymmdd>``    string  an app's person-times on a WeCom day (TTL)
+``<prefix>:circuit:{<app>}``                 hash    an app's send circuit (state, reason, until)
 ``<stream>:retry:<group>``                  zset    entries a handler deferred with ``Retry``
                                                     (member = entry id, score = due unix ms)
 ``<prefix>:health:<group>:<host>``          string  consumer heartbeat (JSON), TTL
 ==========================================  ======  =============================================
+
+Nothing else builds a key: ``tests/test_names.py`` fails when a key is formatted elsewhere.
 """
 
 from __future__ import annotations
@@ -29,13 +36,17 @@ __all__ = [
     "DEFAULT_PREFIX",
     "RESPONDER_GROUP",
     "SENDER_GROUP",
+    "circuit",
     "deadletter",
     "delayed",
+    "delayed_data",
     "events",
     "health",
     "health_pattern",
+    "idempotency",
     "outbox",
-    "rate",
+    "rate_day",
+    "rate_user",
     "retry",
     "seen",
     "sent",
@@ -64,6 +75,10 @@ def delayed(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}:delayed"
 
 
+def delayed_data(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}:delayed:data"
+
+
 def seen(prefix: str, app: str, key: str) -> str:
     """Callback dedup mark for one WeCom message or event of one app."""
     return f"{prefix}:seen:{app}:{key}"
@@ -74,18 +89,44 @@ def sent(prefix: str, request_id: str) -> str:
     return f"{prefix}:sent:{request_id}"
 
 
+def idempotency(prefix: str, digest: str) -> str:
+    """The send API's ``Idempotency-Key`` mark (``digest`` covers the app and the key)."""
+    return f"{prefix}:idem:{digest}"
+
+
+def _app_tag(corp_id: str, agent_id: int | str) -> str:
+    return f"{{{corp_id}:{agent_id}}}"
+
+
 def token(prefix: str, corp_id: str, agent_id: int | str) -> str:
     """The cached access token of one app (a token belongs to an app, never to a corp)."""
-    return f"{prefix}:token:{corp_id}:{agent_id}"
+    return f"{prefix}:token:{_app_tag(corp_id, agent_id)}"
 
 
 def token_lock(prefix: str, corp_id: str, agent_id: int | str) -> str:
-    return f"{prefix}:token-lock:{corp_id}:{agent_id}"
+    """The refresh lock of :func:`token`'s key; same hash tag, so one script holds both."""
+    return f"{prefix}:token-lock:{_app_tag(corp_id, agent_id)}"
 
 
-def rate(prefix: str, *parts: str | int) -> str:
-    """A send-rate bucket, e.g. ``rate(prefix, app, "member", user_id)``."""
-    return ":".join([f"{prefix}:rate", *map(str, parts)])
+def _rate_tag(app: str) -> str:
+    if not app or "{" in app or "}" in app:
+        raise ValueError("app name must be non-empty and free of braces (it is a hash tag)")
+    return f"{{{app}}}"
+
+
+def rate_user(prefix: str, app: str, user: str) -> str:
+    """One member's send window for one app (``user:`` keeps ids apart from day counters)."""
+    return f"{prefix}:rate:{_rate_tag(app)}:user:{user}"
+
+
+def rate_day(prefix: str, app: str, day: str) -> str:
+    """An app's daily person-times counter; ``day`` is ``yyyymmdd`` on WeCom's clock."""
+    return f"{prefix}:rate:{_rate_tag(app)}:day:{day}"
+
+
+def circuit(prefix: str, app: str) -> str:
+    """An app's send circuit: open while WeCom refuses every send of that app."""
+    return f"{prefix}:circuit:{_rate_tag(app)}"
 
 
 def retry(stream: str, group: str) -> str:

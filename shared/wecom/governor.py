@@ -184,11 +184,11 @@ class Governor:
         )
 
     def user_key(self, app: str, user: str) -> str:
-        return names.rate(self.prefix, _tag(app), "user", user.lower())
+        return names.rate_user(self.prefix, app, user.lower())
 
     def day_key(self, app: str, day: str) -> str:
         """The daily counter of ``app`` for ``day`` as ``yyyymmdd`` (WeCom's day, UTC+8)."""
-        return names.rate(self.prefix, _tag(app), "day", day)
+        return names.rate_day(self.prefix, app, day)
 
     async def acquire(self, app: str, users: Sequence[str], request_id: str) -> float:
         """Admit and record one send to ``users`` (all or nothing); 0.0, or seconds to wait.
@@ -236,12 +236,6 @@ class Governor:
         _, day = _wecom_day(round(self.clock() * 1000))
         value = await self._redis.get(self.day_key(app, day))
         return int(value or 0)
-
-
-def _tag(app: str) -> str:
-    if not app or "{" in app or "}" in app:
-        raise ValueError("app name must be non-empty and free of braces (it is a hash tag)")
-    return "{" + app + "}"
 
 
 def _normalise(users: Sequence[str]) -> list[str]:

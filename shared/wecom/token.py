@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.bus import names
 from shared.wecom.errors import RateLimitedError, RetryableAPIError, WeComUnavailableError
 
 __all__ = ["GETTOKEN_CALLS", "TOKEN_REFRESHES", "TokenCache"]
@@ -94,9 +95,8 @@ class TokenCache:
     ) -> None:
         self._redis = redis
         self._fetch = fetch
-        tag = f"{{{corp_id}:{agent_id}}}"
-        self.key = f"{prefix}:token:{tag}"
-        self.lock_key = f"{prefix}:token-lock:{tag}"
+        self.key = names.token(prefix, corp_id, agent_id)
+        self.lock_key = names.token_lock(prefix, corp_id, agent_id)
         self.margin = margin
         self.lock_ttl = lock_ttl
         self.refresh_ahead = refresh_ahead
