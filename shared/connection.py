@@ -67,6 +67,18 @@ class RedisTarget(msgspec.Struct, frozen=True, kw_only=True):
     __str__ = __repr__
 
 
+class _SentinelRedis(Redis):
+    """The primary's client; closing it also closes the connections to the Sentinels."""
+
+    watchers: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.watchers is not None:
+            for client in self.watchers.sentinels:
+                await client.aclose()
+
+
 def _bad(problem: str) -> ConfigError:
     return ConfigError("REDIS_URL", problem)
 
@@ -145,5 +157,8 @@ def connect(url: str, **options: Any) -> Redis:
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(target.hosts), sentinel_kwargs=sentinel_options, **options
     )
-    primary: Redis = sentinel.master_for(target.service, redis_class=Redis, db=target.db, **auth)
+    primary: _SentinelRedis = sentinel.master_for(
+        target.service, redis_class=_SentinelRedis, db=target.db, **auth
+    )
+    primary.watchers = sentinel
     return primary
