@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.asyncio import Redis
 
-from shared.embedded_redis import EmbeddedRedis
+from devkit.embedded_redis import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from shared.embedded_redis import EmbeddedRedis, free_port
+from devkit.embedded_redis import EmbeddedRedis, free_port
 from shared.wecom import (
     PermanentAPIError,
     RateLimitedError,
