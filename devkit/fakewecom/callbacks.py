@@ -1,9 +1,10 @@
 """WeCom's side of the callback: build the plaintext XML, sign, encrypt, push, retry; and verify.
 
-A push behaves as WeCom does (docs/architecture.md): POST to the app's URL, give up on an attempt after
-five seconds, and treat anything but HTTP 200 (or no answer) as a failure to retry, up to three
-retries. Every attempt carries the same plaintext (same MsgId and CreateTime) but is encrypted
-afresh with a new nonce, so a receiver must deduplicate on the message, not on the bytes.
+A push behaves as WeCom does (docs/architecture.md): POST to the app's URL, give up on an
+attempt after five seconds, and treat anything but HTTP 200 (or no answer) as a failure to
+retry, up to three retries. Every attempt carries the same plaintext (same MsgId and
+CreateTime) but is encrypted afresh with a new nonce, so a receiver must deduplicate on the
+message, not on the bytes.
 ``duplicate`` delivers the same callback several times even when the first succeeds.
 """
 
