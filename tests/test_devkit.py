@@ -117,3 +117,15 @@ def test_the_browser_test_fails_in_ci_without_a_browser_and_skips_elsewhere(
         assert ran.returncode not in (0, 5) and "no browser in CI" in out, out[-3000:]
     else:
         assert ran.returncode == 5 and "1 skipped" in out, out[-3000:]  # 5: none ran
+
+
+def test_the_dockerfile_copies_only_the_production_packages() -> None:
+    # The image is built from the project's wheel; what reaches the builder is named one by one.
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    copied = [
+        line.split()[1:-1]
+        for line in text.splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+    ]
+    sources = {source.rstrip("/") for sources in copied for source in sources}
+    assert sources == {"pyproject.toml", "README.md", "shared", "services", "examples"}
