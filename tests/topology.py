@@ -16,7 +16,7 @@ from types import TracebackType
 
 import redis
 
-from shared.embedded_redis import EmbeddedRedis, die_with_parent, free_port
+from devkit.embedded_redis import EmbeddedRedis, die_with_parent, free_port
 
 __all__ = ["Cluster", "Node", "SentinelSet"]
 
