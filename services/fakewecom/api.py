@@ -294,8 +294,29 @@ def routes(state: FakeState) -> list[Route]:
             state.touch(code.record)
         return ok()
 
+    async def agent_get(request: Request) -> Response:
+        app = token_app(request)
+        if isinstance(app, int):
+            return error(request, app)
+        raw = request.query_params.get("agentid", "")
+        if not raw:
+            return error(request, 41011)
+        if raw != str(app.agent_id):
+            # A token reads its own app only (for wecom-bus check): another app's id is 301002.
+            known = {str(a.agent_id) for a in state.apps.values()}
+            return error(request, 301002 if raw in known else 40056)
+        return ok(
+            agentid=app.agent_id,
+            name=app.name,
+            close=int(app.closed),
+            allow_userinfos={"user": [{"userid": m} for m in state.members]},
+            allow_partys={"partyid": sorted(state.parties)},
+            allow_tags={"tagid": sorted(state.tags)},
+        )
+
     return [
         Route("/cgi-bin/gettoken", gettoken, methods=["GET"]),
+        Route("/cgi-bin/agent/get", agent_get, methods=["GET"]),
         Route("/cgi-bin/message/send", message_send, methods=["POST"]),
         Route("/cgi-bin/media/upload", media_upload, methods=["POST"]),
         Route("/cgi-bin/message/recall", recall, methods=["POST"]),
