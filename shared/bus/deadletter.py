@@ -24,7 +24,7 @@ from __future__ import annotations
 import builtins
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypedDict, Unpack, cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -39,6 +39,7 @@ __all__ = [
     "ReplayOutcome",
     "ReplayResult",
     "Replayed",
+    "Where",
 ]
 
 REPLAY_CONSUMER = "deadletter-replay"
@@ -185,13 +186,25 @@ def _check_ids(ids: Iterable[str]) -> list[str]:
     return wanted
 
 
+class Where(TypedDict, total=False):
+    """Filters of :meth:`DeadLetters.list` and :meth:`DeadLetters.scan`, combined with AND.
+
+    ``group`` and ``stream`` match exactly; ``reason`` is a case-insensitive substring of the
+    reason; ``since`` (unix seconds) keeps letters dead-lettered at or after that time;
+    ``after`` (a dead-letter id) starts just after it: the last id of the previous page.
+    """
+
+    group: str | None
+    stream: str | None
+    reason: str | None
+    since: float | None
+    after: str | None
+
+
 class DeadLetters:
     """The dead-letter stream of one ``BUS_PREFIX``.
 
-    Filters (all optional, combined with AND): ``group`` and ``stream`` match exactly,
-    ``reason`` is a case-insensitive substring of the reason, ``since`` (unix seconds) keeps
-    letters dead-lettered at or after that time. Ids are dead-letter ids (``DeadLetter.id``);
-    a malformed one raises ValueError naming it.
+    Ids are dead-letter ids (``DeadLetter.id``); a malformed one raises ValueError naming it.
     """
 
     def __init__(
@@ -213,19 +226,10 @@ class DeadLetters:
         found: Any = await self.redis.xrange(self.key, wanted, wanted)
         return _parse(*found[0]) if found else None
 
-    async def scan(
-        self,
-        *,
-        group: str | None = None,
-        stream: str | None = None,
-        reason: str | None = None,
-        since: float | None = None,
-        after: str | None = None,
-    ) -> AsyncIterator[DeadLetter]:
-        """Every matching dead letter, oldest first, read page by page.
-
-        ``after`` is a dead-letter id: start just after it (the last id of the previous page).
-        """
+    async def scan(self, **where: Unpack[Where]) -> AsyncIterator[DeadLetter]:
+        """Every dead letter matching ``where`` (see :class:`Where`), oldest first, by pages."""
+        after, since = where.get("after"), where.get("since")
+        group, stream, reason = where.get("group"), where.get("stream"), where.get("reason")
         start = f"({_check_ids([after])[0]}" if after else "-"
         if since is not None and not after:
             start = str(max(0, int(since * 1000)))  # entry ids begin with their ms time
@@ -246,19 +250,11 @@ class DeadLetters:
             start = f"({_text(page[-1][0])}"
 
     async def list(
-        self,
-        *,
-        group: str | None = None,
-        stream: str | None = None,
-        reason: str | None = None,
-        since: float | None = None,
-        after: str | None = None,
-        limit: int | None = 100,
+        self, *, limit: int | None = 100, **where: Unpack[Where]
     ) -> builtins.list[DeadLetter]:
-        """Matching dead letters (see :meth:`scan`), oldest first, at most ``limit``."""
+        """Dead letters matching ``where``, oldest first, at most ``limit`` (None: all)."""
         found: builtins.list[DeadLetter] = []
-        letters = self.scan(group=group, stream=stream, reason=reason, since=since, after=after)
-        async for letter in letters:
+        async for letter in self.scan(**where):
             found.append(letter)
             if limit is not None and len(found) >= limit:
                 break
