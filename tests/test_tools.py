@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -169,3 +170,24 @@ async def test_deadletter_filters_json_and_bulk(redis: Redis, redis_url: str) ->
 def test_helpers_app_is_consistent() -> None:
     # The fixed test app of tests/helpers.py is itself a valid configuration.
     helpers.settings("redis://127.0.0.1:1/0").require("secret", "token", "encoding_aes_key")
+
+
+def test_send_says_why_it_cannot_upload_or_read(tmp_path: Path) -> None:
+    env = {
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "WECOM_CORP_ID": "wwcorp",
+        "WECOM_AGENT_ID": "1",
+        "SENDER_API_KEY": "k" * 24,
+    }
+    image = tmp_path / "dot.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 16)
+    sender = f"http://127.0.0.1:{free_port()}"
+    out = run_cli("send", "--to", "u", "--image", str(image), "--sender-url", sender, env=env)
+    assert out.returncode == 1
+    assert f"wecom-bus send: the sender at {sender} is unreachable" in out.stderr
+    body = tmp_path / "body.json"
+    body.write_text("{not json", encoding="utf-8")
+    out = run_cli("send", "--to", "u", "--json", str(body), env=env)
+    assert out.returncode == 2 and f"--json {body}:" in out.stderr
+    out = run_cli("send", "--to", "u", "--text", "hi", env=env)
+    assert out.returncode == 1 and "Redis unreachable" in out.stderr
