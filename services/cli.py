@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument(
         "--redis",
         action="store_true",
-        help="check the Redis server in depth instead of WeCom: version, scripts, "
-        "maxmemory-policy, fsync, topology",
+        help="also check the Redis server in depth: version, scripts, maxmemory-policy, "
+        "fsync, topology",
     )
     cmd.set_defaults(run=_lazy("services.commands.check:run"))
 

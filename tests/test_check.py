@@ -22,7 +22,7 @@ from services.fakewecom.app import create_app
 from services.fakewecom.state import FakeApp, FakeConfig
 from shared.bus import deadletter, outbox
 from shared.config import AppSettings, Secret
-from shared.embedded_redis import EmbeddedRedis, free_port
+from shared.embedded_redis import EmbeddedRedis
 from tests import helpers
 from tests.system import System, running_system
 
@@ -73,10 +73,12 @@ def test_check_names_the_ip_to_trust_on_60020(fake: System) -> None:
     assert "企业可信IP" in line
 
 
-def test_check_redis_does_not_call_wecom(fake: System) -> None:
-    out = check(fake, "--redis", WECOM_API_BASE=f"http://127.0.0.1:{free_port()}")
-    assert not any("wecom[" in line for line in out.stdout.splitlines())
-    assert "redis server: ok" in out.stdout
+def test_check_redis_adds_the_server_to_the_wecom_checks(fake: System) -> None:
+    out = check(fake, "--redis")
+    assert out.returncode == 0, out.stdout + out.stderr
+    items = list(lines(out))
+    assert items[:2] == ["configuration", "redis server"]
+    assert {"redis maxmemory-policy", "wecom[default] agent/get"} <= set(items)
 
 
 def _fake_transport(*apps: FakeApp) -> httpx.ASGITransport:

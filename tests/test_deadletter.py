@@ -87,6 +87,7 @@ async def test_filters_group_stream_reason_since_and_pages(redis: Redis) -> None
     assert await letters.list(stream=outbox, group="team") == []
     assert await letters.list(since=time.time() + 60) == []
     assert len(await letters.list(since=time.time() - 60)) == 5
+    assert await letters.list(limit=0) == []
     first_page = await letters.list(limit=2)
     rest = await letters.list(after=first_page[-1].id, limit=None)
     assert [d.id for d in first_page + rest] == [d.id for d in await letters.list()]
@@ -124,6 +125,9 @@ async def test_replay_makes_the_entry_pending_for_the_failing_group_only(redis: 
     assert (await redis.xpending(EVENTS, "team"))["pending"] == 1
     assert (await redis.xpending(EVENTS, "other"))["pending"] == 0
     assert await redis.xlen(EVENTS) == 1  # nothing added: the original entry is reused
+    held: Any = await redis.xpending_range(EVENTS, "team", min="-", max="+", count=10)
+    [held] = held
+    assert held["consumer"] == b"deadletter-replay" and held["times_delivered"] == 0  # fresh count
 
     await run_group(redis, "team", recording("team"))
     await run_group(redis, "other", recording("other"))

@@ -6,7 +6,8 @@ wrong AgentId, a disabled app or an untrusted server IP (60020, with the IP WeCo
 before the first send fails. The token fetched here is used for agent/get and then forgotten:
 the check never touches the token the sender caches.
 
-With ``--redis``: instead of WeCom, the Redis server in depth (``redis_check``).
+With ``--redis``, also the Redis server in depth (``redis_check``): what the delivery promises
+need of it.
 
 The exit code is 0 only when no line is an error.
 """
@@ -115,9 +116,8 @@ async def _redis(settings: Settings, deep: bool) -> list[Finding]:
 
 async def _all(settings: Settings, deep: bool) -> list[Finding]:
     found = await _redis(settings, deep)
-    if not deep:
-        for app in settings.apps.values():
-            found += await app_findings(app, settings.api_base)
+    for app in settings.apps.values():
+        found += await app_findings(app, settings.api_base)
     return found
 
 

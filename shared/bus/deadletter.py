@@ -254,6 +254,8 @@ class DeadLetters:
     ) -> builtins.list[DeadLetter]:
         """Dead letters matching ``where``, oldest first, at most ``limit`` (None: all)."""
         found: builtins.list[DeadLetter] = []
+        if limit is not None and limit <= 0:
+            return found
         async for letter in self.scan(**where):
             found.append(letter)
             if limit is not None and len(found) >= limit:
