@@ -168,5 +168,7 @@ async def test_drop_and_bad_ids(redis: Redis) -> None:
     with pytest.raises(ValueError, match="'nope' is not a stream entry id"):
         await letters.drop(["nope"])
     with pytest.raises(ValueError, match="not a stream entry id"):
+        await letters.get(ids[1] + "\n")
+    with pytest.raises(ValueError, match="not a stream entry id"):
         await letters.replay([ids[1], "1-0; FLUSHALL"])
     assert await letters.count() == 2  # a bad id acts on nothing

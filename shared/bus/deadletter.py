@@ -47,7 +47,7 @@ REPLAY_CONSUMER = "deadletter-replay"
 # round of whichever replica of the group runs first takes it.
 _REPLAY_IDLE_MS = 86_400_000
 _PAGE = 200
-_ENTRY_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+_ENTRY_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
 _ERRCODE = re.compile(r"\berrcode (-?\d+)\b:?\s*")
 
 ReplayOutcome = Literal["pending", "readded", "missing", "nogroup"]
@@ -181,7 +181,7 @@ def _check_ids(ids: Iterable[str]) -> list[str]:
     """Entry ids as given, de-duplicated in order; ValueError names the first malformed one."""
     wanted = list(dict.fromkeys(ids))
     for entry_id in wanted:
-        if not _ENTRY_ID.match(entry_id):
+        if not _ENTRY_ID.fullmatch(entry_id):
             raise ValueError(f"{entry_id!r} is not a stream entry id (like 1700000000000-0)")
     return wanted
 
