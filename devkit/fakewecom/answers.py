@@ -47,6 +47,7 @@ TEXTS: dict[int, str] = {
     60020: "not allow to access from your ip",
     81013: "user & party & tag all invalid",
     82001: "All touser & toparty & totag invalid",
+    301002: "no privilege to access/modify contact/party/agent",
 }
 
 
