@@ -285,3 +285,86 @@ def test_every_metric_the_dashboard_and_alerts_read_is_exported(scraped: set[str
     used_by_alerts = {n for alert in alerts() for n in metric_names(alert["expr"])}
     assert used_by_alerts - scraped <= set(PENDING) | EXPORTER, used_by_alerts - scraped
     assert used_by_alerts & EXPORTER == EXPORTER  # and nothing of the exporter is unused
+
+
+# ------------------------------------------------------------------ docker compose
+
+
+def compose_monitoring() -> dict[str, Obj]:
+    services: dict[str, Obj] = yaml.safe_load(
+        (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    )["services"]
+    return {n: s for n, s in services.items() if s.get("profiles") == ["monitoring"]}
+
+
+def bind_mounts(service: Obj) -> dict[str, Path]:
+    """Container path → file of this checkout, for the service's ./-relative bind mounts."""
+    mounts = {}
+    for volume in service["volumes"]:
+        source, target, *_ = volume.split(":")
+        if source.startswith("./"):
+            mounts[target] = ROOT / source
+            assert mounts[target].is_file(), f"{source} does not exist"
+    return mounts
+
+
+def test_compose_monitoring_profile_is_optional_and_complete() -> None:
+    monitoring = compose_monitoring()
+    assert set(monitoring) == {"redis-exporter", "prometheus", "grafana"}
+    config = yaml.safe_load((ROOT / "deploy" / "monitoring" / "prometheus.yml").read_text())
+    targets = {
+        t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+    }
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for target in targets:
+        name, port = target.split(":")
+        command = services[name]["command"]
+        argv = " ".join(command)
+        assert f"--port {port}" in argv or f"--web.listen-address=:{port}" in argv, target
+    assert {t.split(":")[0] for t in targets} == {
+        "ingress",
+        "responder",
+        "sender",
+        "redis-exporter",
+    }
+    exporter = " ".join(monitoring["redis-exporter"]["command"])
+    assert "--check-single-streams=wecom:events,wecom:outbox,wecom:deadletter" in exporter
+
+
+def test_compose_prometheus_loads_the_prometheusrule_alerts(tmp_path: Path) -> None:
+    prometheus = compose_monitoring()["prometheus"]
+    mounts = bind_mounts(prometheus)
+    assert prometheus["entrypoint"] == ["/bin/sh", "-c"]
+    (command,) = prometheus["command"]
+    extract, _, start = command.replace("$$", "$").partition(" && exec ")
+    for target, source in mounts.items():
+        extract = extract.replace(target, str(source))
+    extract = extract.replace("/tmp/", f"{tmp_path}/")
+    subprocess.run(["sh", "-c", extract], check=True, timeout=30)
+    rules = tmp_path / "wecom-bus.rules.yml"
+    source = mounts["/etc/wecom-bus/prometheusrule.yaml"]
+    assert yaml.safe_load(rules.read_text()) == yaml.safe_load(source.read_text())["spec"]
+    assert f"SUCCESS: {len(alerts())} rules found" in run_promtool(
+        "check", "rules", str(rules), cwd=tmp_path
+    )
+    config = yaml.safe_load(mounts["/etc/wecom-bus/prometheus.yml"].read_text())
+    assert config["rule_files"] == ["/tmp/wecom-bus.rules.yml"]
+    assert "--config.file=/etc/wecom-bus/prometheus.yml" in start.split()
+    config["rule_files"] = [str(rules)]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config), "utf-8")
+    run_promtool("check", "config", "prometheus.yml", cwd=tmp_path)
+
+
+def test_compose_grafana_provisions_the_dashboard() -> None:
+    grafana = compose_monitoring()["grafana"]
+    mounts = bind_mounts(grafana)
+    provider_file = mounts["/etc/grafana/provisioning/dashboards/wecom-bus.yml"]
+    (provider,) = yaml.safe_load(provider_file.read_text())["providers"]
+    (dashboard_target,) = [t for t, s in mounts.items() if s == DASHBOARD]
+    assert Path(dashboard_target).parent == Path(provider["options"]["path"])
+    sources = yaml.safe_load(
+        mounts["/etc/grafana/provisioning/datasources/wecom-bus.yml"].read_text()
+    )["datasources"]
+    (source,) = sources
+    assert source["type"] == "prometheus" and source["isDefault"] is True
+    assert source["url"] == "http://prometheus:9090"
