@@ -337,11 +337,11 @@ def test_compose_prometheus_loads_the_prometheusrule_alerts(tmp_path: Path) -> N
     assert prometheus["entrypoint"] == ["/bin/sh", "-c"]
     (command,) = prometheus["command"]
     extract, _, start = command.replace("$$", "$").partition(" && exec ")
+    rules = tmp_path / "wecom-bus.rules.yml"
+    extract = extract.replace("/tmp/wecom-bus.rules.yml", str(rules))
     for target, source in mounts.items():
         extract = extract.replace(target, str(source))
-    extract = extract.replace("/tmp/", f"{tmp_path}/")
     subprocess.run(["sh", "-c", extract], check=True, timeout=30)
-    rules = tmp_path / "wecom-bus.rules.yml"
     source = mounts["/etc/wecom-bus/prometheusrule.yaml"]
     assert yaml.safe_load(rules.read_text()) == yaml.safe_load(source.read_text())["spec"]
     assert f"SUCCESS: {len(alerts())} rules found" in run_promtool(
