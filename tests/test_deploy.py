@@ -58,6 +58,26 @@ SECRET_OWNER = {
 SECRET_MOUNT = "/etc/wecom-bus/secrets"
 REDIS_URL_FILE = "/etc/wecom-bus/redis/REDIS_URL"
 LABELS = ("name", "instance", "component", "part-of", "version")
+# The metadata KEDA's redis*-streams triggers read (KEDA v2.20, pkg/scalers/redis_streams_scaler.go
+# and redis_scaler.go): the CRD leaves trigger metadata free-form, so a typo would pass it.
+KEDA_STREAMS_METADATA = {
+    "address",
+    "addresses",
+    "host",
+    "hosts",
+    "port",
+    "ports",
+    "sentinelMaster",
+    "stream",
+    "consumerGroup",
+    "lagCount",
+    "pendingEntriesCount",
+    "streamLength",
+    "activationLagCount",
+    "databaseIndex",
+    "enableTLS",
+    "unsafeSsl",
+}
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
@@ -435,6 +455,7 @@ def test_autoscalers_own_the_replica_counts(layout: str) -> None:
         assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
         (trigger,) = spec["triggers"]
         meta = trigger["metadata"]
+        assert set(meta) <= KEDA_STREAMS_METADATA, set(meta) - KEDA_STREAMS_METADATA
         assert (meta["stream"], meta["consumerGroup"]) == (f"{prefix}:{stream}", group)
         assert {"lagCount", "pendingEntriesCount"} & set(meta)
         if kind is None:
