@@ -66,11 +66,14 @@ GROUPS = (
 )
 
 
+_CHECKOUT = f"{Path(__file__).resolve().parents[1]}/"  # this checkout, wherever it is
+
+
 def _frame_key(frame: str) -> str:
     """'f (/x/site-packages/redis/client.py)' → 'f (redis/client.py)': paths from their package."""
     name, _, path = frame.partition(" (")
     path = path.rstrip(")")
-    for marker in ("site-packages/", "/lib/python3", "/work/main/"):
+    for marker in ("site-packages/", "/lib/python3", _CHECKOUT):
         if marker in path:
             path = path.split(marker, 1)[1]
             if marker == "/lib/python3":

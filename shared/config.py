@@ -18,7 +18,7 @@ import msgspec
 from shared.connection import parse_redis_url
 from shared.errors import ConfigError
 
-__all__ = ["AppSettings", "Secret", "Settings", "load_settings"]
+__all__ = ["SECRET_VARIABLES", "AppSettings", "Secret", "Settings", "load_settings", "secret_value"]
 
 T = TypeVar("T")
 
@@ -130,6 +130,55 @@ def _number(
     return value
 
 
+# Variables that hold secrets (REDIS_URL may carry a password). Each may instead be given as
+# <NAME>_FILE naming a file that holds it: a mounted Kubernetes or Docker secret keeps the value
+# out of the environment, where `ps e`, crash reports and child processes would see it.
+SECRET_VARIABLES = (
+    "REDIS_URL",
+    "WECOM_SECRET",
+    "WECOM_TOKEN",
+    "WECOM_ENCODING_AES_KEY",
+    "SENDER_API_KEY",
+    "CONSOLE_API_KEY",
+    "LLM_API_KEY",
+)
+
+
+def secret_value(env: Mapping[str, str], name: str) -> str | None:
+    """``name`` from the environment, or read from the file ``<name>_FILE`` names.
+
+    The file's content is treated like the variable's value (surrounding whitespace, so the
+    trailing newline of ``echo … > file``, is dropped; empty means unset). Errors name the
+    variable and the path, never the content.
+    """
+    direct, path = _get(env, name), _get(env, f"{name}_FILE")
+    if path is None:
+        return direct
+    if direct is not None:
+        raise ConfigError(f"{name} and {name}_FILE", "both are set: set only one of them")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        problem = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{name}_FILE", f"cannot read {path}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}_FILE", f"{path} is not UTF-8 text") from None
+    return _get({name: text}, name)
+
+
+def _with_secret_files(env: Mapping[str, str]) -> Mapping[str, str]:
+    """The environment with every ``<NAME>_FILE`` of SECRET_VARIABLES read into ``NAME``."""
+    if not any(f"{name}_FILE" in env for name in SECRET_VARIABLES):
+        return env
+    resolved = dict(env)
+    for name in SECRET_VARIABLES:
+        value = secret_value(env, name)
+        resolved.pop(f"{name}_FILE", None)
+        if value is not None:
+            resolved[name] = value
+    return resolved
+
+
 _ENV_APP_FIELDS = {
     "corp_id": "WECOM_CORP_ID",
     "agent_id": "WECOM_AGENT_ID",
@@ -206,7 +255,7 @@ def _apps_from_file(path_str: str) -> dict[str, AppSettings]:
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check every variable once; raise ConfigError naming the first bad one."""
-    env = os.environ if environ is None else environ
+    env = _with_secret_files(os.environ if environ is None else environ)
     apps: dict[str, AppSettings] = {}
     if apps_file := _get(env, "WECOM_APPS_FILE"):
         apps = _apps_from_file(apps_file)

@@ -1,0 +1,104 @@
+"""The repository stands alone: no tracked file names a path into somebody's checkout or home.
+
+A hard-coded checkout path makes a test fail at collection in a clone anywhere else, or, worse,
+silently check another copy of the project. Paths inside containers (``/app``, ``/opt/...``,
+``/usr/bin/chromium``, ``/data``) are fine and are not matched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A path starting with a checkout or home folder (the work, home, root or Users folder at the
+# top of the file system, or a Windows user folder). Not preceded by a word character, '.',
+# ':', '/' or '-', so URLs and relative paths with such a folder inside do not count.
+FORBIDDEN = re.compile(r"(?<![\w.:/-])/(?:work|home|root|Users)/|\b[A-Za-z]:\\\\?Users\\")
+
+# (file, exact text) pairs that are allowed anyway, each with its reason. Keep this list short:
+# an entry that no longer matches anything fails test_allowances_are_still_needed.
+ALLOWED: dict[tuple[str, str], str] = {}
+
+
+def tracked_files() -> list[str]:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but git or the checkout's .git is missing: cannot list files")
+        pytest.skip("not a git checkout (or no git): the tracked files cannot be listed")
+    result = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=60
+    )
+    return [name for name in result.stdout.decode().split("\0") if name]
+
+
+def offending_lines(name: str, text: str) -> list[str]:
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        for match in FORBIDDEN.finditer(line):
+            rest = line[match.start() :].split()[0]
+            if (name, rest) not in ALLOWED:
+                found.append(f"{name}:{number}: {line.strip()[:120]}")
+    return found
+
+
+def test_no_tracked_file_names_a_checkout_or_home_path() -> None:
+    files = tracked_files()
+    assert "pyproject.toml" in files  # listed from the right root
+    problems: list[str] = []
+    for name in files:
+        path = ROOT / name
+        if not path.is_file():  # deleted in the work tree, not yet committed
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # binary
+        problems += offending_lines(name, text)
+    assert not problems, "absolute paths into a checkout or home folder:\n" + "\n".join(problems)
+
+
+# The examples are written with "~" for "/" so that this file does not trip its own guard.
+@pytest.mark.parametrize(
+    "line",
+    [
+        'ROOT = Path("~work~main")',
+        "see ~home~alice~src~wecom-bus~README.md",
+        "cd ~root~wecom-bus && make test",
+        "open ~Users~bob~wecom-bus~docs",
+        "`~work~wt~deploy`",
+    ],
+)
+def test_the_guard_catches_checkout_and_home_paths(line: str) -> None:
+    assert offending_lines("x", line.replace("~", "/"))
+
+
+def test_the_guard_catches_windows_user_folders() -> None:
+    assert offending_lines("x", "C:" + "\\Users\\carol\\wecom-bus")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "executable_path=/usr/bin/chromium",
+        "COPY --from=builder /opt/wecom-bus /opt/wecom-bus",
+        "WORKDIR /app",
+        "mountPath: /data",
+        "https://example.com/home/index.html",
+        "docs/home/intro.md and ~/wecom-bus",
+        "/run/secrets/wecom-bus/WECOM_SECRET",
+    ],
+)
+def test_the_guard_leaves_container_paths_and_urls_alone(line: str) -> None:
+    assert not offending_lines("x", line)
+
+
+def test_allowances_are_still_needed() -> None:
+    for name, text in ALLOWED:
+        assert text in (ROOT / name).read_text(encoding="utf-8"), (name, text)
