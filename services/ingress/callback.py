@@ -40,7 +40,7 @@ from shared.protocol.parser import read_message
 from shared.schemas.envelope import EventEnvelope, encode_envelope
 from shared.schemas.inbound import InboundEventType, dedup_key
 
-__all__ = ["AppReceiver", "Receiver", "verify_url"]
+__all__ = ["AppReceiver", "Receiver", "foreign_agent_id", "verify_url"]
 
 log = logging.getLogger("wecom_bus.ingress")
 
@@ -99,7 +99,7 @@ def _check_timestamp(raw: str, max_skew: int) -> None:
         raise Refused(403, "timestamp_outside_window")
 
 
-def _other_app(agent_id: object, ours: int) -> bool:
+def foreign_agent_id(agent_id: object, ours: int) -> bool:
     """An AgentID in the message (any copy of it) that is not ``ours``; absent or empty is not."""
     for value in agent_id if type(agent_id) is list else [agent_id]:
         if value is None:
@@ -199,7 +199,7 @@ class Receiver:
                 event, raw = read_message(plaintext, max_bytes=self.max_body)
             except CryptoError as exc:
                 raise Refused(_crypto_status(exc), exc.reason) from None
-            if _other_app(raw.get("AgentID"), app.agent_id):
+            if foreign_agent_id(raw.get("AgentID"), app.agent_id):
                 raise Refused(403, "wrong_agent_id")
         except Refused as exc:
             return _refused(app.name, exc)
