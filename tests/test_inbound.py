@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -347,10 +347,10 @@ def test_dedup_key_is_stable_for_the_same_delivery() -> None:
     for path in SAMPLE_FILES:
         first, second = read_message(path.read_bytes()), read_message(path.read_bytes())
         key = dedup_key(*first)
+        event = cast("m.InboundEventType", first.event)
         envelope = EventEnvelope(
-            app="default", received_at=1.0, trace_id="t", dedup_key=key, event=first.event,
-            raw=first.raw,
-        )  # fmt: skip
+            app="default", received_at=1.0, trace_id="t", dedup_key=key, event=event, raw=first.raw
+        )
         back = decode_envelope(encode_envelope(envelope))
         assert key == dedup_key(*second) == dedup_key(back.event, back.raw)
         assert len(key) < 200 and key.isprintable()
