@@ -426,3 +426,21 @@ def test_keys_stay_short_and_printable_whatever_the_values() -> None:
     for value in (b"k" * 5000, b"x:task_id=T", b"line\nbreak", "\u2028你".encode()):
         key = key_of(variant("event.click", b"#sendmsg#_0_0#7599827683974519", value))
         assert len(key) < 200 and key.isprintable() and value not in key.encode()
+
+
+# ---------------------------------------------------------------- the envelope's raw
+
+
+def test_raw_survives_every_decoding_path_and_defaults_to_empty() -> None:
+    parsed, raw = read_message((SAMPLES / "event.click.xml").read_bytes())
+    event, key = cast("m.InboundEventType", parsed), dedup_key(parsed, raw)
+    envelope = EventEnvelope(
+        app="hr", received_at=1.0, trace_id="t", dedup_key=key, event=event, raw=raw
+    )
+    doc = msgspec.json.decode(encode_envelope(envelope))
+    assert doc["raw"] == raw and doc["raw"]["EventKey"] == "#sendmsg#_0_0#7599827683974519"
+    newer = {**doc, "event": {**doc["event"], "type": "event.from_the_future"}}
+    back = decode_envelope(msgspec.json.encode(newer))
+    assert isinstance(back.event, m.UnknownEvent) and back.raw == raw
+    older = {k: v for k, v in doc.items() if k != "raw"}
+    assert decode_envelope(msgspec.json.encode(older)).raw == {}
