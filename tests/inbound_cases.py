@@ -17,57 +17,51 @@ from tests.helpers import AGENT_ID, CORP_ID
 __all__ = ["expected_raw", "odd_callbacks"]
 
 
-def _xml(*parts: str) -> bytes:
-    return ("<xml>" + "".join(parts) + "</xml>").encode()
-
-
-def _head(msg_type: str, create_time: int, from_user: str | None = "alice") -> list[str]:
+def _xml(msg_type: str, create_time: int, *parts: str, from_user: str | None = "alice") -> bytes:
     head = [f"<ToUserName><![CDATA[{CORP_ID}]]></ToUserName>"]
     if from_user is not None:
         head.append(f"<FromUserName><![CDATA[{from_user}]]></FromUserName>")
-    return [*head, f"<CreateTime>{create_time}</CreateTime>", f"<MsgType>{msg_type}</MsgType>"]
+    head += [f"<CreateTime>{create_time}</CreateTime>", f"<MsgType>{msg_type}</MsgType>"]
+    return ("<xml>" + "".join([*head, *parts]) + "</xml>").encode()
 
 
 def kf_event(create_time: int) -> bytes:
     """微信客服: no FromUserName, no AgentID; the app pulls messages with this Token."""
     return _xml(
-        *_head("event", create_time, from_user=None),
+        "event",
+        create_time,
         "<Event><![CDATA[kf_msg_or_event]]></Event>",
         "<Token><![CDATA[ENCApHxnGDNAVNY4AaSJKj4Tb5mwsEMzxhFmHVGcra996NR]]></Token>",
         "<OpenKfId><![CDATA[wkAJ2GCAAAZSfhHCt7IFSvLKtMPxyJTw]]></OpenKfId>",
+        from_user=None,
     )
 
 
 def unmodelled_event(create_time: int) -> bytes:
-    """An Event nobody models, with nested and repeated elements."""
+    """An Event nobody models, with nested and repeated elements and an empty one."""
+    detail = "<Item><Key>a</Key><Value>1</Value></Item><Item><Key>b</Key></Item>"
     return _xml(
-        *_head("event", create_time),
-        "<Event><![CDATA[brand_new_event]]></Event>",
-        "<Detail><Item><Key>a</Key><Value>1</Value></Item><Item><Key>b</Key></Item></Detail>",
-        "<Flag/>",
+        "event",
+        create_time,
+        f"<Event>brand_new_event</Event><Detail>{detail}</Detail><Flag/>",
         f"<AgentID>{AGENT_ID}</AgentID>",
     )
 
 
 def update_tag(create_time: int, add_users: str) -> bytes:
     """change_contact/update_tag as WeCom sends it: from "sys", no AgentID."""
-    return _xml(
-        *_head("event", create_time, from_user="sys"),
-        "<Event><![CDATA[change_contact]]></Event>",
-        "<ChangeType><![CDATA[update_tag]]></ChangeType>",
-        "<TagId>7</TagId>",
-        f"<AddUserItems><![CDATA[{add_users}]]></AddUserItems>",
-    )
+    change = "<Event>change_contact</Event><ChangeType>update_tag</ChangeType><TagId>7</TagId>"
+    items = f"<AddUserItems><![CDATA[{add_users}]]></AddUserItems>"
+    return _xml("event", create_time, change, items, from_user="sys")
 
 
 def text_with_extras(create_time: int, msg_id: int) -> bytes:
     """A text message carrying an element added later and a nested, repeated one."""
     return _xml(
-        *_head("text", create_time),
-        "<Content><![CDATA[hello  with extras]]></Content>",
-        f"<MsgId>{msg_id}</MsgId>",
-        f"<AgentID>{AGENT_ID}</AgentID>",
-        "<QuoteMsgId>99</QuoteMsgId>",
+        "text",
+        create_time,
+        f"<Content><![CDATA[hello  with extras]]></Content><MsgId>{msg_id}</MsgId>",
+        f"<AgentID>{AGENT_ID}</AgentID><QuoteMsgId>99</QuoteMsgId>",
         "<Mentions><User>bob</User><User>carol</User></Mentions>",
     )
 
@@ -75,11 +69,10 @@ def text_with_extras(create_time: int, msg_id: int) -> bytes:
 def image_with_extras(create_time: int, msg_id: int) -> bytes:
     """An image message whose extra element repeats at the top level."""
     return _xml(
-        *_head("image", create_time),
-        "<PicUrl><![CDATA[http://example.com/p.jpg]]></PicUrl>",
-        "<MediaId><![CDATA[media_1]]></MediaId>",
-        f"<MsgId>{msg_id}</MsgId>",
-        f"<AgentID>{AGENT_ID}</AgentID>",
+        "image",
+        create_time,
+        "<PicUrl><![CDATA[http://example.com/p.jpg]]></PicUrl><MediaId>media_1</MediaId>",
+        f"<MsgId>{msg_id}</MsgId><AgentID>{AGENT_ID}</AgentID>",
         "<Label>first</Label><Label>second</Label><Label>third</Label>",
     )
 
