@@ -18,7 +18,7 @@ from typing import cast
 from urllib.parse import urlencode
 
 from shared.protocol.crypto import CallbackCrypto, generate_encoding_aes_key, generate_token
-from shared.protocol.parser import parse_message
+from shared.protocol.parser import read_message
 from shared.schemas.envelope import (
     EventEnvelope,
     encode_envelope,
@@ -153,14 +153,15 @@ def event_entries(creds: Credentials, count: int, member_count: int = 2000) -> I
         plaintext = text_plaintext(
             creds, user=users[i % member_count], content=f"{CONTENT_PREFIX}{i}", msg_id=i + 1
         )
-        event = cast("InboundEventType", parse_message(plaintext))
+        parsed, raw = read_message(plaintext)
         yield encode_envelope(
             EventEnvelope(
                 app="default",
                 received_at=time.time(),
                 trace_id=f"{i:016x}",
                 dedup_key=f"msg:{i + 1}",
-                event=event,
+                event=cast("InboundEventType", parsed),
+                raw=raw,
             )
         )
 

@@ -40,7 +40,7 @@ STEPS = {
     "parse_envelope (shared/protocol/parser.py)": "    envelope XML",
     "CallbackCrypto.verify (shared/protocol/crypto.py)": "    signature",
     "CallbackCrypto.decrypt (shared/protocol/crypto.py)": "    AES + checks",
-    "parse_message (shared/protocol/parser.py)": "  parse_message (XML → event)",
+    "read_message (shared/protocol/parser.py)": "  read_message (XML → event + raw)",
     "encode_envelope (shared/schemas/envelope.py)": "  encode_envelope",
     "AsyncScript.__call__ (redis/commands/core.py)": "  dedup + XADD script (redis-py)",
     "MetricWrapperBase.labels (prometheus_client/metrics.py)": "  prometheus labels()",

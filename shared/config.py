@@ -26,6 +26,8 @@ _AES_KEY = re.compile(r"[A-Za-z0-9]{43}")
 _TOKEN = re.compile(r"[A-Za-z0-9]{1,32}")
 _APP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+# A key prefix, optionally holding one Redis Cluster hash tag ({wecom}: every key in one slot).
+_PREFIX = re.compile(r"(?=.)(?![:])[\w.:-]*(?:\{[\w.:-]+\})?[\w.:-]*(?<![:])", re.ASCII)
 
 
 class Secret:
@@ -277,8 +279,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if log_format not in ("json", "console"):
         raise ConfigError("LOG_FORMAT", "must be json or console")
     prefix = _get(env, "BUS_PREFIX") or "wecom"
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", prefix):
-        raise ConfigError("BUS_PREFIX", "1-64 of letters, digits, '_', '.', '-'")
+    if len(prefix) > 64 or not _PREFIX.fullmatch(prefix):
+        raise ConfigError(
+            "BUS_PREFIX",
+            "1-64 of letters, digits, '_', '.', '-', ':' (not first or last), with at most one "
+            "non-empty hash tag in braces, e.g. wecom, {wecom} or app{x}",
+        )
     api_base = (_get(env, "WECOM_API_BASE") or "https://qyapi.weixin.qq.com").rstrip("/")
     if not api_base.startswith(("http://", "https://")):
         raise ConfigError("WECOM_API_BASE", "must start with http:// or https://")

@@ -13,9 +13,10 @@ feeding whatever survives into the rest of the path:
 
 The invariant everywhere: a ``CryptoError`` subclass is the only exception, and whatever parses
 goes through the rest of the ingress (AgentID check, ``dedup_key``, ``encode_envelope``) and is
-read back by a consumer (``decode_envelope``) unchanged. A finding is shrunk by Hypothesis,
-printed with a reproduction, saved under ``--out``, and the run exits 1. tests/test_properties.py
-runs the same targets with a bounded number of examples on every ``make test``.
+read back by a consumer (``decode_envelope``) unchanged, typed view and whole message alike.
+A finding is shrunk by Hypothesis, printed with a reproduction, saved under ``--out``, and the
+run exits 1. tests/test_properties.py runs the same targets with a bounded number of examples
+on every ``make test``.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException
 
+from services.ingress.callback import foreign_agent_id
 from shared.errors import CryptoError
 from shared.protocol.crypto import CallbackCrypto
-from shared.protocol.parser import parse_envelope, parse_message
+from shared.protocol.parser import parse_envelope, read_message
 from shared.schemas.envelope import EventEnvelope, decode_envelope, encode_envelope
 from shared.schemas.inbound import InboundEvent, dedup_key
 from tests.helpers import AES_KEY, AGENT_ID, CORP_ID, TOKEN
@@ -94,7 +96,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _utf8_only(data: bytes, what: str) -> None:
-    # DESIGN §8: non-UTF-8 input is refused; expat must not have guessed another encoding.
+    # Non-UTF-8 input is refused; expat must not have guessed another encoding.
     # XML in UTF-8 never holds a NUL byte; UTF-16 of any tag does.
     try:
         data.decode("utf-8")
@@ -107,14 +109,14 @@ def _utf8_only(data: bytes, what: str) -> None:
 def check_plaintext(plaintext: bytes) -> None:
     """What the ingress does after decrypting, then what a consumer does with the entry."""
     try:
-        event = parse_message(plaintext, max_bytes=262_144)
+        event, raw = read_message(plaintext, max_bytes=262_144)
     except CryptoError:
         return
-    assert isinstance(event, InboundEvent)
+    assert isinstance(event, InboundEvent) and isinstance(raw, dict)
     _utf8_only(plaintext, "message")
-    _ = event.agent_id is not None and event.agent_id != AGENT_ID  # the ingress's AgentID check
-    key = dedup_key(event)
-    if not (isinstance(key, str) and 0 < len(key) < 200):
+    foreign_agent_id(raw.get("AgentID"), AGENT_ID)  # the ingress's AgentID check
+    key = dedup_key(event, raw)
+    if not (isinstance(key, str) and 0 < len(key) < 200 and key.isprintable()):
         raise Finding(f"dedup_key {key!r} is not a short key")
     envelope = EventEnvelope(
         app="default",
@@ -122,18 +124,22 @@ def check_plaintext(plaintext: bytes) -> None:
         trace_id="0" * 16,
         dedup_key=key,
         event=event,  # type: ignore[arg-type]
+        raw=raw,
     )
     data = encode_envelope(envelope)
     try:
-        back = decode_envelope(data).event
+        stored = decode_envelope(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise Finding(f"stored event cannot be read back by a consumer: {exc}") from None
+    back = stored.event
     if type(back) is not type(event):
         raise Finding(f"stored {type(event).__name__} reads back as {type(back).__name__}")
     for info in msgspec.structs.fields(event):
         if not _same(getattr(event, info.name), getattr(back, info.name)):
             raise Finding(f"field {info.name} changes on the bus")
-    if dedup_key(back) != key:
+    if stored.raw != raw:
+        raise Finding("the whole message (raw) changes on the bus")
+    if dedup_key(back, stored.raw) != key:
         raise Finding("dedup_key differs once the event has been through the bus")
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
 
-from shared.protocol.parser import parse_message
+from shared.protocol.parser import parse_message, read_message
 from shared.schemas import inbound as m
+from shared.schemas.envelope import EventEnvelope, decode_envelope, encode_envelope
 from shared.schemas.inbound import decode_event, dedup_key, encode_event
 
 SAMPLES = Path(__file__).parent / "samples" / "inbound"
@@ -336,28 +338,52 @@ def test_routing_properties() -> None:
 # ---------------------------------------------------------------- dedup keys
 
 
+def key_of(body: bytes) -> str:
+    event, raw = read_message(body)
+    return dedup_key(event, raw)
+
+
 def test_dedup_key_is_stable_for_the_same_delivery() -> None:
     for path in SAMPLE_FILES:
-        first, second = parse_message(path.read_bytes()), parse_message(path.read_bytes())
-        key = dedup_key(first)
-        assert key == dedup_key(second) == dedup_key(decode_event(encode_event(first)))
+        first, second = read_message(path.read_bytes()), read_message(path.read_bytes())
+        key = dedup_key(*first)
+        event = cast("m.InboundEventType", first.event)
+        envelope = EventEnvelope(
+            app="default", received_at=1.0, trace_id="t", dedup_key=key, event=event, raw=first.raw
+        )
+        back = decode_envelope(encode_envelope(envelope))
+        assert key == dedup_key(*second) == dedup_key(back.event, back.raw)
         assert len(key) < 200 and key.isprintable()
 
 
+def test_a_retry_written_differently_is_the_same_message() -> None:
+    """Whitespace between elements and CDATA vs escaped text do not change the message."""
+    body = (SAMPLES / "event.change_contact.update_tag.xml").read_bytes()
+    plain = re.sub(rb"<!\[CDATA\[(.*?)\]\]>", rb"\1", body)
+    assert plain != body
+    assert key_of(plain.replace(b"><", b">\n  <")) == key_of(body)
+
+
 def test_dedup_keys_of_all_samples_are_distinct() -> None:
-    keys = [dedup_key(parse_message(p.read_bytes())) for p in SAMPLE_FILES]
+    keys = [key_of(p.read_bytes()) for p in SAMPLE_FILES]
     assert len(set(keys)) == len(keys)
 
 
 def test_message_key_is_the_msg_id() -> None:
-    assert dedup_key(sample("text")) == "msg:1234567890123456"
-    assert dedup_key(sample("unknown_message")) == "msg:1234567890123462"
+    assert key_of((SAMPLES / "text.xml").read_bytes()) == "msg:1234567890123456"
+    assert key_of((SAMPLES / "unknown_message.xml").read_bytes()) == "msg:1234567890123462"
 
 
-def variant(stem: str, old: bytes, new: bytes) -> m.InboundEvent:
+def test_without_raw_the_typed_view_is_digested() -> None:
+    click = sample("event.click")
+    assert dedup_key(click) == dedup_key(decode_event(encode_event(click)))
+    assert dedup_key(click).startswith("evt:") and len(dedup_key(click)) < 200
+
+
+def variant(stem: str, old: bytes, new: bytes) -> bytes:
     body = (SAMPLES / f"{stem}.xml").read_bytes()
     assert old in body
-    return parse_message(body.replace(old, new))
+    return body.replace(old, new)
 
 
 @pytest.mark.parametrize(
@@ -367,44 +393,54 @@ def variant(stem: str, old: bytes, new: bytes) -> m.InboundEvent:
         ("event.change_contact.create_user", b"[zhangsan]]></UserID>", b"[lisi]]></UserID>"),
         ("event.change_contact.delete_party", b"<Id>2</Id>", b"<Id>3</Id>"),
         ("event.change_contact.update_tag", b"<TagId>1</TagId>", b"<TagId>2</TagId>"),
+        ("event.change_contact.update_tag", b"zhangsan,lisi", b"wangwu"),  # AddUserItems
+        ("event.change_contact.update_tag", b"3,4", b"5"),  # DelPartyItems
         ("event.batch_job_result", b"S0MrnndvRG5", b"XXMrnndvRG5"),
         ("event.template_card_event", b"ResponseCode_abcdef", b"ResponseCode_other"),
         ("event.open_approval_change", b"<OpenSpStatus>1<", b"<OpenSpStatus>2<"),
+        ("event.enter_agent", b"</xml>", b"<NotModelled>1</NotModelled></xml>"),
         ("unknown_event", b"wkxxxxxxx", b"wkyyyyyyy"),
+        ("unknown_event", b"[twice]]></Nested>", b"[kept]]></Nested>"),  # a repeat's copy
     ],
 )
-def test_same_second_events_that_differ_get_different_keys(
+def test_same_second_events_that_differ_anywhere_get_different_keys(
     stem: str, old: bytes, new: bytes
 ) -> None:
-    original, changed = sample(stem), variant(stem, old, new)
-    assert original.create_time == changed.create_time and original.from_user == changed.from_user
-    assert dedup_key(original) != dedup_key(changed)
+    original = read_message(variant(stem, b"", b""))
+    changed = read_message(variant(stem, old, new))
+    assert original.event.create_time == changed.event.create_time
+    assert original.event.from_user == changed.event.from_user
+    assert dedup_key(*original) != dedup_key(*changed)
 
 
 def test_same_second_change_types_differ() -> None:
-    create = sample("event.change_contact.create_user")
-    delete = sample("event.change_contact.delete_user")
-    assert create.create_time == delete.create_time
-    assert dedup_key(create) != dedup_key(delete)
+    create = (SAMPLES / "event.change_contact.create_user.xml").read_bytes()
+    delete = (SAMPLES / "event.change_contact.delete_user.xml").read_bytes()
+    assert sample("event.change_contact.create_user").create_time == (
+        sample("event.change_contact.delete_user").create_time
+    )
+    assert key_of(create) != key_of(delete)
 
 
-def test_long_or_colon_bearing_keys_are_hashed_deterministically() -> None:
-    long_key = "k" * 500
-    ev = variant("event.click", b"#sendmsg#_0_0#7599827683974519", long_key.encode())
-    key = dedup_key(ev)
-    assert len(key) < 200 and long_key not in key and key.startswith("evt:zhangsan:1408091189:")
-    assert key == dedup_key(
-        variant("event.click", b"#sendmsg#_0_0#7599827683974519", long_key.encode())
+def test_keys_stay_short_and_printable_whatever_the_values() -> None:
+    for value in (b"k" * 5000, b"x:task_id=T", b"line\nbreak", "\u2028你".encode()):
+        key = key_of(variant("event.click", b"#sendmsg#_0_0#7599827683974519", value))
+        assert len(key) < 200 and key.isprintable() and value not in key.encode()
+
+
+# ---------------------------------------------------------------- the envelope's raw
+
+
+def test_raw_survives_every_decoding_path_and_defaults_to_empty() -> None:
+    parsed, raw = read_message((SAMPLES / "event.click.xml").read_bytes())
+    event, key = cast("m.InboundEventType", parsed), dedup_key(parsed, raw)
+    envelope = EventEnvelope(
+        app="hr", received_at=1.0, trace_id="t", dedup_key=key, event=event, raw=raw
     )
-    # Unhashed, event_key "x:task_id=T" without a TaskId would read exactly like event_key "x"
-    # with TaskId "T": a colon inside a value forces the hashed form.
-    body = (SAMPLES / "event.template_card_menu_event.xml").read_bytes()
-    tricky = body.replace(b"menu_key_1", b"x:task_id=task_20240101_0002").replace(
-        b"<TaskId><![CDATA[task_20240101_0002]]></TaskId>", b""
-    )
-    plain = body.replace(b"menu_key_1", b"x")
-    one, two = parse_message(tricky), parse_message(plain)
-    assert isinstance(one, m.TemplateCardMenuEvent) and one.task_id == ""
-    assert dedup_key(one) != dedup_key(two)
-    newline = variant("event.click", b"#sendmsg#_0_0#7599827683974519", b"line\nbreak")
-    assert dedup_key(newline).isprintable()
+    doc = msgspec.json.decode(encode_envelope(envelope))
+    assert doc["raw"] == raw and doc["raw"]["EventKey"] == "#sendmsg#_0_0#7599827683974519"
+    newer = {**doc, "event": {**doc["event"], "type": "event.from_the_future"}}
+    back = decode_envelope(msgspec.json.encode(newer))
+    assert isinstance(back.event, m.UnknownEvent) and back.raw == raw
+    older = {k: v for k, v in doc.items() if k != "raw"}
+    assert decode_envelope(msgspec.json.encode(older)).raw == {}

@@ -15,10 +15,11 @@ from devkit.embedded_redis import EmbeddedRedis
 from services.ingress.app import create_app
 from shared.config import Settings, load_settings
 from shared.schemas.envelope import decode_envelope
-from shared.schemas.inbound import TextMessage
+from shared.schemas.inbound import TextMessage, UpdateTagEvent
 from tests import helpers
 from tests.helpers import (
     AES_KEY,
+    AGENT_ID,
     CORP_ID,
     TOKEN,
     event_xml,
@@ -29,6 +30,7 @@ from tests.helpers import (
     signed_envelope,
     text_xml,
 )
+from tests.inbound_cases import expected_raw, odd_callbacks
 
 EVENTS = "wecom:events"
 
@@ -279,3 +281,56 @@ async def test_a_flushed_script_cache_is_reloaded(client: httpx.AsyncClient, red
     query, body = post_callback(text_xml(msg_id=32))
     assert (await client.post(f"/callback?{query}", content=body)).status_code == 200
     assert len(await entries(redis)) == 2
+
+
+# ---------------------------------------------------------------- authentic but odd
+
+
+@pytest.mark.parametrize("name", sorted(odd_callbacks(0, 0)))
+async def test_an_authentic_odd_callback_is_stored_whole_and_once(
+    client: httpx.AsyncClient, redis: Redis, name: str
+) -> None:
+    plaintext = odd_callbacks(int(time.time()), 5000)[name]
+    for nonce in ("first", "retry"):  # the retry is encrypted afresh, as WeCom does
+        query, body = post_callback(plaintext, nonce=nonce)
+        assert (await client.post(f"/callback?{query}", content=body)).status_code == 200
+    stored = await entries(redis)
+    assert len(stored) == 1
+    envelope = decode_envelope(stored[0][1][b"data"])
+    assert envelope.raw == expected_raw(plaintext)
+
+
+async def test_same_second_update_tags_differing_in_add_user_items_are_both_kept(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
+    cases = odd_callbacks(int(time.time()), 1)
+    for name in ("update_tag_1", "update_tag_2", "update_tag_1", "update_tag_2"):
+        query, body = post_callback(cases[name])
+        assert (await client.post(f"/callback?{query}", content=body)).status_code == 200
+    stored = [decode_envelope(e[1][b"data"]) for e in await entries(redis)]
+    assert [e.raw["AddUserItems"] for e in stored] == ["zhangsan,lisi", "wangwu"]
+    assert all(isinstance(e.event, UpdateTagEvent) and e.event.tag_id == 7 for e in stored)
+    assert stored[0].dedup_key != stored[1].dedup_key
+
+
+@pytest.mark.parametrize(
+    ("agent_ids", "status"),
+    [
+        ("", 200),  # empty: no AgentID
+        (f"<AgentID> {AGENT_ID} </AgentID>", 200),
+        (f"<AgentID>0{AGENT_ID}</AgentID>", 200),
+        ("<AgentID>abc</AgentID>", 403),
+        ("<AgentID>1000003</AgentID>", 403),
+        (f"<AgentID>{AGENT_ID}</AgentID><AgentID>1000003</AgentID>", 403),
+        ("<AgentID><Id>1</Id></AgentID>", 403),
+        ("<AgentID>" + "9" * 5000 + "</AgentID>", 403),
+    ],
+)
+async def test_an_agent_id_that_is_not_the_apps_is_refused(
+    client: httpx.AsyncClient, redis: Redis, agent_ids: str, status: int
+) -> None:
+    plaintext = text_xml(msg_id=88).replace(f"<AgentID>{AGENT_ID}</AgentID>".encode(), b"")
+    plaintext = plaintext.replace(b"</xml>", agent_ids.encode() + b"</xml>")
+    query, body = post_callback(plaintext)
+    assert (await client.post(f"/callback?{query}", content=body)).status_code == status
+    assert len(await entries(redis)) == (status == 200)

@@ -1,15 +1,20 @@
-"""parse_envelope and parse_message: correct on what WeCom sends, XMLParseError on the rest."""
+"""parse_envelope and read_message: correct on what WeCom sends, XMLParseError on non-XML.
+
+Any well-formed message is kept (typed view + every element); only input that is not XML the
+parser accepts (malformed, DOCTYPE, not UTF-8, too large, too deep) is refused.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import XMLParseError
-from shared.protocol.parser import Envelope, parse_envelope, parse_message
+from shared.protocol.parser import Envelope, parse_envelope, parse_message, read_message
 from shared.schemas.inbound import (
     ClickEvent,
     InboundEvent,
@@ -210,20 +215,65 @@ def test_unmodelled_elements_do_not_break_parsing() -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("body", "raw"),
     [
-        (b"<xml>text only</xml>", "root"),
-        (b"<message><MsgType>text</MsgType></message>", "root"),
+        (b"<xml>text only</xml>", {"#text": "text only"}),
+        (b"<xml/>", {}),
         (
-            text_xml().replace(b"<FromUserName><![CDATA[alice]]></FromUserName>", b""),
-            "FromUserName",
+            b"<message><MsgType>text</MsgType></message>",
+            {"#root": "message", "MsgType": "text"},
         ),
-        (text_xml().replace(b"1409659813", b"yesterday"), "CreateTime"),
     ],
 )
-def test_message_refusals(body: bytes, reason: str) -> None:
-    with pytest.raises(XMLParseError, match=reason):
-        parse_message(body)
+def test_odd_documents_are_kept_whole(body: bytes, raw: dict[str, Any]) -> None:
+    got = read_message(body)
+    assert got.raw == raw
+    assert isinstance(got.event, UnknownMessage) and got.event.fields == raw
+    assert (got.event.from_user, got.event.create_time) == ("", 0)
+
+
+def test_a_message_lacking_base_fields_is_kept_whole() -> None:
+    body = text_xml().replace(b"<FromUserName><![CDATA[alice]]></FromUserName>", b"")
+    body = body.replace(b"1409659813", b"yesterday")
+    got = read_message(body)
+    assert isinstance(got.event, UnknownMessage)
+    assert got.event.from_user == "" and got.event.create_time == 0
+    assert got.event.msg_type == "text" and got.event.msg_id == 4561255354251345929
+    assert got.raw["CreateTime"] == "yesterday" and "FromUserName" not in got.raw
+    assert got.raw["Content"] == "hello"
+
+
+def test_a_kf_event_is_an_unknown_event_with_every_field() -> None:
+    body = (
+        b"<xml><ToUserName><![CDATA[ww1]]></ToUserName><CreateTime>1700000000</CreateTime>"
+        b"<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>"
+        b"<Token><![CDATA[ENCApHxnGDNAVNY4AaSJKj4Tb5mwsEMzxhFmHVGcra996NR]]></Token>"
+        b"<OpenKfId><![CDATA[wkxxxxxxx]]></OpenKfId></xml>"
+    )
+    event, raw = read_message(body)
+    assert isinstance(event, UnknownEvent)
+    assert (event.event, event.from_user, event.agent_id) == ("kf_msg_or_event", "", None)
+    assert event.create_time == 1700000000 and event.to_user == "ww1"
+    assert raw["Token"] == "ENCApHxnGDNAVNY4AaSJKj4Tb5mwsEMzxhFmHVGcra996NR"
+    assert raw["OpenKfId"] == "wkxxxxxxx"
+
+
+def test_raw_keeps_extra_nested_and_repeated_elements_of_a_modelled_type() -> None:
+    extra = (
+        "<NewField>x</NewField><Nested><Deeper>1</Deeper><Deeper>2</Deeper></Nested>"
+        "<Tag>a</Tag><Tag>b</Tag><Tag>c</Tag><Empty/>"
+    )
+    event, raw = read_message(text_xml(extra=extra))
+    assert isinstance(event, TextMessage) and event.content == "hello"
+    assert raw["NewField"] == "x"
+    assert raw["Nested"] == {"Deeper": ["1", "2"]}
+    assert raw["Tag"] == ["a", "b", "c"]
+    assert raw["Empty"] is None
+    assert raw["Content"] == "hello" and raw["MsgId"] == "4561255354251345929"
+
+
+def test_parse_message_is_the_typed_view_of_read_message() -> None:
+    assert parse_message(text_xml()) == read_message(text_xml()).event
 
 
 def event_xml(event: str, extra: str = "") -> bytes:
@@ -278,13 +328,9 @@ _trees = st.recursive(
 
 
 @given(tree=_trees)
-def test_random_documents_parse_or_raise_xml_parse_error(tree: str) -> None:
-    body = f"<xml>{tree}</xml>".encode()
-    try:
-        result = parse_message(body)
-    except XMLParseError:
-        return
-    assert isinstance(result, InboundEvent)
+def test_random_well_formed_documents_are_always_kept(tree: str) -> None:
+    event, raw = read_message(f"<xml>{tree}</xml>".encode())
+    assert isinstance(event, InboundEvent) and isinstance(raw, dict)
 
 
 @given(data=st.binary(max_size=300))

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from services.responder.rules import echo_reply
 from shared.errors import CryptoError, SignatureError, XMLParseError
 from shared.protocol.crypto import CallbackCrypto
-from shared.protocol.parser import parse_envelope, parse_message
+from shared.protocol.parser import parse_envelope, parse_message, read_message
 from shared.schemas.envelope import EventEnvelope, decode_envelope, encode_envelope
 from shared.schemas.inbound import TextMessage, dedup_key
 from tests.fuzz import TARGETS, Finding, known_finding, xml_text
@@ -75,15 +75,20 @@ def test_member_text_and_user_ids_survive_ingress_bus_and_reply(
         f"<Content>{wrap(content)}</Content><MsgId>{msg_id}</MsgId><AgentID>7</AgentID></xml>"
     ).encode()
     params, body = crypto.build_callback(plain, timestamp="1700000000", nonce="n", agent_id=7)
-    event = parse_message(crypto.decrypt_callback(params["msg_signature"], "1700000000", "n", body))
+    plaintext = crypto.decrypt_callback(params["msg_signature"], "1700000000", "n", body)
+    event, raw = read_message(plaintext)
     assert isinstance(event, TextMessage)
     assert (event.content, event.from_user, event.msg_id) == (content, user, msg_id)
-    stored = encode_envelope(
-        EventEnvelope(
-            app="default", received_at=1.0, trace_id="t", dedup_key=dedup_key(event), event=event
+    key = dedup_key(event, raw)
+    stored = decode_envelope(
+        encode_envelope(
+            EventEnvelope(
+                app="default", received_at=1.0, trace_id="t", dedup_key=key, event=event, raw=raw
+            )
         )
     )
-    assert decode_envelope(stored).event == event
+    assert stored.event == event
+    assert (stored.raw["Content"], stored.raw["FromUserName"]) == (content, user)
     reply = echo_reply(content)
     expected = content.replace("吗", "").replace("?", "!").replace("？", "！")
     assert reply == (expected if expected.strip() else None)

@@ -40,8 +40,12 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     max_skew = settings.ingress_max_clock_skew
     post = Receiver(
         receivers,
-        Store(client, maxlen=settings.stream_maxlen, dedup_ttl=dedup_ttl(max_skew)),
-        prefix=settings.prefix,
+        Store(
+            client,
+            prefix=settings.prefix,
+            maxlen=settings.stream_maxlen,
+            dedup_ttl=dedup_ttl(max_skew),
+        ),
         max_skew=max_skew,
         max_body=settings.ingress_max_body,
     )

@@ -1,9 +1,15 @@
 """GET and POST /callback[/<app>]: verify, decrypt, store once, acknowledge.
 
-POST order (DESIGN §4.1): query parameters → timestamp window → body size → envelope →
-signature → decrypt → receive-id → parse → dedup + XADD in one Lua call → 200 with an empty body.
-A refusal is answered with a 4xx (never a 5xx for anything a client sends), logged once with its
-reason and counted; Redis unreachable is a 503 so that WeCom retries.
+POST order: query parameters → timestamp window → body size → envelope → signature → decrypt →
+receive-id → parse → dedup + XADD in one Lua call → 200 with an empty body. A refusal is
+answered with a 4xx (never a 5xx for anything a client sends), logged once with its reason and
+counted; Redis unreachable is a 503 so that WeCom retries.
+
+Once signature, decryption, receive-id and size pass, the message is WeCom's and is stored
+whatever its type or shape (a 微信客服 event without FromUserName, a type nobody models): WeCom
+drops a callback after three failed retries. What may still be refused is plaintext that is not
+XML the parser accepts, and an AgentID that names another app (the operator's contract: one
+URL per app).
 
 POST is the hot path, so it is a plain ASGI app (``Receiver``) in front of Starlette: it reads
 the query string and the body itself and answers with two ``send`` calls. GET (the URL
@@ -27,15 +33,14 @@ from starlette.types import Receive, Scope, Send
 
 from services.ingress import metrics
 from services.ingress.store import Store
-from shared.bus import names
 from shared.config import AppSettings
 from shared.errors import CryptoError, ReceiveIdError, SignatureError
 from shared.protocol.crypto import CallbackCrypto
-from shared.protocol.parser import parse_message
+from shared.protocol.parser import read_message
 from shared.schemas.envelope import EventEnvelope, encode_envelope
 from shared.schemas.inbound import InboundEventType, dedup_key
 
-__all__ = ["AppReceiver", "Receiver", "verify_url"]
+__all__ = ["AppReceiver", "Receiver", "foreign_agent_id", "verify_url"]
 
 log = logging.getLogger("wecom_bus.ingress")
 
@@ -94,6 +99,17 @@ def _check_timestamp(raw: str, max_skew: int) -> None:
         raise Refused(403, "timestamp_outside_window")
 
 
+def foreign_agent_id(agent_id: object, ours: int) -> bool:
+    """An AgentID in the message (any copy of it) that is not ``ours``; absent or empty is not."""
+    for value in agent_id if type(agent_id) is list else [agent_id]:
+        if value is None:
+            continue
+        text = value.strip() if type(value) is str else ""
+        if not (text.isascii() and text.isdigit() and len(text) < 20 and int(text) == ours):
+            return True
+    return False
+
+
 def _crypto_status(exc: CryptoError) -> int:
     return 403 if isinstance(exc, SignatureError | ReceiveIdError) else 400
 
@@ -129,14 +145,11 @@ class Receiver:
         receivers: Mapping[str, AppReceiver],
         store: Store,
         *,
-        prefix: str,
         max_skew: int,
         max_body: int,
     ) -> None:
         self.receivers = receivers
         self.store = store
-        self.events = names.events(prefix)
-        self.prefix = prefix
         self.max_skew = max_skew
         self.max_body = max_body
 
@@ -183,15 +196,15 @@ class Receiver:
                 plaintext = receiver.crypto.decrypt_callback(
                     signature, timestamp, nonce, body, max_bytes=self.max_body
                 )
-                event = parse_message(plaintext, max_bytes=self.max_body)
+                event, raw = read_message(plaintext, max_bytes=self.max_body)
             except CryptoError as exc:
                 raise Refused(_crypto_status(exc), exc.reason) from None
-            if event.agent_id is not None and event.agent_id != app.agent_id:
+            if foreign_agent_id(raw.get("AgentID"), app.agent_id):
                 raise Refused(403, "wrong_agent_id")
         except Refused as exc:
             return _refused(app.name, exc)
 
-        key = dedup_key(event)
+        key = dedup_key(event, raw)
         trace_id = os.urandom(8).hex()
         envelope = EventEnvelope(
             app=app.name,
@@ -199,10 +212,10 @@ class Receiver:
             trace_id=trace_id,
             dedup_key=key,
             event=cast("InboundEventType", event),
+            raw=raw,
         )
-        mark = names.seen(self.prefix, app.name, key)
         try:
-            entry_id = await self.store.once(mark, self.events, encode_envelope(envelope))
+            entry_id = await self.store.once(app.name, key, encode_envelope(envelope))
         except (RedisError, OSError) as exc:
             metrics.CALLBACKS.labels(app.name, "redis_unavailable").inc()
             log.error(

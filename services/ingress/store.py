@@ -1,94 +1,86 @@
 """Store a callback once: the dedup mark and the stream entry in one Lua call.
 
 Under load many callbacks are waiting for Redis at the same moment. ``Store.once`` queues each
-call and sends everything queued within one event-loop tick as a single pipeline (no
-transaction: each script call stands alone and fails alone). One callback still costs one
-round trip, but a burst of them shares it: in ``make bench`` the batched store costs about a
-third of the CPU of one call per request.
+call and sends everything queued within one event-loop tick as a single pipeline
+(``Script.run_batch``: no transaction, each script call stands alone and fails alone). One
+callback still costs one round trip, but a burst of them shares it: in ``make bench`` the
+batched store costs about a third of the CPU of one call per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import cast
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+
+from shared.bus import names
+from shared.bus.scripts import Script
 
 __all__ = ["STORE_ONCE", "Store"]
 
 # KEYS[1] dedup mark, KEYS[2] events stream; ARGV: mark TTL (s), MAXLEN, entry data.
 # The mark and the entry commit together: a crash cannot leave one without the other.
-STORE_ONCE = """
+STORE_ONCE = Script("""
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3])
 end
 return false
-"""
+""")
 
-_Call = tuple[Sequence[str], Sequence[bytes | int], "asyncio.Future[bytes | None]"]
+_Call = tuple[Sequence[str], Sequence[bytes | int]]
 
 
 class Store:
     """Batches ``once()`` calls made in the same loop tick into one pipeline."""
 
-    def __init__(self, redis: Redis, *, maxlen: int, dedup_ttl: int) -> None:
+    def __init__(self, redis: Redis, *, prefix: str, maxlen: int, dedup_ttl: int) -> None:
         self.redis = redis
+        self.prefix = prefix
+        self.events = names.events(prefix)
         self.maxlen = maxlen
         self.dedup_ttl = dedup_ttl
-        self._sha: str | None = None
-        self._queue: list[_Call] = []
+        self._calls: list[_Call] = []
+        self._futures: list[asyncio.Future[bytes | None]] = []
 
-    def once(self, mark: str, stream: str, data: bytes) -> asyncio.Future[bytes | None]:
-        """Resolve to the new entry id, or None when ``mark`` existed (a duplicate).
+    def once(self, app: str, key: str, data: bytes) -> asyncio.Future[bytes | None]:
+        """Add ``data`` to the events stream unless ``app`` stored ``key`` already.
 
-        Raises what Redis raised (connection errors included) for this call alone.
+        Resolves to the new entry id, or None for a duplicate. Raises what Redis raised
+        (connection errors included) for this call alone.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes | None] = loop.create_future()
-        if not self._queue:
+        if not self._calls:
             loop.call_soon(self._flush)
-        self._queue.append(((mark, stream), (self.dedup_ttl, self.maxlen, data), future))
+        keys = (names.seen(self.prefix, app, key), self.events)
+        self._calls.append((keys, (self.dedup_ttl, self.maxlen, data)))
+        self._futures.append(future)
         return future
 
     def _flush(self) -> None:
-        batch, self._queue = self._queue, []
-        task = asyncio.ensure_future(self._send(batch))
+        calls, futures = self._calls, self._futures
+        self._calls, self._futures = [], []
+        task = asyncio.ensure_future(self._send(calls, futures))
         task.add_done_callback(_retrieve)
 
-    async def _send(self, batch: list[_Call]) -> None:
+    async def _send(self, calls: list[_Call], futures: list[asyncio.Future[bytes | None]]) -> None:
         try:
-            results = await self._execute(batch)
+            results: list[Any] = await STORE_ONCE.run_batch(self.redis, calls)
         except asyncio.CancelledError:
-            for _, _, future in batch:
+            for future in futures:
                 future.cancel()
             raise
         except Exception as exc:  # a dropped connection fails the whole batch
-            results = [exc] * len(batch)
-        for (_, _, future), result in zip(batch, results, strict=True):
+            results = [exc] * len(calls)
+        for future, result in zip(futures, results, strict=True):
             if future.done():  # the request went away (client disconnected)
                 continue
             if isinstance(result, BaseException):
                 future.set_exception(result)
             else:
-                future.set_result(cast("bytes | None", result))
-
-    async def _execute(self, batch: list[_Call]) -> list[object]:
-        if self._sha is None:
-            self._sha = await self.redis.script_load(STORE_ONCE)
-        pipe = self.redis.pipeline(transaction=False)
-        for keys, args, _ in batch:
-            pipe.evalsha(self._sha, len(keys), *keys, *args)
-        results: list[object] = await pipe.execute(raise_on_error=False)
-        if any(isinstance(r, NoScriptError) for r in results):
-            # Redis restarted (or SCRIPT FLUSH) between batches: load again, redo only those.
-            self._sha = await self.redis.script_load(STORE_ONCE)
-            again = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            redo = await self._execute([batch[i] for i in again])
-            for i, result in zip(again, redo, strict=True):
-                results[i] = result
-        return results
+                future.set_result(result)
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:

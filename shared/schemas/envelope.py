@@ -7,7 +7,7 @@ keep working during a rolling deploy.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 
@@ -29,8 +29,12 @@ class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     app: str  # the app name ("default", or one of the apps file)
     received_at: float  # unix time the ingress accepted it
     trace_id: str  # logged by every later stage
-    dedup_key: str  # what made it unique (MsgId, or the event's identifying fields)
-    event: InboundEventType
+    dedup_key: str  # what made it unique: msg:<MsgId>, or evt:<digest of the whole message>
+    event: InboundEventType  # the typed view: the fields this version models
+    # The whole decrypted message as WeCom sent it: element → text, dict, or a list when the
+    # element repeats; None when empty. Holds what ``event`` does not model (new fields,
+    # repeats, every field of an unknown type). Empty in entries written before it existed.
+    raw: dict[str, Any] = {}
 
 
 class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,6 +52,7 @@ class _RawEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     trace_id: str
     dedup_key: str
     event: msgspec.Raw
+    raw: dict[str, Any] = {}
 
 
 _envelope_decoder = msgspec.json.Decoder(EventEnvelope)
@@ -73,6 +78,7 @@ def decode_envelope(data: bytes) -> EventEnvelope:
             trace_id=raw.trace_id,
             dedup_key=raw.dedup_key,
             event=event,
+            raw=raw.raw,
         )
 
 

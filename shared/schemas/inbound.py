@@ -1,4 +1,4 @@
-"""Typed model of every message and event a WeCom self-built app receives (reference §5).
+"""Typed model of every message and event a WeCom self-built app receives.
 
 Python attributes are snake_case; the encoded names are WeCom's own XML element names
 (``ToUserName``, ``MsgId``, ``Location_X`` …), so ``msgspec.convert`` turns the parsed XML
@@ -12,6 +12,7 @@ what newer producers write (msgspec schema evolution).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Annotated, Any, TypeAlias, get_args
 
 import msgspec
@@ -443,52 +444,20 @@ def decode_event(data: bytes) -> InboundEvent:
     return msgspec.convert({**base, "fields": raw}, UnknownEvent, strict=False)
 
 
-# ---------------------------------------------------------------- dedup (DESIGN §4.2)
-
-# Fields that tell apart events of one member (or "sys") within one second.
-_DEDUP_ATTRS = (
-    "change_type", "event_key", "task_id", "response_code", "user_id", "new_user_id", "id",
-    "tag_id",
-)  # fmt: skip
-_MAX_KEY = 200
+# ---------------------------------------------------------------- dedup
 
 
-def _dedup_parts(ev: Event) -> list[str]:
-    parts = [
-        f"{name}={value}"
-        for name in _DEDUP_ATTRS
-        if (value := getattr(ev, name, None)) not in (None, "")
-    ]
-    if isinstance(ev, BatchJobResultEvent) and ev.batch_job is not None:
-        parts.append(f"job_id={ev.batch_job.job_id}")
-    elif isinstance(ev, OpenApprovalChangeEvent) and ev.approval_info is not None:
-        info = ev.approval_info
-        parts.append(f"third_no={info.third_no}")
-        parts.append(f"sp_status={info.open_sp_status}")
-    elif isinstance(ev, UnknownEvent):
-        parts.append("fields=" + hashlib.sha256(_canonical.encode(ev.fields)).hexdigest()[:32])
-    return parts
-
-
-def dedup_key(ev: InboundEvent) -> str:
+def dedup_key(ev: InboundEvent, raw: Mapping[str, Any] | None = None) -> str:
     """A deterministic key (< 200 chars) identifying one WeCom delivery, stable across retries.
 
-    Messages: ``msg:<MsgId>``. Events: ``evt:<FromUserName>:<CreateTime>:<Event>`` plus the
-    fields that tell same-second events apart; hashed when long, unprintable or ambiguous (a
-    ``:`` inside a value).
+    Messages: ``msg:<MsgId>``. Everything else (events, and messages without a MsgId):
+    ``evt:`` and a digest of the whole decrypted message ``raw`` in canonical form (sorted
+    keys, repeats in order), so two events that differ in any element (two same-second
+    ``update_tag`` with other AddUserItems) are both kept while a retry of one callback, which
+    carries the same message, is not. Without ``raw`` the typed view is digested instead.
     """
     msg_id = getattr(ev, "msg_id", None)
     if isinstance(msg_id, int):
         return f"msg:{msg_id}"
-    if isinstance(ev, Event):
-        event, parts = ev.event, _dedup_parts(ev)
-    else:  # an UnknownMessage without MsgId
-        event = f"msg.{getattr(ev, 'msg_type', '')}"
-        fields = getattr(ev, "fields", {})
-        parts = ["fields=" + hashlib.sha256(_canonical.encode(fields)).hexdigest()[:32]]
-    head = [ev.from_user, str(ev.create_time), event]
-    key = ":".join(["evt", *head, *parts])
-    if len(key) < _MAX_KEY and key.isprintable() and not any(":" in p for p in (*head, *parts)):
-        return key
-    digest = hashlib.sha256(_canonical.encode([*head, *parts])).hexdigest()[:40]
-    return f"evt:{ev.from_user[:64]}:{ev.create_time}:{event[:48]}:h={digest}"
+    whole = _canonical.encode(raw if raw is not None else ev)
+    return "evt:" + hashlib.sha256(whole).hexdigest()[:40]

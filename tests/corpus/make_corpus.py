@@ -1,4 +1,7 @@
-"""Write the bad-callback corpus: ``python -m tests.corpus.make_corpus`` (run once; output kept).
+"""Write the callback corpus: ``python -m tests.corpus.make_corpus`` (run once; output kept).
+
+Hostile and malformed callbacks, each with its 4xx, and authentic callbacks of odd shape
+(status 200: correctly signed and encrypted, so WeCom's, and stored whole whatever they hold).
 
 Each case is ``cases/<name>.toml`` (description, method, path, raw query, expected status, and
 optionally the body file, how often to repeat it and whether to send it chunked)
@@ -33,12 +36,14 @@ MAX_BODY = 65536  # the INGRESS_MAX_BODY the corpus test runs with
 CRYPTO = CallbackCrypto(TOKEN, AES_KEY, CORP_ID)
 
 
-def text_plain(*, agent_id: int = AGENT_ID, content: str = "corpus") -> bytes:
+def text_plain(
+    *, agent_id: int | str = AGENT_ID, content: str = "corpus", msg_id: int = 7000000000000000001
+) -> bytes:
     return (
         f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName>"
         "<FromUserName><![CDATA[alice]]></FromUserName><CreateTime>1700000000</CreateTime>"
         f"<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>"
-        f"<MsgId>7000000000000000001</MsgId><AgentID>{agent_id}</AgentID></xml>"
+        f"<MsgId>{msg_id}</MsgId><AgentID>{agent_id}</AgentID></xml>"
     ).encode()
 
 
@@ -277,13 +282,29 @@ def plaintext_cases(c: Corpus) -> None:
             text.decode().encode("utf-16-be"))
     c.plain("plain_nul_byte", "NUL byte inside the message", 400,
             text.replace(b"corpus", b"cor\0pus"))
-    c.plain("plain_root_not_xml", "message root is not <xml>", 400,
-            text.replace(b"<xml>", b"<doc>").replace(b"</xml>", b"</doc>"))
-    c.plain("plain_text_root", "message <xml> holds only text", 400, b"<xml>hello</xml>")
-    c.plain("plain_missing_fields", "message without ToUserName, FromUserName, CreateTime", 400,
-            b"<xml><MsgType>text</MsgType><Content>x</Content></xml>")
     c.plain("plain_wrong_agent_id", "AgentID inside the message is another app's", 403,
             text_plain(agent_id=999))
+    c.plain("plain_agent_id_text", "AgentID inside the message is not a number", 403,
+            text_plain(agent_id="abc"))
+    odd_cases(c)
+
+
+def odd_cases(c: Corpus) -> None:
+    """Authentic (signed, encrypted, for this corp) but odd: stored whole, answered 200."""
+    c.plain("plain_root_not_xml", "authentic message whose root is not <xml>: stored", 200,
+            text_plain(msg_id=7000000000000000002).replace(b"<xml>", b"<doc>")
+            .replace(b"</xml>", b"</doc>"))
+    c.plain("plain_text_root", "authentic message whose <xml> holds only text: stored", 200,
+            b"<xml>hello</xml>")
+    c.plain("plain_missing_fields", "authentic message without ToUserName, FromUserName, "
+            "CreateTime: stored", 200, b"<xml><MsgType>text</MsgType><Content>x</Content></xml>")
+    c.plain("plain_kf_event", "authentic 微信客服 event, no FromUserName nor AgentID: stored", 200,
+            b"<xml><ToUserName>ww</ToUserName><CreateTime>1700000000</CreateTime>"
+            b"<MsgType>event</MsgType><Event>kf_msg_or_event</Event><Token>T</Token>"
+            b"<OpenKfId>wk1</OpenKfId></xml>")
+    c.plain("plain_create_time_text", "authentic message whose CreateTime is not a number: "
+            "stored", 200, text_plain(msg_id=7000000000000000003)
+            .replace(b"1700000000", b"yesterday"))
 
 
 def request_cases(c: Corpus) -> None:
