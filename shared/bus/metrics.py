@@ -19,6 +19,7 @@ __all__ = [
     "LEASES_LOST",
     "LOST",
     "PROCESSED",
+    "REPLIES_TO_SYS",
 ]
 
 PROCESSED = Counter(
@@ -67,4 +68,9 @@ BACKGROUND_RESTARTS = Counter(
     "wecom_background_task_restarts",
     "Restarts of a supervised background task after it failed or ended",
     ["task"],
+)
+REPLIES_TO_SYS = Counter(
+    "wecom_router_replies_to_sys",
+    "Requests a handler addressed to 'sys' in reply to a system event: not sent to 'sys'",
+    ["handler"],
 )
