@@ -108,7 +108,7 @@ class Consumer:
             and not self._stopping.is_set()
             and not self._failing
             and self.watch.since is None
-            and time.time() - self.watch.heartbeat < stale_after
+            and time.time() - self.watch.last_ok < stale_after
         )
 
     def stop(self) -> None:
