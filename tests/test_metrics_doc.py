@@ -7,6 +7,7 @@ import pkgutil
 import re
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
 import services
@@ -42,3 +43,33 @@ def test_shared_state_queries_use_max_not_sum() -> None:
     for gauge in ("wecom_stream_group_lag", "wecom_stream_group_pending"):
         assert f"max by (stream, group) ({gauge})" in text
         assert f"sum by (stream, group) ({gauge})" not in text
+
+
+ROOT = Path(__file__).parent.parent
+METRIC = re.compile(r"^\w+\s*=\s*(?:Counter|Gauge|Histogram|Summary)\(", re.M)
+# Metrics still defined beside their code, in files the sender branch owns and is moving into
+# a metrics.py of their package: listed here, visible in every run, not skipped.
+SENDER_OWNED = {
+    "services/sender/__main__.py",
+    "services/sender/handler.py",
+    "shared/wecom/governor.py",
+    "shared/wecom/token.py",
+}
+
+
+def defining_modules() -> list[object]:
+    params: list[object] = []
+    for package in ("shared", "services"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            name = str(path.relative_to(ROOT))
+            if path.name == "metrics.py" or not METRIC.search(path.read_text("utf-8")):
+                continue
+            marks = [pytest.mark.xfail(reason="sender branch")] if name in SENDER_OWNED else []
+            params.append(pytest.param(name, id=name, marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("name", defining_modules())
+def test_metrics_are_defined_only_in_a_metrics_module(name: str) -> None:
+    """Each module listed here defines a metric outside a metrics.py: each one fails."""
+    pytest.fail(f"{name} defines a metric: move it to its package's metrics.py")
