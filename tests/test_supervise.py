@@ -49,6 +49,7 @@ async def test_a_failing_background_task_is_logged_restarted_and_readyz_is_503_m
             await asyncio.sleep(0)
             down = await client.get("/readyz")
             assert (down.status_code, supervisor.down) == (503, frozenset({"scheduler"}))
+            assert "background task is down" in down.text
             await asyncio.wait_for(running_again.wait(), 10)
             assert (await client.get("/readyz")).status_code == 200
             stop.set()
