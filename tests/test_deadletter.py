@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from shared.bus import names
 from shared.bus.deadletter import DeadLetter, DeadLetters
 from shared.bus.delivery import Delivery, Output, Reject
+from shared.bus.options import ConsumerOptions
 from shared.bus.worker import Consumer
 
 P = "dl"
@@ -43,8 +44,7 @@ async def run_group(
         stream=stream,
         group=group,
         handler=handler,  # type: ignore[arg-type]
-        prefix=P,
-        start="backlog",
+        options=ConsumerOptions(prefix=P, start="backlog"),
     )
     await consumer.run_burst()
 

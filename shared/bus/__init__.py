@@ -8,17 +8,24 @@ runtime (``Consumer``, ``Retry``, ``Reject``); ``router`` the handler API (``Rou
 from __future__ import annotations
 
 from shared.bus.delivery import Delivery, Output, Reject, Retry
-from shared.bus.router import Context, Predicate, Router, app, event, event_key, sender, text
-from shared.bus.streams import publish
-from shared.bus.worker import (
-    Consumer,
-    check_health,
-    install_signal_handlers,
-    run_consumer,
+from shared.bus.options import ConsumerOptions
+from shared.bus.router import (
+    Context,
+    Predicate,
+    Router,
+    State,
+    app,
+    event,
+    event_key,
+    sender,
+    text,
 )
+from shared.bus.streams import publish
+from shared.bus.worker import Consumer, install_signal_handlers
 
 __all__ = [
     "Consumer",
+    "ConsumerOptions",
     "Context",
     "Delivery",
     "Output",
@@ -26,13 +33,12 @@ __all__ = [
     "Reject",
     "Retry",
     "Router",
+    "State",
     "app",
-    "check_health",
     "event",
     "event_key",
     "install_signal_handlers",
     "publish",
-    "run_consumer",
     "sender",
     "text",
 ]

@@ -22,14 +22,17 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
+import msgspec
 from redis.asyncio import Redis
 
 from shared.bus import names, streams
-from shared.bus.router import Router
+from shared.bus.options import ConsumerOptions
+from shared.bus.router import Router, State
 from shared.bus.worker import Consumer
+from shared.config import load_settings
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_outbox, encode_envelope
 from shared.schemas.inbound import (
     ClickEvent,
@@ -162,8 +165,12 @@ async def run_events(
     app: str = "default",
     prefix: str = DEFAULT_PREFIX,
     max_deliveries: int = 1,
+    environ: Mapping[str, str] | None = None,
 ) -> list[OutboxEntry]:
     """Publish ``events`` for ``app``, run ``router`` over them once, return its outbox entries.
+
+    The router's startup hooks run first and its shutdown hooks last, on a ``State`` whose
+    settings are read from ``environ`` (default: none set, so every default) with ``prefix``.
 
     Events are handled one at a time, in order, so the entries come back in event order. Only
     these events are handled (the group starts after what the stream already holds), and only
@@ -176,31 +183,45 @@ async def run_events(
     await streams.ensure_group(redis, stream, group, start="new")
     last: Any = await redis.xrevrange(outbox, count=1)
     after = last[0][0].decode() if last else None
+    settings = msgspec.structs.replace(load_settings(environ or {}), prefix=prefix)
+    state = State(settings=settings, redis=redis, environ=environ)
+    started = False
     try:
+        await router.startup(state)  # as in a service: shutdown hooks only after a good start
+        started = True
         await publish_events(redis, events, app=app, prefix=prefix)
         consumer = Consumer(
             redis,
             stream=stream,
             group=group,
-            handler=router.handler(prefix),
-            concurrency=1,
-            start="new",
-            prefix=prefix,
-            max_deliveries=max_deliveries,
-            claim_idle_ms=500,  # a failed delivery is tried again soon
-            handler_timeout=30.0,
+            handler=router.handler(prefix, state=state),
+            options=ConsumerOptions(
+                concurrency=1,
+                start="new",
+                prefix=prefix,
+                max_deliveries=max_deliveries,
+                claim_idle=0.5,  # a failed delivery is tried again soon
+                handler_timeout=30.0,
+            ),
         )
         await consumer.run_burst()
     finally:
         await redis.xgroup_destroy(stream, group)
         await redis.delete(names.retry(stream, group))
+        if started:
+            await router.shutdown(state)
     produced = await read_outbox(redis, prefix=prefix, after=after)
+    errors = await _dead_letters(redis, prefix, group)
+    if errors:
+        raise DeadLettered(errors, produced)
+    return produced
+
+
+async def _dead_letters(redis: Redis, prefix: str, group: str) -> list[str]:
+    """The error lines of the dead letters ``group`` wrote."""
     letters: Any = await redis.xrange(names.deadletter(prefix))
-    errors = [
+    return [
         fields[b"error"].decode(errors="replace")
         for _, fields in letters
         if fields.get(b"group") == group.encode()
     ]
-    if errors:
-        raise DeadLettered(errors, produced)
-    return produced
