@@ -34,6 +34,7 @@ from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.bus import names
+from shared.bus.scripts import Script
 
 __all__ = ["data_key", "earliest_due", "move_due", "run_scheduler", "schedule", "size"]
 
@@ -45,7 +46,7 @@ _TRANSIENT = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 # KEYS: zset, data hash, target stream.  ARGV: now, limit, maxlen ("" = no trimming).
 # Per entry the XADD comes before the removal: a failing XADD aborts the script with the
 # entry still queued (Redis does not roll back a script, so order is the guarantee).
-_MOVE_DUE = """
+_MOVE_DUE = Script("""
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local moved = 0
 for _, id in ipairs(ids) do
@@ -62,7 +63,7 @@ for _, id in ipairs(ids) do
   redis.call('HDEL', KEYS[2], id)
 end
 return moved
-"""
+""")
 
 
 def data_key(prefix: str) -> str:
@@ -93,10 +94,9 @@ async def move_due(
     """
     if limit <= 0:
         return 0
-    script = redis.register_script(_MOVE_DUE)
     keys = [names.delayed(prefix), data_key(prefix), target_stream]
     args = (repr(float(now)), limit, "" if maxlen is None else maxlen)
-    return int(await script(keys=keys, args=args))
+    return int(await _MOVE_DUE(redis, keys, args))
 
 
 async def size(redis: Redis, prefix: str) -> int:

@@ -114,6 +114,15 @@ class SendResult(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+def _as_dict(body: bytes | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(body, bytes | bytearray):
+        try:
+            return _decode_body(body)
+        except msgspec.DecodeError:
+            raise SchemaError("$", "the body is not a JSON object") from None
+    return dict(body)
+
+
 def _ids(value: object) -> list[str]:
     # WeCom joins ids with "|" ("u1|u2"); some answers use JSON lists of ints or strings.
     if isinstance(value, str):
@@ -223,9 +232,15 @@ class WeComClient:
         return token, expires_in
 
     async def send(self, body: bytes | Mapping[str, Any]) -> SendResult:
-        """POST message/send. ``agentid`` is filled in when absent; partial failures are listed
-        in the result, a total failure (81013…) raises."""
-        payload = await self._post_json("message/send", self._with_agentid(body))
+        """POST message/send. ``agentid`` is filled in when absent (never on a
+        miniprogram_notice, which carries none); partial failures are listed in the result,
+        a total failure (81013…) raises."""
+        data = _as_dict(body)
+        if data.get("msgtype") == "miniprogram_notice":
+            data.pop("agentid", None)
+        else:
+            data = self._with_agentid(data)
+        payload = await self._post_json("message/send", data)
         return SendResult.from_payload(payload)
 
     async def upload_media(
@@ -252,17 +267,12 @@ class WeComClient:
 
     async def update_template_card(self, body: bytes | Mapping[str, Any]) -> SendResult:
         """Update a sent template card by its response_code (single use, valid 72 h)."""
-        payload = await self._post_json("message/update_template_card", self._with_agentid(body))
+        payload = await self._post_json(
+            "message/update_template_card", self._with_agentid(_as_dict(body))
+        )
         return SendResult.from_payload(payload)
 
-    def _with_agentid(self, body: bytes | Mapping[str, Any]) -> dict[str, Any]:
-        if isinstance(body, bytes | bytearray):
-            try:
-                data = _decode_body(body)
-            except msgspec.DecodeError:
-                raise SchemaError("$", "the body is not a JSON object") from None
-        else:
-            data = dict(body)
+    def _with_agentid(self, data: dict[str, Any]) -> dict[str, Any]:
         agentid = data.get("agentid", self.app.agent_id)
         try:
             agentid = int(agentid)
