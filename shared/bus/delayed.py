@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -36,7 +37,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared.bus import names
 from shared.bus.scripts import Script
 
-__all__ = ["data_key", "earliest_due", "move_due", "run_scheduler", "schedule", "size"]
+__all__ = [
+    "data_key",
+    "earliest_due",
+    "move_due",
+    "queue_schedule",
+    "run_scheduler",
+    "schedule",
+    "size",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +82,16 @@ def data_key(prefix: str) -> str:
 async def schedule(redis: Redis, prefix: str, data: bytes, due: float, *, member_id: str) -> None:
     """Queue ``data`` to be moved to a stream at unix time ``due``; one entry per ``member_id``."""
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(data_key(prefix), member_id, data)
-        pipe.zadd(names.delayed(prefix), {member_id: due})
+        queue_schedule(pipe, prefix, data, due, member_id=member_id)
         await pipe.execute()
+
+
+def queue_schedule(
+    pipe: Pipeline, prefix: str, data: bytes, due: float, *, member_id: str
+) -> None:
+    """:func:`schedule` as commands on ``pipe`` (a MULTI), to commit with other writes."""
+    pipe.hset(data_key(prefix), member_id, data)
+    pipe.zadd(names.delayed(prefix), {member_id: due})
 
 
 async def move_due(

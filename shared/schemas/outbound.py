@@ -55,6 +55,7 @@ __all__ = [
     "Video",
     "VideoSend",
     "VoiceSend",
+    "decode_request",
     "decode_send_request",
     "encode_send_request",
     "split_request",
@@ -509,6 +510,28 @@ def decode_send_request(
         and not isinstance(req, MiniprogramNoticeSend)
     ):
         req = msgspec.structs.replace(req, agentid=default_agentid)
+    return validate(req)
+
+
+_other_decoders: Final = {
+    RecallRequest: msgspec.json.Decoder(RecallRequest),
+    UpdateTemplateCardRequest: msgspec.json.Decoder(UpdateTemplateCardRequest),
+}
+D = TypeVar("D", RecallRequest, UpdateTemplateCardRequest)
+
+
+def decode_request(data: bytes, kind: type[D]) -> D:
+    """Parse and validate a message/recall or update_template_card body (JSON bytes).
+
+    Unknown keys (the send API's ``app``) are ignored; types are strict, so ``agentid`` must
+    be a JSON integer and ``userids`` a list of strings, as WeCom takes them.
+    """
+    try:
+        req: D = _other_decoders[kind].decode(data)
+    except msgspec.ValidationError as exc:
+        raise _schema_error(exc) from None
+    except msgspec.DecodeError:
+        raise SchemaError("$", "is not valid JSON") from None
     return validate(req)
 
 

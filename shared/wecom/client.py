@@ -35,12 +35,14 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_LIMITS",
     "DEFAULT_TIMEOUT",
+    "MEDIA_MAX",
     "AppCredentials",
     "MediaKind",
     "SendResult",
     "TokenFetcher",
     "TokenSource",
     "WeComClient",
+    "check_media",
 ]
 
 DEFAULT_BASE_URL = "https://qyapi.weixin.qq.com"
@@ -48,8 +50,38 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16)
 
 MediaKind = Literal["image", "voice", "video", "file"]
-# Reference §7.4: every file must be larger than 5 bytes; upper bounds per type.
-_MEDIA_MAX = {"image": 10 << 20, "voice": 2 << 20, "video": 10 << 20, "file": 20 << 20}
+# media/upload: every file must be larger than 5 bytes; upper bounds and formats per type
+# (image JPG/PNG, voice AMR, video MP4, file anything).
+MEDIA_MAX: dict[str, int] = {
+    "image": 10 << 20,
+    "voice": 2 << 20,
+    "video": 10 << 20,
+    "file": 20 << 20,
+}
+_MEDIA_FORMAT = {"image": "a JPG or PNG image", "voice": "AMR audio", "video": "an MP4 video"}
+
+
+def _looks_like(kind: str, content: bytes) -> bool:
+    if kind == "image":
+        return content.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"))
+    if kind == "voice":
+        return content.startswith(b"#!AMR")
+    if kind == "video":
+        return content[4:8] == b"ftyp"
+    return True
+
+
+def check_media(kind: str, content: bytes) -> None:
+    """Raise SchemaError for a temporary-media upload WeCom would refuse (type, size, format)."""
+    if kind not in MEDIA_MAX:
+        raise SchemaError("type", f"must be one of {', '.join(MEDIA_MAX)}")
+    if not 5 < len(content) <= MEDIA_MAX[kind]:
+        raise SchemaError(
+            "media", f"is {len(content)} bytes; a {kind} must be 6 to {MEDIA_MAX[kind]} bytes"
+        )
+    if not _looks_like(kind, content):
+        raise SchemaError("media", f"is not {_MEDIA_FORMAT[kind]}, which WeCom requires")
+
 
 _encode = msgspec.json.Encoder().encode
 _decode_body = msgspec.json.Decoder(dict[str, Any]).decode
@@ -250,10 +282,7 @@ class WeComClient:
 
         ``kind`` is a MediaKind; other strings raise SchemaError, so callers may pass input as is.
         """
-        if kind not in _MEDIA_MAX:
-            raise SchemaError("type", f"must be one of {', '.join(_MEDIA_MAX)}, got {kind!r}")
-        if not 5 < len(content) <= _MEDIA_MAX[kind]:
-            raise SchemaError("media", f"a {kind} must be 6 to {_MEDIA_MAX[kind]} bytes")
+        check_media(kind, content)
         files = {"media": (filename, content, content_type)}
         payload = await self._authed("POST", "media/upload", params={"type": kind}, files=files)
         media_id = payload.get("media_id")

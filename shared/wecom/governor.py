@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 from shared.bus import names
 from shared.bus.scripts import Script
 
-__all__ = ["ALL", "WECOM_TZ", "Governor", "counted_members"]
+__all__ = ["ACQUIRE", "ALL", "WECOM_TZ", "Governor", "counted_members", "seconds_to_midnight"]
 
 ALL = "@all"
 # WeCom's day is Beijing time; China has had no daylight saving since 1991, so a fixed offset
@@ -57,7 +57,7 @@ _OFFSET_MS = 8 * 3_600_000
 # ARGV: now, request id, minute span, per minute, hour span, per hour, daily quota (0 = off),
 #       ms to the next WeCom midnight, zset TTL, day counter TTL.   All times in ms.
 # Returns 0 when admitted (and recorded), else the ms until every member would have room.
-_ACQUIRE = Script("""
+ACQUIRE = Script("""
 local now, member = tonumber(ARGV[1]), ARGV[2]
 local windows = {{tonumber(ARGV[3]), tonumber(ARGV[4])}, {tonumber(ARGV[5]), tonumber(ARGV[6])}}
 local quota, to_midnight = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -195,9 +195,19 @@ class Governor:
         Idempotent per ``request_id``: a request already recorded for a member is not counted
         again (its record moves to now, the time of this attempt).
         """
+        call = self.acquire_call(app, users, request_id)
+        if call is None:
+            return 0.0  # toparty/totag only: nothing we can count
+        return self.wait_from(app, await ACQUIRE(self._redis, *call))
+
+    def acquire_call(
+        self, app: str, users: Sequence[str], request_id: str
+    ) -> tuple[list[str], tuple[int, ...]] | None:
+        """Keys and args of :data:`ACQUIRE` (for a caller that pipelines it), or None when
+        nobody is counted; read its result with :meth:`wait_from`."""
         members = _normalise(users)
         if not members:
-            return 0.0  # toparty/totag only: nothing we can count
+            return None
         now_ms = round(self.clock() * 1000)
         start_ms, day = _wecom_day(now_ms)
         to_midnight = start_ms + _DAY_MS - now_ms
@@ -215,7 +225,11 @@ class Governor:
             self._hour_ms + 60_000,  # slightly over the hour: idle members cost nothing
             to_midnight + 3_600_000,
         )
-        wait_ms = int(await _ACQUIRE(self._redis, keys, args))
+        return keys, args
+
+    def wait_from(self, app: str, result: object) -> float:
+        """Seconds to wait from an :data:`ACQUIRE` result (0.0: admitted)."""
+        wait_ms = int(result)  # type: ignore[call-overload]
         if wait_ms > 0:
             DELAYS.labels(app=app).inc()
         return wait_ms / 1000
@@ -241,6 +255,13 @@ def _normalise(users: Sequence[str]) -> list[str]:
     if isinstance(users, str):  # a bare "u1|u2" would otherwise be counted per character
         return counted_members(users)
     return counted_members("|".join(users))
+
+
+def seconds_to_midnight(now: float) -> float:
+    """Seconds from ``now`` (unix) to the end of WeCom's day (midnight UTC+8)."""
+    now_ms = round(now * 1000)
+    start_ms, _ = _wecom_day(now_ms)
+    return (start_ms + _DAY_MS - now_ms) / 1000
 
 
 def _wecom_day(now_ms: int) -> tuple[int, str]:

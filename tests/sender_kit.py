@@ -1,0 +1,166 @@
+"""A sender wired to the project's fake WeCom, in-process (httpx.ASGITransport), on real Redis.
+
+The one module of the sender's tests that imports the fake WeCom, so moving the fake (to the
+dev-only package) touches one import here. Two apps, ``default`` and ``hr``, so tests can show
+one app's trouble leaving the other alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+from redis.asyncio import Redis
+
+from services.fakewecom import FakeApp, FakeConfig, create_app
+from services.fakewecom.app import FakeWeCom
+from services.fakewecom.faults import FaultSpec
+from services.sender.api import create_api
+from services.sender.handler import DuplicateCheck, OutboxHandler
+from shared.bus import delayed, names
+from shared.bus.outbox import enqueue
+from shared.bus.worker import Consumer
+from shared.config import AppSettings, Secret, Settings
+from shared.wecom.client import WeComClient
+from shared.wecom.governor import Governor
+from shared.wecom.token import TokenCache
+from tests import helpers
+
+API_KEY = "test-api-key-0123456789"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+HR = AppSettings(
+    name="hr",
+    corp_id=helpers.CORP_ID,
+    agent_id=1000003,
+    secret=Secret("hr-secret-1234567890"),
+    token=Secret(helpers.TOKEN),
+    encoding_aes_key=Secret(helpers.AES_KEY),
+)
+BASE = "http://qyapi.test"
+
+
+class Recording(httpx.AsyncBaseTransport):
+    """The fake's transport, noting the path of every call that reaches it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return await self.inner.handle_async_request(request)
+
+
+@dataclass
+class Kit:
+    redis: Redis
+    settings: Settings
+    fake: FakeWeCom
+    clients: dict[str, WeComClient]
+    handler: OutboxHandler
+    consumer: Consumer
+    api: httpx.AsyncClient
+    wire: Recording
+
+    def fault(self, errcode: int, count: int = 1) -> None:
+        """The next ``count`` message/send calls are answered with ``errcode``."""
+        self.fake.faults.add(FaultSpec(errcode=errcode, count=count, path="message/send"))
+
+    def sends(self, *statuses: str, app: str | None = None) -> list[dict[str, Any]]:
+        """Bodies of message/send calls the fake saw, oldest first (``delivered`` by default)."""
+        wanted = statuses or ("delivered",)
+        return [
+            r.body
+            for r in self.fake.fake.sends
+            if r.status in wanted and (app is None or r.app == app)
+        ]
+
+    async def put(self, body: dict[str, Any], **kw: Any) -> str:
+        return await enqueue(
+            self.redis, self.settings, json.dumps(body).encode(), origin="test", **kw
+        )
+
+    async def drain(self, *, timeout: float = 20.0) -> None:
+        """Run the sender and the delayed queue until nothing is left to send (bounded)."""
+        deadline = time.monotonic() + timeout
+        outbox = names.outbox(self.settings.prefix)
+        while time.monotonic() < deadline:
+            await self.consumer.run_burst()
+            await delayed.move_due(self.redis, self.settings.prefix, target_stream=outbox, now=time.time())
+            pending = (await self.redis.xpending(outbox, names.SENDER_GROUP))["pending"]
+            groups = await self.redis.xinfo_groups(outbox)
+            lag = sum(int(g.get("lag") or 0) for g in groups)
+            if not pending and not lag and not await delayed.size(self.redis, self.settings.prefix):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the sender did not finish within the timeout")
+
+
+def text(to: str, content: str, **more: Any) -> dict[str, Any]:
+    return {"touser": to, "msgtype": "text", "text": {"content": content}, **more}
+
+
+@asynccontextmanager
+async def sender_kit(
+    redis_url: str,
+    *,
+    duplicate_check: DuplicateCheck = "redelivery",
+    waits: tuple[float, ...] = (0.2, 0.4),
+    probe_interval: float = 0.2,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[Kit]:
+    base = helpers.settings(redis_url, SENDER_API_KEY=API_KEY)
+    settings = msgspec.structs.replace(base, apps={**base.apps, "hr": HR})
+    fake = create_app(
+        FakeConfig(apps=tuple(FakeApp.from_settings(a, None) for a in settings.apps.values()))
+    )
+    redis = Redis.from_url(redis_url)
+    transport = Recording(httpx.ASGITransport(app=fake))
+    clients = {
+        name: WeComClient(
+            app,
+            token_source=lambda fetch, app=app: TokenCache(
+                redis, fetch, corp_id=app.corp_id, agent_id=app.agent_id, name=app.name
+            ),
+            base_url=BASE,
+            transport=transport,
+        )
+        for name, app in settings.apps.items()
+    }
+    handler = OutboxHandler(
+        redis,
+        prefix=settings.prefix,
+        clients=clients,
+        governor=Governor(redis, prefix=settings.prefix, clock=clock),
+        backoff_base=0.02,
+        backoff_cap=0.05,
+        rate_limited_waits=waits,
+        probe_interval=probe_interval,
+        duplicate_check=duplicate_check,
+        max_deliveries=5,
+    )
+    consumer = Consumer(
+        redis,
+        stream=names.outbox(settings.prefix),
+        group=names.SENDER_GROUP,
+        handler=handler,
+        start="backlog",
+        claim_idle_ms=300,
+        max_deliveries=5,
+    )
+    app = create_api(settings, redis, clients=clients)
+    api = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sender")
+    try:
+        yield Kit(redis, settings, fake, clients, handler, consumer, api, transport)
+    finally:
+        await api.aclose()
+        for client in clients.values():
+            await client.aclose()
+        await redis.aclose()
