@@ -208,8 +208,12 @@ def _apps_from_file(path_str: str) -> dict[str, AppSettings]:
 
 def _duplicate_check(env: Mapping[str, str]) -> Literal["redelivery", "always", "off"]:
     value = (_get(env, "SENDER_DUPLICATE_CHECK") or "redelivery").lower()
-    if value == "always" or value == "off" or value == "redelivery":
-        return value
+    if value == "always":
+        return "always"
+    if value == "off":
+        return "off"
+    if value == "redelivery":
+        return "redelivery"
     raise ConfigError("SENDER_DUPLICATE_CHECK", "must be redelivery, always or off")
 
 

@@ -28,7 +28,7 @@ from shared.bus import delayed, names
 from shared.bus.outbox import enqueue
 from shared.bus.worker import Consumer
 from shared.config import AppSettings, Secret, Settings
-from shared.wecom.client import WeComClient
+from shared.wecom.client import TokenFetcher, TokenSource, WeComClient
 from shared.wecom.governor import Governor
 from shared.wecom.token import TokenCache
 from tests import helpers
@@ -49,13 +49,17 @@ BASE = "http://qyapi.test"
 class Recording(httpx.AsyncBaseTransport):
     """The fake's transport, noting the path of every call that reaches it."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport, timeout: float = 5.0) -> None:
         self.inner = inner
+        self.timeout = timeout  # ASGITransport enforces none; a held answer must time out
         self.paths: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.paths.append(request.url.path)
-        return await self.inner.handle_async_request(request)
+        try:
+            return await asyncio.wait_for(self.inner.handle_async_request(request), self.timeout)
+        except TimeoutError:
+            raise httpx.ReadTimeout("no answer in time", request=request) from None
 
 
 @dataclass
@@ -68,10 +72,16 @@ class Kit:
     consumer: Consumer
     api: httpx.AsyncClient
     wire: Recording
+    clock: Callable[[], float]
 
     def fault(self, errcode: int, count: int = 1) -> None:
         """The next ``count`` message/send calls are answered with ``errcode``."""
         self.fake.faults.add(FaultSpec(errcode=errcode, count=count, path="message/send"))
+
+    def lose_answer(self) -> None:
+        """The next message/send is delivered, but its answer never comes back (a timeout)."""
+        spec = FaultSpec(timeout=True, deliver=True, seconds=5, path="message/send")
+        self.fake.faults.add(spec)
 
     def sends(self, *statuses: str, app: str | None = None) -> list[dict[str, Any]]:
         """Bodies of message/send calls the fake saw, oldest first (``delivered`` by default)."""
@@ -93,7 +103,9 @@ class Kit:
         outbox = names.outbox(self.settings.prefix)
         while time.monotonic() < deadline:
             await self.consumer.run_burst()
-            await delayed.move_due(self.redis, self.settings.prefix, target_stream=outbox, now=time.time())
+            await delayed.move_due(
+                self.redis, self.settings.prefix, target_stream=outbox, now=self.clock()
+            )
             pending = (await self.redis.xpending(outbox, names.SENDER_GROUP))["pending"]
             groups = await self.redis.xinfo_groups(outbox)
             lag = sum(int(g.get("lag") or 0) for g in groups)
@@ -101,6 +113,13 @@ class Kit:
                 return
             await asyncio.sleep(0.05)
         raise AssertionError("the sender did not finish within the timeout")
+
+
+def tokens(redis: Redis, app: AppSettings) -> Callable[[TokenFetcher], TokenSource]:
+    def factory(fetch: TokenFetcher) -> TokenSource:
+        return TokenCache(redis, fetch, corp_id=app.corp_id, agent_id=app.agent_id, name=app.name)
+
+    return factory
 
 
 def text(to: str, content: str, **more: Any) -> dict[str, Any]:
@@ -119,19 +138,15 @@ async def sender_kit(
     base = helpers.settings(redis_url, SENDER_API_KEY=API_KEY)
     settings = msgspec.structs.replace(base, apps={**base.apps, "hr": HR})
     fake = create_app(
-        FakeConfig(apps=tuple(FakeApp.from_settings(a, None) for a in settings.apps.values()))
+        FakeConfig(
+            apps=tuple(FakeApp.from_settings(a, None) for a in settings.apps.values()),
+            clock=clock,  # the fake's member windows move with the sender's clock
+        )
     )
     redis = Redis.from_url(redis_url)
-    transport = Recording(httpx.ASGITransport(app=fake))
+    transport = Recording(httpx.ASGITransport(app=fake), timeout=1.0)
     clients = {
-        name: WeComClient(
-            app,
-            token_source=lambda fetch, app=app: TokenCache(
-                redis, fetch, corp_id=app.corp_id, agent_id=app.agent_id, name=app.name
-            ),
-            base_url=BASE,
-            transport=transport,
-        )
+        name: WeComClient(app, token_source=tokens(redis, app), base_url=BASE, transport=transport)
         for name, app in settings.apps.items()
     }
     handler = OutboxHandler(
@@ -143,6 +158,7 @@ async def sender_kit(
         backoff_cap=0.05,
         rate_limited_waits=waits,
         probe_interval=probe_interval,
+        probe_recheck=0.1,
         duplicate_check=duplicate_check,
         max_deliveries=5,
     )
@@ -158,7 +174,7 @@ async def sender_kit(
     app = create_api(settings, redis, clients=clients)
     api = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sender")
     try:
-        yield Kit(redis, settings, fake, clients, handler, consumer, api, transport)
+        yield Kit(redis, settings, fake, clients, handler, consumer, api, transport, clock)
     finally:
         await api.aclose()
         for client in clients.values():

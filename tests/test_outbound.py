@@ -28,8 +28,6 @@ from shared.schemas.cards import (
 )
 from shared.schemas.outbound import (
     MSGTYPES,
-    encode_send_request,
-    split_request,
     Article,
     FileSend,
     ImageSend,
@@ -56,6 +54,7 @@ from shared.schemas.outbound import (
     VoiceSend,
     decode_send_request,
     encode_send_request,
+    split_request,
     validate,
 )
 
@@ -658,11 +657,12 @@ def tcard(**fields: Any) -> TemplateCardSend:
 
 def interactive(card_type: str, **fields: Any) -> TemplateCardSend:
     """A card of an interactive type with every part its type needs, overridable."""
-    parts: dict[str, Any] = {
+    needs: dict[str, dict[str, Any]] = {
         "button_interaction": {"button_list": (Button(text="同意", key="yes"),)},
         "vote_interaction": {"checkbox": OPTIONS, "submit_button": SUBMIT},
         "multiple_interaction": {"select_list": (OPTIONS,), "submit_button": SUBMIT},
-    }[card_type]
+    }
+    parts = needs[card_type]
     base = {"card_type": card_type, "task_id": "t1", "card_action": None, **parts}
     return tcard(**{**base, **fields})
 
@@ -754,7 +754,9 @@ def test_card_type_needs_its_parts() -> None:
         (
             interactive(
                 "multiple_interaction",
-                select_list=({"question_key": "q", "option_list": [OPTIONS["option_list"][0]] * 11},),
+                select_list=(
+                    {"question_key": "q", "option_list": [OPTIONS["option_list"][0]] * 11},
+                ),
             ),
             "select_list[0].option_list",
         ),
@@ -786,7 +788,7 @@ def test_update_template_card_limits() -> None:
         req = UpdateTemplateCardRequest(response_code="c", button=button, **{field: many})
         rejected(req, f"$.{field}")
     rejected(UpdateTemplateCardRequest(response_code="c", atall=1), "$.button")
-    card = TemplateCard(card_type="button_interaction")
+    card = UpdatedCard(card_type="button_interaction")
     both = UpdateTemplateCardRequest(response_code="c", button=button, template_card=card)
     rejected(both, "$.button")
     rejected(UpdateTemplateCardRequest(response_code=" ", button=button), "$.response_code")
@@ -794,7 +796,7 @@ def test_update_template_card_limits() -> None:
         UpdateTemplateCardRequest(response_code="c", button=UpdateButton(replace_name="")),
         "$.button.replace_name",
     )
-    bad_card = TemplateCard(card_type="vote_interaction", task_id="bad id")
+    bad_card = UpdatedCard(card_type="vote_interaction", task_id="bad id")
     rejected(
         UpdateTemplateCardRequest(response_code="c", template_card=bad_card),
         "$.template_card.task_id",

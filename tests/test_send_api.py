@@ -7,19 +7,26 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
+from redis.asyncio import Redis
 
-from services.sender.api import MAX_BODY
-from tests.sender_kit import AUTH, Kit, sender_kit, text
+from services.sender.api import MAX_BODY, create_api
+from tests import helpers
+from tests.sender_kit import API_KEY, AUTH, Kit, sender_kit, text
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 WRONG = {"Authorization": "Bearer wrong-key-000000000"}
 TEXT = text("alice", "hi")
-UPDATE: dict[str, Any] = {"userids": ["alice"], "response_code": "rc", "button": {"replace_name": "ok"}}
+UPDATE: dict[str, Any] = {
+    "userids": ["alice"],
+    "response_code": "rc",
+    "button": {"replace_name": "ok"},
+}
 
 
 @pytest.fixture
-async def kit(redis_url: str, redis: Any) -> AsyncIterator[Kit]:
+async def kit(redis_url: str, redis: Redis) -> AsyncIterator[Kit]:
     async with sender_kit(redis_url) as made:
         yield made
 
@@ -39,7 +46,13 @@ BAD: list[tuple[str, str, dict[str, Any], int, str | None]] = [
     ("POST", "/v1/messages", {"json": TEXT, "headers": WRONG}, 403, None),
     ("POST", "/v1/messages", {"content": b"{not json"}, 422, "$"),
     ("POST", "/v1/messages", {"json": [TEXT]}, 422, "$"),
-    ("POST", "/v1/messages", {"json": {"msgtype": "text", "text": {"content": "x"}}}, 422, "$.touser"),
+    (
+        "POST",
+        "/v1/messages",
+        {"json": {"msgtype": "text", "text": {"content": "x"}}},
+        422,
+        "$.touser",
+    ),
     ("POST", "/v1/messages", {"json": {**TEXT, "msgtype": "sms"}}, 422, "$.msgtype"),
     ("POST", "/v1/messages", {"json": {**TEXT, "agentid": "1000002"}}, 422, "$.agentid"),
     ("POST", "/v1/messages", {"json": {**TEXT, "agentid": 7}}, 422, "$.agentid"),
@@ -109,7 +122,13 @@ BAD: list[tuple[str, str, dict[str, Any], int, str | None]] = [
         422,
         "$.button",
     ),
-    ("POST", "/v1/template_card/update", {"json": {**UPDATE, "userids": "alice"}}, 422, "$.userids"),
+    (
+        "POST",
+        "/v1/template_card/update",
+        {"json": {**UPDATE, "userids": "alice"}},
+        422,
+        "$.userids",
+    ),
     ("POST", "/v1/template_card/update", {"json": {**UPDATE, "atall": 2}}, 422, "$.atall"),
     (
         "POST",
@@ -126,7 +145,13 @@ BAD: list[tuple[str, str, dict[str, Any], int, str | None]] = [
     ("POST", "/v1/media", media(PNG), 422, "type"),
     ("POST", "/v1/media?type=gif", media(PNG), 422, "type"),
     ("POST", "/v1/media?type=image&app=nope", media(PNG), 422, "$.app"),
-    ("POST", "/v1/media?type=image", {"data": {"other": "x"}, "files": {"f": ("a", PNG)}}, 422, "media"),
+    (
+        "POST",
+        "/v1/media?type=image",
+        {"data": {"other": "x"}, "files": {"f": ("a", PNG)}},
+        422,
+        "media",
+    ),
     ("POST", "/v1/media?type=image", {"content": PNG}, 422, "media"),
     ("POST", "/v1/media?type=voice", media(b"#!AMR" + b"\0" * (3 << 20), "a.amr"), 413, None),
     ("POST", "/v1/media?type=image", {**media(PNG), "headers": {}}, 401, None),
@@ -219,3 +244,38 @@ async def test_wecom_refusing_a_direct_call_is_502_with_advice(kit: Kit) -> None
     assert response.status_code == 502
     assert response.json()["errcode"] == 40035
     assert response.json()["advice"]
+
+
+async def test_a_repeated_idempotency_key_answers_the_first_id(kit: Kit) -> None:
+    headers = {**AUTH, "Idempotency-Key": "order-42"}
+    first = await kit.api.post("/v1/messages", json=TEXT, headers=headers)
+    again = await kit.api.post("/v1/messages", json=TEXT, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    assert await kit.redis.xlen("wecom:outbox") == 1
+    other = await kit.api.post("/v1/messages", json=TEXT, headers=AUTH)
+    assert other.json()["id"] != first.json()["id"]
+    state = await kit.api.get(f"/v1/messages/{first.json()['id']}", headers=AUTH)
+    assert state.json()["status"] == "queued"
+
+
+async def test_the_api_is_off_without_a_key(redis_url: str, redis: Redis) -> None:
+    app = create_api(helpers.settings(redis_url), redis, clients={})
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://s") as client:
+        response = await client.post("/v1/messages", json=TEXT, headers=AUTH)
+    assert response.status_code == 404
+    assert await redis.xlen("wecom:outbox") == 0
+
+
+async def test_redis_down_is_503(redis_url: str) -> None:
+    settings = helpers.settings(redis_url, SENDER_API_KEY=API_KEY)
+    gone = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)  # nothing listens
+    app = create_api(settings, gone, clients={})
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://s") as client:
+        sent = await client.post("/v1/messages", json=TEXT, headers=AUTH)
+        state = await client.get("/v1/messages/api-x", headers=AUTH)
+    await gone.aclose()
+    assert (sent.status_code, state.status_code) == (503, 503)
+    assert "Redis" in sent.json()["error"]

@@ -12,7 +12,6 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from services.sender.api import create_api
 from services.sender.handler import OutboxHandler
 from shared.bus import delayed, names, sendstate
 from shared.bus.outbox import enqueue
@@ -23,7 +22,7 @@ from shared.wecom.governor import Governor
 from shared.wecom.token import TokenCache
 from tests import helpers
 
-API_KEY = "test-api-key-0123456789"
+API_KEY = "test-api-key-0123456789"  # the API itself: tests/test_send_api.py
 
 
 @dataclass
@@ -284,88 +283,3 @@ async def test_forty_to_one_member_never_more_than_thirty_a_minute(
     assert moved == 10
     await sender.consumer.run_burst()
     assert contents(qyapi.sent) == [f"m{i:02}" for i in range(40)]
-
-
-# -- the internal send API ---------------------------------------------------------------------
-
-
-@pytest.fixture
-async def api(redis: Redis, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_api(settings, redis, clients={})
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://sender"
-    ) as client:
-        yield client
-
-
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
-
-
-async def test_api_auth(api: httpx.AsyncClient, redis: Redis) -> None:
-    body = text("alice", "hi")
-    assert (await api.post("/v1/messages", json=body)).status_code == 401
-    wrong = {"Authorization": "Bearer wrong-key-000000000"}
-    assert (await api.post("/v1/messages", json=body, headers=wrong)).status_code == 403
-    assert await redis.xlen(names.outbox()) == 0
-    response = await api.post("/v1/messages", json=body, headers=AUTH)
-    assert response.status_code == 202
-    assert response.json()["id"].startswith("api-")
-    assert await redis.xlen(names.outbox()) == 1
-
-
-async def test_api_is_off_without_a_key(redis: Redis, redis_url: str) -> None:
-    app = create_api(helpers.settings(redis_url), redis, clients={})
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as c:
-        response = await c.post("/v1/messages", json=text("a", "b"), headers=AUTH)
-    assert response.status_code == 404
-
-
-@pytest.mark.parametrize(
-    ("body", "field"),
-    [
-        ({"msgtype": "text", "text": {"content": "no recipient"}}, "$.touser"),
-        (text("alice", ""), "$.text.content"),
-        (text("alice", "x" * (20 * 2048 + 1)), "$.text.content"),
-        ({"touser": "a", "msgtype": "sms", "text": {"content": "x"}}, "$.msgtype"),
-        ({**text("a", "x"), "agentid": "1000002"}, "$.agentid"),
-        ({**text("a", "x"), "agentid": 5}, "$.agentid"),
-        ({**text("a", "x"), "app": "nope"}, "$.app"),
-        ({**text("x", "x"), "touser": "|".join(f"u{i}" for i in range(1001))}, "$.touser"),
-    ],
-)
-async def test_api_rejects_what_wecom_would_with_the_field(
-    api: httpx.AsyncClient, redis: Redis, body: dict[str, Any], field: str
-) -> None:
-    response = await api.post("/v1/messages", json=body, headers=AUTH)
-    assert response.status_code == 422, response.text
-    assert response.json()["field"] == field
-    assert await redis.xlen(names.outbox()) == 0
-
-
-async def test_api_rejects_invalid_json(api: httpx.AsyncClient) -> None:
-    response = await api.post("/v1/messages", content=b"{not json", headers=AUTH)
-    assert response.status_code == 422
-    assert response.json()["field"] == "$"
-
-
-async def test_api_idempotency_key(api: httpx.AsyncClient, redis: Redis) -> None:
-    headers = {**AUTH, "Idempotency-Key": "order-42"}
-    first = await api.post("/v1/messages", json=text("alice", "a"), headers=headers)
-    again = await api.post("/v1/messages", json=text("alice", "a"), headers=headers)
-    assert first.status_code == again.status_code == 202
-    assert first.json()["id"] == again.json()["id"]
-    assert await redis.xlen(names.outbox()) == 1
-    other = await api.post("/v1/messages", json=text("alice", "a"), headers=AUTH)
-    assert other.json()["id"] != first.json()["id"]
-    assert await redis.xlen(names.outbox()) == 2
-
-
-async def test_api_status_of_a_request(
-    api: httpx.AsyncClient, redis: Redis, make_sender: Callable[[], Sender]
-) -> None:
-    request_id = (await api.post("/v1/messages", json=text("a", "b"), headers=AUTH)).json()["id"]
-    status = (await api.get(f"/v1/messages/{request_id}", headers=AUTH)).json()
-    assert status["status"] == "unknown_or_pending"
-    await make_sender().consumer.run_burst()
-    status = (await api.get(f"/v1/messages/{request_id}", headers=AUTH)).json()
-    assert status == {**status, "status": "sent", "msgid": "m1"}

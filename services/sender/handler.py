@@ -100,6 +100,7 @@ class OutboxHandler:
         rate_limited_waits: Sequence[float] = (60.0, 3600.0),
         probe_interval: float = 60.0,
         probe_lease: float = 30.0,
+        probe_recheck: float = 1.0,
         duplicate_check: DuplicateCheck = "redelivery",
         max_deliveries: int = 5,
     ) -> None:
@@ -114,6 +115,7 @@ class OutboxHandler:
         self.rate_limited_waits = tuple(rate_limited_waits)
         self.probe_interval = probe_interval
         self.probe_lease = probe_lease
+        self.probe_recheck = probe_recheck
         self.duplicate_check = duplicate_check
         self.max_deliveries = max_deliveries
 
@@ -186,7 +188,7 @@ class OutboxHandler:
         now = self.clock()
         members = counted_members(part.request.touser)
         gov = self.governor.acquire_call(entry.app, members, part.rid)
-        gate = circuit.admit_call(self.prefix, entry.app, now, self.probe_lease)
+        gate = circuit.admit_call(self.prefix, entry.app, now, self.probe_lease, self.probe_recheck)
         mark, admit, acquired = await self._gate_round_trip(part.mark, gate, gov)
         if mark is not None:
             record = msgspec.json.decode(mark, type=dict[str, Any])
@@ -204,7 +206,7 @@ class OutboxHandler:
         self,
         mark: str,
         gate: tuple[list[str], list[int]],
-        gov: tuple[list[str], tuple[int, ...]] | None,
+        gov: tuple[list[str], tuple[int | str, ...]] | None,
     ) -> tuple[bytes | None, Any, Any]:
         """GET the sent mark, run the circuit and governor scripts: one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:

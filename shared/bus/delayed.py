@@ -86,9 +86,7 @@ async def schedule(redis: Redis, prefix: str, data: bytes, due: float, *, member
         await pipe.execute()
 
 
-def queue_schedule(
-    pipe: Pipeline, prefix: str, data: bytes, due: float, *, member_id: str
-) -> None:
+def queue_schedule(pipe: Pipeline, prefix: str, data: bytes, due: float, *, member_id: str) -> None:
     """:func:`schedule` as commands on ``pipe`` (a MULTI), to commit with other writes."""
     pipe.hset(data_key(prefix), member_id, data)
     pipe.zadd(names.delayed(prefix), {member_id: due})

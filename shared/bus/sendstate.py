@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 from redis.asyncio import Redis
@@ -70,10 +70,9 @@ def delayed(
     pipe: Pipeline, prefix: str, request_id: str, until: float, reason: str, errcode: int = 0
 ) -> None:
     key = names.status(prefix, request_id)
-    fields: dict[str, Any] = {"state": "delayed", "until": repr(until), "reason": reason}
+    pipe.hset(key, mapping={"state": "delayed", "until": repr(until), "reason": reason})
     if errcode:
-        fields["errcode"] = errcode
-    pipe.hset(key, mapping=fields)
+        pipe.hset(key, "errcode", errcode)
     pipe.expire(key, STATUS_TTL)
 
 
@@ -89,10 +88,9 @@ def sent(pipe: Pipeline, prefix: str, request_id: str, msgids: list[str], code: 
 
 def dead(pipe: Pipeline, prefix: str, request_id: str, errcode: int | None, advice: str) -> None:
     key = names.status(prefix, request_id)
-    fields: dict[str, Any] = {"state": "dead", "advice": advice}
+    pipe.hset(key, mapping={"state": "dead", "advice": advice})
     if errcode is not None:
-        fields["errcode"] = errcode
-    pipe.hset(key, mapping=fields)
+        pipe.hset(key, "errcode", errcode)
     pipe.hdel(key, "until", "reason")
     pipe.expire(key, STATUS_TTL)
 

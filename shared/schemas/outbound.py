@@ -8,10 +8,10 @@ unset until the sender fills in the app's.
 
 ``validate`` refuses, with a ``SchemaError`` naming a JSON path like ``$.text.content``, what WeCom
 would refuse or silently truncate. Text and markdown content over WeCom's 2048 bytes is the
-exception: it is accepted up to 20 parts and ``split_request`` turns it into ordered messages
-WeCom accepts (the sender sends them one after the other). Per-field limits are the ``_RULES`` table; rules spanning
-several fields are small functions. Unknown JSON keys are ignored, as msgspec does by default, so a
-field added later does not break an older sender during a rolling deploy.
+exception: it is accepted up to 20 parts and ``split_request`` turns it into ordered messages WeCom
+accepts (the sender sends them one after the other). Per-field limits are the ``_RULES`` table;
+rules spanning several fields are small functions. Unknown JSON keys are ignored, as msgspec does
+by default, so a field added later does not break an older sender during a rolling deploy.
 """
 
 from __future__ import annotations
@@ -377,9 +377,7 @@ def _article_target(article: Article, path: str) -> None:
 
 def _long_content(body: Text | Markdown, path: str) -> None:
     """Content over 2048 bytes is sent as ordered parts (the sender splits it), up to a cap."""
-    if len(body.content.encode()) > PART_BYTES and (
-        n := len(split_text(body.content))
-    ) > MAX_PARTS:
+    if len(body.content.encode()) > PART_BYTES and (n := len(split_text(body.content))) > MAX_PARTS:
         raise SchemaError(
             f"{path}.content",
             f"needs {n} messages of at most {PART_BYTES} bytes; wecom-bus sends at most "
@@ -513,7 +511,7 @@ def decode_send_request(
     return validate(req)
 
 
-_other_decoders: Final = {
+_other_decoders: Final[dict[type[Any], msgspec.json.Decoder[Any]]] = {
     RecallRequest: msgspec.json.Decoder(RecallRequest),
     UpdateTemplateCardRequest: msgspec.json.Decoder(UpdateTemplateCardRequest),
 }

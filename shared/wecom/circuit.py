@@ -51,7 +51,7 @@ CONFIG_ERRCODES: Final = frozenset({60020, 40001, 40013, 48002, 50003, 301002, 4
 
 Reason = Literal["rate_limited", "config"]
 
-# KEYS[1] circuit.  ARGV: now ms, probe lease ms.
+# KEYS[1] circuit.  ARGV: now ms, probe lease ms, wait ms while another send is the probe.
 # 0: closed, go.  -1: go, and this send is the probe.  n > 0: wait n ms.
 ADMIT: Final = Script("""
 local untl = redis.call('HGET', KEYS[1], 'until')
@@ -59,7 +59,7 @@ if not untl then return 0 end
 local now = tonumber(ARGV[1])
 if now < tonumber(untl) then return tonumber(untl) - now end
 local probe = tonumber(redis.call('HGET', KEYS[1], 'probe') or '0')
-if probe > now then return probe - now end
+if probe > now then return math.min(probe - now, tonumber(ARGV[3])) end
 redis.call('HSET', KEYS[1], 'probe', now + tonumber(ARGV[2]))
 return -1
 """)
@@ -104,9 +104,7 @@ class CircuitState(msgspec.Struct, frozen=True, kw_only=True):
     level: int = 0
 
 
-async def read(
-    redis: Redis, prefix: str, app: str, *, now: float | None = None
-) -> CircuitState:
+async def read(redis: Redis, prefix: str, app: str, *, now: float | None = None) -> CircuitState:
     """The circuit of ``app`` as it stands in Redis (one HGETALL)."""
     raw = await redis.hgetall(names.circuit(prefix, app))
     fields = {_text(k): _text(v) for k, v in raw.items()}
@@ -127,9 +125,16 @@ async def read(
     )
 
 
-def admit_call(prefix: str, app: str, now: float, lease: float) -> tuple[list[str], list[int]]:
-    """Keys and args of :data:`ADMIT`, for a caller that pipelines it with other calls."""
-    return [names.circuit(prefix, app)], [round(now * 1000), round(lease * 1000)]
+def admit_call(
+    prefix: str, app: str, now: float, lease: float, recheck: float = 1.0
+) -> tuple[list[str], list[int]]:
+    """Keys and args of :data:`ADMIT`, for a caller that pipelines it with other calls.
+
+    ``lease``: how long a probe may take before another send probes instead; ``recheck``:
+    how soon the other sends ask again while a probe is under way.
+    """
+    args = [round(now * 1000), round(lease * 1000), max(1, round(recheck * 1000))]
+    return [names.circuit(prefix, app)], args
 
 
 async def trip(

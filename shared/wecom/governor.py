@@ -202,7 +202,7 @@ class Governor:
 
     def acquire_call(
         self, app: str, users: Sequence[str], request_id: str
-    ) -> tuple[list[str], tuple[int, ...]] | None:
+    ) -> tuple[list[str], tuple[int | str, ...]] | None:
         """Keys and args of :data:`ACQUIRE` (for a caller that pipelines it), or None when
         nobody is counted; read its result with :meth:`wait_from`."""
         members = _normalise(users)
@@ -229,7 +229,7 @@ class Governor:
 
     def wait_from(self, app: str, result: object) -> float:
         """Seconds to wait from an :data:`ACQUIRE` result (0.0: admitted)."""
-        wait_ms = int(result)  # type: ignore[call-overload]
+        wait_ms = int(str(result))
         if wait_ms > 0:
             DELAYS.labels(app=app).inc()
         return wait_ms / 1000
