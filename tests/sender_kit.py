@@ -168,7 +168,7 @@ async def sender_kit(
         group=names.SENDER_GROUP,
         handler=handler,
         start="backlog",
-        claim_idle_ms=300,
+        claim_idle_ms=5000,  # longer than any send here, even on a loaded machine
         max_deliveries=5,
     )
     app = create_api(settings, redis, clients=clients)

@@ -908,3 +908,16 @@ def test_user_count_accepted_iff_1_to_1000(n: int) -> None:
         with pytest.raises(SchemaError) as info:
             TextSend.to(users, "x")
         assert info.value.field == "$.touser"
+
+
+def test_miniprogram_notice_carries_no_agentid() -> None:
+    body = {
+        "touser": "a",
+        "msgtype": "miniprogram_notice",
+        "miniprogram_notice": {"appid": "wx1", "title": "会议提醒"},
+    }
+    filled = decode_send_request(json.dumps(body), default_agentid=1000002)
+    assert "agentid" not in json.loads(encode_send_request(filled))
+    with pytest.raises(SchemaError) as info:
+        decode_send_request(json.dumps({**body, "agentid": 1000002}))
+    assert info.value.field == "$.agentid"

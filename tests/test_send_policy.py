@@ -171,3 +171,14 @@ async def test_a_replayed_entry_sends_no_part_again(one: Kit) -> None:
     await one.redis.xadd(names.outbox(), {"data": fields[b"data"]})  # an operator's replay
     await one.drain()
     assert len(one.fake.fake.sends) == sent
+
+
+async def test_a_miniprogram_notice_reaches_wecom_without_agentid(one: Kit) -> None:
+    notice = {"appid": "wx123", "page": "pages/index", "title": "会议室预订成功"}
+    await one.put(
+        {"touser": "alice", "msgtype": "miniprogram_notice", "miniprogram_notice": notice}
+    )
+    await one.drain()
+    [body] = one.sends()
+    assert "agentid" not in body
+    assert body["miniprogram_notice"] == notice

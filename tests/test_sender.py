@@ -131,7 +131,7 @@ async def make_sender(
             group=names.SENDER_GROUP,
             handler=handler,
             start="backlog",
-            claim_idle_ms=500,
+            claim_idle_ms=5000,  # longer than any send here, even on a loaded machine
             max_deliveries=5,
         )
         sender = Sender(redis, client, consumer)
