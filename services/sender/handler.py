@@ -260,11 +260,11 @@ class OutboxHandler:
                 await self._dead(entry, exc.errcode, exc.advice)
                 raise Reject(f"errcode {exc.errcode}: {exc.advice}") from None
             log.warning("send failed, will retry", extra={**extra, "errcode": exc.errcode})
-            raise await self._retry(entry, delivery, f"errcode {exc.errcode}", exc) from None
+            raise await self._retry(entry, delivery, f"errcode {exc.errcode}", exc, probe) from None
         except WeComUnavailableError as exc:
             SENDS.labels(entry.app, "unavailable").inc()
             log.warning("WeCom unreachable, will retry", extra={**extra, "error": str(exc)})
-            raise await self._retry(entry, delivery, "WeCom unreachable", exc) from None
+            raise await self._retry(entry, delivery, "WeCom unreachable", exc, probe) from None
 
     async def _trip(self, entry: OutboxEntry, exc: WeComAPIError, probe: bool) -> _Later:
         """Open (or reopen) the app's circuit; the entry waits until the circuit's next probe."""
@@ -309,8 +309,11 @@ class OutboxHandler:
         delivery: Delivery,
         reason: str,
         exc: WeComAPIError | WeComUnavailableError,
+        probe: bool,
     ) -> Retry:
         """The Retry to raise, with the request's state: delayed, or dead on the last try."""
+        if probe:
+            await circuit.release_probe(self.redis, self.prefix, entry.app)
         defer = self.backoff(delivery.delivery_count)
         code = exc.errcode if isinstance(exc, WeComAPIError) else None
         async with self.redis.pipeline(transaction=False) as pipe:

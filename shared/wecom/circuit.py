@@ -43,6 +43,7 @@ __all__ = [
     "admit_call",
     "close",
     "read",
+    "release_probe",
     "trip",
 ]
 
@@ -159,6 +160,11 @@ async def trip(
         ",".join(str(max(1, round(w * 1000))) for w in waits),
     ]
     return bool(await _TRIP(redis, [names.circuit(prefix, app)], args))
+
+
+async def release_probe(redis: Redis, prefix: str, app: str) -> None:
+    """The probe met a transient failure (it proves nothing): let the next send probe now."""
+    await redis.hdel(names.circuit(prefix, app), "probe")
 
 
 async def close(redis: Redis, prefix: str, app: str) -> bool:
