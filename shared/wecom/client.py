@@ -59,16 +59,17 @@ MEDIA_MAX: dict[str, int] = {
     "file": 20 << 20,
 }
 _MEDIA_FORMAT = {"image": "a JPG or PNG image", "voice": "AMR audio", "video": "an MP4 video"}
+# (offset, bytes) signatures a file of the type starts with; "file" may be anything.
+_SIGNATURES: dict[str, tuple[tuple[int, bytes], ...]] = {
+    "image": ((0, b"\xff\xd8\xff"), (0, b"\x89PNG\r\n\x1a\n")),
+    "voice": ((0, b"#!AMR"),),
+    "video": ((4, b"ftyp"),),
+}
 
 
 def _looks_like(kind: str, content: bytes) -> bool:
-    if kind == "image":
-        return content.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"))
-    if kind == "voice":
-        return content.startswith(b"#!AMR")
-    if kind == "video":
-        return content[4:8] == b"ftyp"
-    return True
+    signs = _SIGNATURES.get(kind)
+    return signs is None or any(content[at : at + len(sign)] == sign for at, sign in signs)
 
 
 def check_media(kind: str, content: bytes) -> None:
