@@ -190,17 +190,20 @@ class OutboxHandler:
         gov = self.governor.acquire_call(entry.app, members, part.rid)
         gate = circuit.admit_call(self.prefix, entry.app, now, self.probe_lease, self.probe_recheck)
         mark, admit, acquired = await self._gate_round_trip(part.mark, gate, gov)
+        gov_wait = self.governor.wait_from(entry.app, acquired) if gov is not None else 0.0
+        probe = int(admit) == -1
+        if probe and (mark is not None or gov_wait > 0):  # this send will not probe after all
+            await circuit.release_probe(self.redis, self.prefix, entry.app)
         if mark is not None:
             record = msgspec.json.decode(mark, type=dict[str, Any])
             return SendResult.from_payload(record), False
-        gov_wait = self.governor.wait_from(entry.app, acquired) if gov is not None else 0.0
         if int(admit) > 0:
             if gov is not None and gov_wait == 0:
                 await self.governor.release(entry.app, members, part.rid)
             raise _Later(int(admit) / 1000, "the app's circuit is open")
         if gov_wait > 0:
             raise _Later(gov_wait, "a member's rate limit")
-        return None, int(admit) == -1
+        return None, probe
 
     async def _gate_round_trip(
         self,
