@@ -167,6 +167,8 @@ def routes(state: FakeState) -> list[Route]:
         except SchemaError as exc:
             return refuse(request, app.name, body, schema_errcode(exc), str(exc))
         msgtype = body["msgtype"]
+        if _content_bytes(body, msgtype) > 2048:  # WeCom's limit per message, whatever we split
+            return refuse(request, app.name, body, 45002)
         if req.agentid is None and msgtype != "miniprogram_notice":
             return refuse(request, app.name, body, 41011)
         if req.agentid is not None and req.agentid != app.agent_id:
@@ -301,6 +303,13 @@ def routes(state: FakeState) -> list[Route]:
         Route("/cgi-bin/message/recall", recall, methods=["POST"]),
         Route("/cgi-bin/message/update_template_card", update_template_card, methods=["POST"]),
     ]
+
+
+def _content_bytes(body: dict[str, Any], msgtype: str) -> int:
+    """UTF-8 bytes of a text or markdown message's content (0 for other types)."""
+    inner = body.get(msgtype) if msgtype in ("text", "markdown") else None
+    content = inner.get("content") if isinstance(inner, dict) else None
+    return len(content.encode()) if isinstance(content, str) else 0
 
 
 def _media_ok(state: FakeState, app: FakeApp, media_id: str, msgtype: str) -> bool:
