@@ -12,14 +12,14 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import msgspec
 from redis.asyncio import Redis
 
-from services.fakewecom import FakeApp, FakeConfig, create_app
+from services.fakewecom import DEFAULT_MEMBERS, FakeApp, FakeConfig, create_app
 from services.fakewecom.app import FakeWeCom
 from services.fakewecom.faults import FaultSpec
 from services.sender.api import create_api
@@ -60,19 +60,33 @@ class Recording(httpx.AsyncBaseTransport):
             return await asyncio.wait_for(self.inner.handle_async_request(request), self.timeout)
         except TimeoutError:
             raise httpx.ReadTimeout("no answer in time", request=request) from None
+        except OSError as exc:  # the fake's injected reset, as a socket would report it
+            raise httpx.ReadError(str(exc), request=request) from None
 
 
 @dataclass
 class Kit:
+    """The fake WeCom, a first sender replica (``consumer``, ``handler``) and its send API.
+
+    ``more()`` starts another replica on the same Redis and fake (closed with the kit).
+    """
+
     redis: Redis
     settings: Settings
     fake: FakeWeCom
-    clients: dict[str, WeComClient]
     handler: OutboxHandler
     consumer: Consumer
     api: httpx.AsyncClient
     wire: Recording
     clock: Callable[[], float]
+    make: Callable[[], Replica]
+    replicas: list[Replica] = field(default_factory=list)
+
+    def more(self) -> Replica:
+        """Another sender replica: its own Redis client, token caches and consumer."""
+        made = self.make()
+        self.replicas.append(made)
+        return made
 
     def fault(self, errcode: int, count: int = 1) -> None:
         """The next ``count`` message/send calls are answered with ``errcode``."""
@@ -126,40 +140,46 @@ def text(to: str, content: str, **more: Any) -> dict[str, Any]:
     return {"touser": to, "msgtype": "text", "text": {"content": content}, **more}
 
 
-@asynccontextmanager
-async def sender_kit(
-    redis_url: str,
-    *,
-    duplicate_check: DuplicateCheck = "redelivery",
-    waits: tuple[float, ...] = (0.2, 0.4),
-    probe_interval: float = 0.2,
-    clock: Callable[[], float] = time.time,
-) -> AsyncIterator[Kit]:
-    base = helpers.settings(redis_url, SENDER_API_KEY=API_KEY)
-    settings = msgspec.structs.replace(base, apps={**base.apps, "hr": HR})
-    fake = create_app(
-        FakeConfig(
-            apps=tuple(FakeApp.from_settings(a, None) for a in settings.apps.values()),
-            clock=clock,  # the fake's member windows move with the sender's clock
-        )
-    )
+@dataclass
+class Options:
+    duplicate_check: DuplicateCheck
+    waits: tuple[float, ...]
+    probe_interval: float
+    clock: Callable[[], float]
+
+
+@dataclass
+class Replica:
+    """One sender process's parts: its own Redis client, token caches, clients and consumer."""
+
+    redis: Redis
+    clients: dict[str, WeComClient]
+    handler: OutboxHandler
+    consumer: Consumer
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+        await self.redis.aclose()
+
+
+def replica(redis_url: str, settings: Settings, wire: Recording, options: Options) -> Replica:
     redis = Redis.from_url(redis_url)
-    transport = Recording(httpx.ASGITransport(app=fake), timeout=1.0)
     clients = {
-        name: WeComClient(app, token_source=tokens(redis, app), base_url=BASE, transport=transport)
+        name: WeComClient(app, token_source=tokens(redis, app), base_url=BASE, transport=wire)
         for name, app in settings.apps.items()
     }
     handler = OutboxHandler(
         redis,
         prefix=settings.prefix,
         clients=clients,
-        governor=Governor(redis, prefix=settings.prefix, clock=clock),
+        governor=Governor(redis, prefix=settings.prefix, clock=options.clock),
         backoff_base=0.02,
         backoff_cap=0.05,
-        rate_limited_waits=waits,
-        probe_interval=probe_interval,
+        rate_limited_waits=options.waits,
+        probe_interval=options.probe_interval,
         probe_recheck=0.1,
-        duplicate_check=duplicate_check,
+        duplicate_check=options.duplicate_check,
         max_deliveries=5,
     )
     consumer = Consumer(
@@ -171,12 +191,48 @@ async def sender_kit(
         claim_idle_ms=5000,  # longer than any send here, even on a loaded machine
         max_deliveries=5,
     )
-    app = create_api(settings, redis, clients=clients)
+    return Replica(redis, clients, handler, consumer)
+
+
+@asynccontextmanager
+async def sender_kit(
+    redis_url: str,
+    *,
+    duplicate_check: DuplicateCheck = "redelivery",
+    waits: tuple[float, ...] = (0.2, 0.4),
+    probe_interval: float = 0.2,
+    clock: Callable[[], float] = time.time,
+    members: tuple[str, ...] = DEFAULT_MEMBERS,
+) -> AsyncIterator[Kit]:
+    base = helpers.settings(redis_url, SENDER_API_KEY=API_KEY)
+    settings = msgspec.structs.replace(base, apps={**base.apps, "hr": HR})
+    fake = create_app(
+        FakeConfig(
+            apps=tuple(FakeApp.from_settings(a, None) for a in settings.apps.values()),
+            clock=clock,  # the fake's member windows move with the sender's clock
+            members=members,
+        )
+    )
+    wire = Recording(httpx.ASGITransport(app=fake), timeout=1.0)
+    options = Options(duplicate_check, waits, probe_interval, clock)
+    first = replica(redis_url, settings, wire, options)
+    app = create_api(settings, first.redis, clients=first.clients)
     api = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sender")
+    kit = Kit(
+        first.redis,
+        settings,
+        fake,
+        first.handler,
+        first.consumer,
+        api,
+        wire,
+        clock,
+        make=lambda: replica(redis_url, settings, wire, options),
+        replicas=[first],
+    )
     try:
-        yield Kit(redis, settings, fake, clients, handler, consumer, api, transport, clock)
+        yield kit
     finally:
         await api.aclose()
-        for client in clients.values():
-            await client.aclose()
-        await redis.aclose()
+        for made in kit.replicas:
+            await made.aclose()
