@@ -19,9 +19,8 @@ import httpx
 import msgspec
 from redis.asyncio import Redis
 
-from services.fakewecom import DEFAULT_MEMBERS, FakeApp, FakeConfig, create_app
-from services.fakewecom.app import FakeWeCom
-from services.fakewecom.faults import FaultSpec
+from devkit.fakewecom import DEFAULT_MEMBERS, FakeApp, FakeConfig, FakeWeCom, create_app
+from devkit.fakewecom.faults import FaultSpec
 from services.sender.api import create_api
 from services.sender.handler import DuplicateCheck, OutboxHandler
 from shared.bus import delayed, names
@@ -90,7 +89,11 @@ class Kit:
 
     def fault(self, errcode: int, count: int = 1) -> None:
         """The next ``count`` message/send calls are answered with ``errcode``."""
-        self.fake.faults.add(FaultSpec(errcode=errcode, count=count, path="message/send"))
+        self.inject(errcode=errcode, count=count)
+
+    def inject(self, **spec: Any) -> None:
+        """Queue a fault of the fake (errcode, timeout, reset, delay…) for message/send."""
+        self.fake.faults.add(FaultSpec(**spec, path="message/send"))
 
     def lose_answer(self) -> None:
         """The next message/send is delivered, but its answer never comes back (a timeout)."""

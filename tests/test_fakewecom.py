@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.fakewecom import FakeApp, FakeConfig, FakeState, create_app
-from services.fakewecom.__main__ import config_from_env
+from devkit.fakewecom import FakeApp, FakeConfig, FakeState, create_app
+from devkit.fakewecom.__main__ import config_from_env
 from shared.config import Secret
 from shared.errors import ConfigError
 from shared.protocol.crypto import CallbackCrypto

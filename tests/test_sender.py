@@ -13,7 +13,6 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis
 
-from services.fakewecom.faults import FaultSpec
 from shared.bus import delayed, names, sendstate
 from tests import helpers
 from tests.sender_kit import Kit, sender_kit, text
@@ -91,14 +90,11 @@ async def test_token_revoked_mid_run_one_refresh_each_message_once(kit: Kit) -> 
 
 async def test_bursts_of_busy_and_concurrency_errors_are_delivered_later_once(kit: Kit) -> None:
     # 45009 pauses the whole app instead: tests/test_circuit.py
-    for spec in (
-        FaultSpec(errcode=-1, count=2, path="message/send"),
-        FaultSpec(errcode=6000, path="message/send"),
-        FaultSpec(errcode=45033, path="message/send"),
-        FaultSpec(timeout=True, seconds=3, path="message/send"),  # no answer: the send times out
-        FaultSpec(reset=True, path="message/send"),
-    ):
-        kit.fake.faults.add(spec)
+    kit.inject(errcode=-1, count=2)
+    kit.inject(errcode=6000)
+    kit.inject(errcode=45033)
+    kit.inject(timeout=True, seconds=3)  # no answer: the send times out
+    kit.inject(reset=True)
     for i in range(10):
         await kit.put(text("alice" if i % 2 else "bob", f"m{i}"))
     await kit.drain()
