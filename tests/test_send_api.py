@@ -153,6 +153,13 @@ BAD: list[tuple[str, str, dict[str, Any], int, str | None]] = [
         "media",
     ),
     ("POST", "/v1/media?type=image", {"content": PNG}, 422, "media"),
+    (
+        "POST",
+        "/v1/media?type=image",
+        {"content": PNG, "headers": {**AUTH, "content-type": "multipart/form-data"}},
+        400,  # no boundary: not multipart at all
+        None,
+    ),
     ("POST", "/v1/media?type=voice", media(b"#!AMR" + b"\0" * (3 << 20), "a.amr"), 413, None),
     ("POST", "/v1/media?type=image", {**media(PNG), "headers": {}}, 401, None),
 ]
