@@ -86,6 +86,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sender_api_key: Secret | None = None
     sender_daily_quota: int = 0  # person-times per app per day; 0 = no quota of ours
     sender_rate_limited_wait: float = 60.0  # least wait after errcode 45009
+    # when sends carry enable_duplicate_check: on a redelivery, on every send, or never
+    sender_duplicate_check: Literal["redelivery", "always", "off"] = "redelivery"
+    sender_circuit_probe: float = 60.0  # seconds between probes of an app paused by config
     drain_timeout: float = 20.0
     responder_other_reply: str = ""  # answer to messages no behaviour answers ("" = none)
     log_level: str = "info"
@@ -259,6 +262,17 @@ def _apps_from_file(path_str: str) -> dict[str, AppSettings]:
     return apps
 
 
+def _duplicate_check(env: Mapping[str, str]) -> Literal["redelivery", "always", "off"]:
+    value = (_get(env, "SENDER_DUPLICATE_CHECK") or "redelivery").lower()
+    if value == "always":
+        return "always"
+    if value == "off":
+        return "off"
+    if value == "redelivery":
+        return "redelivery"
+    raise ConfigError("SENDER_DUPLICATE_CHECK", "must be redelivery, always or off")
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check every variable once; raise ConfigError naming the first bad one."""
     env = _with_secret_files(os.environ if environ is None else environ)
@@ -314,6 +328,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sender_api_key=Secret(api_key) if api_key else None,
         sender_daily_quota=_number(env, "SENDER_DAILY_QUOTA", 0, int, 0),
         sender_rate_limited_wait=_number(env, "SENDER_RATE_LIMITED_WAIT", 60.0, float, 0),
+        sender_duplicate_check=_duplicate_check(env),
+        sender_circuit_probe=_number(env, "SENDER_CIRCUIT_PROBE", 60.0, float, 1),
         drain_timeout=_number(env, "BUS_DRAIN_TIMEOUT", _BUS.drain_timeout, float, 0),
         responder_other_reply=_get(env, "RESPONDER_OTHER_REPLY") or "",
         log_level=level,

@@ -199,7 +199,7 @@ GOOD = '[[rule]]\nmatch = "a"\nreply = "b"\n\n'
         (GOOD + '[[rule]]\nmatch = "x"\nreply = "y"\napps = "hr"\n', "key 'apps'", "list"),
         (GOOD + '[[rule]]\nmatch = "x"\nreply = "y"\nusers = [1]\n', "key 'users'", "list"),
         (GOOD + '[[rule]]\nmatch = "(x"\nreply = "y"\nregex = true\n', "key 'match'", "regular"),
-        (GOOD + f'[[rule]]\nmatch = "x"\nreply = "{"长" * 700}"\n', "key 'reply'", "2048"),
+        (GOOD + f'[[rule]]\nmatch = "x"\nreply = "{"长" * 14_000}"\n', "key 'reply'", "2048"),
         ("rule = [1]\n", "rule #1", "must be a table"),
         ('[[rules]]\nmatch = "x"\n', "'rules'", "unknown top-level key"),
         ("# nothing yet\n", "", "has no rules"),

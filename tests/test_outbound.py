@@ -18,9 +18,12 @@ from shared.schemas.cards import (
     Button,
     CardAction,
     CardImage,
+    HorizontalContent,
     MainTitle,
+    SubmitButton,
     TemplateCard,
     UpdateButton,
+    UpdatedCard,
     UpdateTemplateCardRequest,
 )
 from shared.schemas.outbound import (
@@ -51,6 +54,7 @@ from shared.schemas.outbound import (
     VoiceSend,
     decode_send_request,
     encode_send_request,
+    split_request,
     validate,
 )
 
@@ -358,7 +362,7 @@ def test_recall_and_update_template_card_bodies() -> None:
         "response_code": "REsPoNsEcOdE",
         "button": {"replace_name": "已处理"},
     }
-    card = TemplateCard(card_type="vote_interaction", replace_text="已投票", task_id="t1")
+    card = UpdatedCard(card_type="vote_interaction", replace_text="已投票", task_id="t1")
     whole = UpdateTemplateCardRequest(response_code="c", atall=1, template_card=card)
     assert wire(validate(whole))["template_card"] == {
         "card_type": "vote_interaction",
@@ -424,8 +428,9 @@ def test_reply_to_answers_the_sender() -> None:
 
 def test_markdown_to() -> None:
     assert MarkdownSend.to(["a", "b"], "# t").touser == "a|b"
+    assert MarkdownSend.to("a", "x" * 2049).markdown.content == "x" * 2049  # sent in 2 parts
     with pytest.raises(SchemaError) as info:
-        MarkdownSend.to("a", "x" * 2049)
+        MarkdownSend.to("a", "x" * (20 * 2048 + 1))
     assert info.value.field == "$.markdown.content"
 
 
@@ -494,13 +499,15 @@ def test_option_edges_accepted() -> None:
 
 
 @pytest.mark.parametrize("make", [text, lambda c: MarkdownSend(markdown=Markdown(content=c), **TO)])
-def test_content_limit_counts_utf8_bytes(make: Any) -> None:
+def test_content_over_one_message_is_split_up_to_twenty_parts(make: Any) -> None:
     field = "$.text.content" if make is text else "$.markdown.content"
-    validate(make("a" * 2048))
-    validate(make(HAN * 682 + "ab"))  # 2046 + 2 bytes
-    rejected(make("a" * 2049), field)
-    error = rejected(make(HAN * 683), field)  # 683 characters, 2049 bytes
-    assert "2049 bytes" in error.problem
+    one = validate(make(HAN * 682 + "ab"))  # 2046 + 2 bytes: one message
+    assert split_request(one) == [one]
+    two = split_request(validate(make(HAN * 683)))  # 2049 bytes: two
+    assert [len(encode_send_request(p)) < 2048 + 200 for p in two] == [True, True]
+    validate(make("a" * 20 * 2048))  # 20 full parts
+    error = rejected(make(HAN * (20 * 2048 // 3 + 1)), field)  # 21 parts
+    assert "21 messages" in error.problem
     assert HAN not in str(error)  # no message text in errors
     rejected(make(""), field)
     rejected(make(" \n\t"), field)
@@ -634,18 +641,39 @@ def test_miniprogram_notice_limits() -> None:
 # --- Template cards --------------------------------------------------------------------------
 
 
+TAP = CardAction(type=1, url="https://work.weixin.qq.com")
+OPTIONS = {"question_key": "q", "option_list": [{"id": "1", "text": "一"}]}
+SUBMIT = SubmitButton(text="提交", key="submit")
+
+
 def tcard(**fields: Any) -> TemplateCardSend:
-    base: dict[str, Any] = {"card_type": "text_notice", "main_title": MainTitle(title="标题")}
+    base: dict[str, Any] = {
+        "card_type": "text_notice",
+        "main_title": MainTitle(title="标题"),
+        "card_action": TAP,
+    }
     return TemplateCardSend(template_card=TemplateCard(**{**base, **fields}), **TO)
+
+
+def interactive(card_type: str, **fields: Any) -> TemplateCardSend:
+    """A card of an interactive type with every part its type needs, overridable."""
+    needs: dict[str, dict[str, Any]] = {
+        "button_interaction": {"button_list": (Button(text="同意", key="yes"),)},
+        "vote_interaction": {"checkbox": OPTIONS, "submit_button": SUBMIT},
+        "multiple_interaction": {"select_list": (OPTIONS,), "submit_button": SUBMIT},
+    }
+    parts = needs[card_type]
+    base = {"card_type": card_type, "task_id": "t1", "card_action": None, **parts}
+    return tcard(**{**base, **fields})
 
 
 def test_card_type_must_be_one_of_five() -> None:
     validate(tcard(card_type="text_notice"))
     validate(tcard(card_type="news_notice", card_image=CardImage(url="https://x/a.png")))
     validate(tcard(card_type="news_notice", image_text_area={"url": "https://x", "title": "t"}))
-    validate(tcard(card_type="button_interaction"))
-    validate(tcard(card_type="vote_interaction"))
-    validate(tcard(card_type="multiple_interaction", select_list=({"question_key": "q"},)))
+    validate(interactive("button_interaction"))
+    validate(interactive("vote_interaction"))
+    validate(interactive("multiple_interaction"))
     rejected(tcard(card_type="fancy_notice"), "$.template_card.card_type")
     body = {**DOC_EXAMPLES["template_card"]}
     body["template_card"] = {**body["template_card"], "card_type": "fancy_notice"}
@@ -679,8 +707,73 @@ def test_card_type_needs_its_parts() -> None:
     rejected(tcard(main_title=None), "$.template_card.main_title.title")
     validate(tcard(main_title=None, sub_title_text="正文"))
     rejected(tcard(card_type="news_notice"), "$.template_card.card_image")
-    rejected(tcard(card_type="multiple_interaction"), "$.template_card.select_list")
+    rejected(interactive("multiple_interaction", select_list=None), "$.template_card.select_list")
     rejected(tcard(button_list=(Button(text="b", key="k"),) * 7), "$.template_card.button_list")
+
+
+@pytest.mark.parametrize(
+    ("card", "field"),
+    [
+        # text_notice and news_notice need card_action, and a usable one
+        (tcard(card_action=None), "card_action"),
+        (tcard(card_action=CardAction(type=1)), "card_action.url"),
+        (tcard(card_action=CardAction(type=2)), "card_action.appid"),
+        (tcard(card_action=CardAction(url="https://x")), "card_action.type"),
+        (
+            tcard(
+                card_type="news_notice",
+                card_image=CardImage(url="https://x/a.png"),
+                card_action=None,
+            ),
+            "card_action",
+        ),
+        # button, vote and multiple need task_id
+        (interactive("button_interaction", task_id=None), "task_id"),
+        (interactive("vote_interaction", task_id=None), "task_id"),
+        (interactive("multiple_interaction", task_id=None), "task_id"),
+        # button needs button_list, each button its key (callback) or url (type 1)
+        (interactive("button_interaction", button_list=None), "button_list"),
+        (interactive("button_interaction", button_list=()), "button_list"),
+        (
+            interactive("button_interaction", button_list=(Button(text="b", type=1),)),
+            "button_list[0].url",
+        ),
+        (
+            interactive("button_interaction", button_list=(Button(text="b"),)),
+            "button_list[0].key",
+        ),
+        # vote needs checkbox (1-20 options) and submit_button
+        (interactive("vote_interaction", checkbox=None), "checkbox"),
+        (
+            interactive("vote_interaction", checkbox={"question_key": "q", "option_list": []}),
+            "checkbox.option_list",
+        ),
+        (interactive("vote_interaction", submit_button=None), "submit_button"),
+        # multiple needs submit_button, and 1-10 options per select list
+        (interactive("multiple_interaction", submit_button=None), "submit_button"),
+        (
+            interactive(
+                "multiple_interaction",
+                select_list=(
+                    {"question_key": "q", "option_list": [OPTIONS["option_list"][0]] * 11},
+                ),
+            ),
+            "select_list[0].option_list",
+        ),
+        # horizontal items of type 1/2/3 need url/media_id/userid
+        (
+            tcard(horizontal_content_list=(HorizontalContent(keyname="k", type=3),)),
+            "horizontal_content_list[0].userid",
+        ),
+    ],
+)
+def test_per_type_card_rules(card: TemplateCardSend, field: str) -> None:
+    rejected(card, f"$.template_card.{field}")
+
+
+def test_an_updated_card_needs_only_what_every_card_needs() -> None:
+    card = UpdatedCard(card_type="button_interaction", replace_text="已处理")
+    validate(UpdateTemplateCardRequest(response_code="c", template_card=card))
 
 
 def test_update_template_card_limits() -> None:
@@ -695,7 +788,7 @@ def test_update_template_card_limits() -> None:
         req = UpdateTemplateCardRequest(response_code="c", button=button, **{field: many})
         rejected(req, f"$.{field}")
     rejected(UpdateTemplateCardRequest(response_code="c", atall=1), "$.button")
-    card = TemplateCard(card_type="button_interaction")
+    card = UpdatedCard(card_type="button_interaction")
     both = UpdateTemplateCardRequest(response_code="c", button=button, template_card=card)
     rejected(both, "$.button")
     rejected(UpdateTemplateCardRequest(response_code=" ", button=button), "$.response_code")
@@ -703,7 +796,7 @@ def test_update_template_card_limits() -> None:
         UpdateTemplateCardRequest(response_code="c", button=UpdateButton(replace_name="")),
         "$.button.replace_name",
     )
-    bad_card = TemplateCard(card_type="vote_interaction", task_id="bad id")
+    bad_card = UpdatedCard(card_type="vote_interaction", task_id="bad id")
     rejected(
         UpdateTemplateCardRequest(response_code="c", template_card=bad_card),
         "$.template_card.task_id",
@@ -815,3 +908,16 @@ def test_user_count_accepted_iff_1_to_1000(n: int) -> None:
         with pytest.raises(SchemaError) as info:
             TextSend.to(users, "x")
         assert info.value.field == "$.touser"
+
+
+def test_miniprogram_notice_carries_no_agentid() -> None:
+    body = {
+        "touser": "a",
+        "msgtype": "miniprogram_notice",
+        "miniprogram_notice": {"appid": "wx1", "title": "会议提醒"},
+    }
+    filled = decode_send_request(json.dumps(body), default_agentid=1000002)
+    assert "agentid" not in json.loads(encode_send_request(filled))
+    with pytest.raises(SchemaError) as info:
+        decode_send_request(json.dumps({**body, "agentid": 1000002}))
+    assert info.value.field == "$.agentid"

@@ -14,8 +14,6 @@ from shared.bus.scripts import Script
 BUS = Path(__file__).parent.parent / "shared" / "bus"
 # Other ways of running Lua: redis-py's register_script, EVAL/EVALSHA by hand, a home-made class.
 OTHER_WAYS = re.compile(r"register_script\(|\.evalsha\(|\.eval\(|class _?Script\b")
-# Converted on the sender branch (it owns that file); listed, not hidden: it turns to XPASS there.
-SENDER_OWNED = {"delayed.py"}
 
 
 def bus_modules() -> list[object]:
@@ -23,12 +21,7 @@ def bus_modules() -> list[object]:
     for path in sorted(BUS.glob("*.py")):
         if path.name == "scripts.py":
             continue
-        marks = (
-            [pytest.mark.xfail(reason="the sender branch moves its script to Script")]
-            if path.name in SENDER_OWNED
-            else []
-        )
-        params.append(pytest.param(path, id=path.name, marks=marks))
+        params.append(pytest.param(path, id=path.name))
     return params
 
 

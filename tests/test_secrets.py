@@ -85,7 +85,9 @@ def test_no_secret_in_logs_metrics_error_bodies_or_dead_letters(
         assert response.status_code == status, response.text
         bodies.append(response.text)
 
-    with running_system(own_redis.url, tmp_path, LOG_LEVEL="debug") as system:
+    with running_system(
+        own_redis.url, tmp_path, LOG_LEVEL="debug", SENDER_CIRCUIT_PROBE="2"
+    ) as system:
         api = system.url("sender", "/v1/messages")
         good = {"Authorization": f"Bearer {system.api_key}"}
         # The conversation.
@@ -135,10 +137,20 @@ def test_no_secret_in_logs_metrics_error_bodies_or_dead_letters(
         system.push(**{"from": "alice", "content": "after revocation"})
         system.wait_for(lambda: "after revocation" in texts(system), what="a fresh token")
         tokens.add(access_token(own_redis.url))
+        # 60020 pauses the app (its advice names the IP) until a probe gets through.
         system.fake("POST", "/fake/faults", json={"errcode": 60020, "path": "message/send"})
         system.push(**{"from": "alice", "content": "meets 60020"})
+        system.wait_for(
+            lambda: any(
+                m["status"] == "delivered"
+                and m["body"].get("text", {}).get("content") == "meets 60020"
+                for m in system.sends()
+            ),
+            what="the send paused by 60020",
+        )
+        system.push(**{"from": "nobody-here", "content": "to no member"})  # WeCom: 81013
         client = Redis.from_url(own_redis.url)
-        system.wait_for(lambda: client.xlen(names.deadletter()) == 1, what="the 60020 dead letter")
+        system.wait_for(lambda: client.xlen(names.deadletter()) == 1, what="the 81013 dead letter")
 
         # Redis goes away for a moment: every service logs about it.
         own_redis.kill()
@@ -170,7 +182,7 @@ def test_no_secret_in_logs_metrics_error_bodies_or_dead_letters(
         "AES key (hex)": key_bytes.hex(),
         **{f"token {i}": t for i, t in enumerate(tokens)},
     }
-    assert "errcode 60020" in letters[0]["error"]
+    assert "errcode 81013" in letters[0]["error"]
     # The failures did happen (so the logs were given every chance to leak).
     assert "60020" in logs and "redis unreachable" in logs and "bad_signature" in logs
     assert gettoken == 3  # at the start, after 40014, after the revocation

@@ -14,11 +14,12 @@ from redis.exceptions import RedisError
 
 from services.runtime import Supervisor, make_consumer, run_async, serve_consumer
 from services.sender.api import create_api
-from services.sender.handler import OutboxHandler
+from services.sender.handler import OutboxHandler, show_circuit
 from shared import logs
 from shared.bus import delayed, names
 from shared.bus.worker import Consumer
 from shared.config import AppSettings, Settings, load_settings
+from shared.wecom import circuit
 from shared.wecom.client import TokenFetcher, WeComClient
 from shared.wecom.governor import Governor
 from shared.wecom.token import TokenCache
@@ -60,7 +61,10 @@ def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> 
         prefix=settings.prefix,
         clients=clients,
         governor=governor,
-        rate_limited_floor=settings.sender_rate_limited_wait,
+        rate_limited_waits=(settings.sender_rate_limited_wait, 3600.0),
+        probe_interval=settings.sender_circuit_probe,
+        duplicate_check=settings.sender_duplicate_check,
+        max_deliveries=settings.max_deliveries,
     )
     return make_consumer(
         settings,
@@ -102,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
                 while not stop.is_set():
                     with contextlib.suppress(RedisError, OSError):
                         DELAYED.set(await delayed.size(redis, settings.prefix))
+                        for name in clients:  # another replica may have changed a circuit
+                            state = await circuit.read(redis, settings.prefix, name)
+                            show_circuit(name, state.state)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 5.0)
 

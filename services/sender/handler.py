@@ -1,37 +1,44 @@
-"""The outbox handler: one send request in, at most one delivery to WeCom out.
+"""The outbox handler: one send request in, each of its messages delivered to WeCom once.
 
-For each entry: already sent (``sent:<id>``) → done; over a member's rate limit → park it in
-``<prefix>:delayed`` until a slot is free; else send. A redelivered entry (it may have reached
-WeCom before a crash or timeout) is sent with ``enable_duplicate_check`` so WeCom drops a copy.
-Transient failures → ``Retry`` with exponential backoff and jitter (then, after
-``BUS_MAX_DELIVERIES``, the dead letter); permanent ones → ``Reject`` with WeCom's errcode and a
-sentence of advice.
+For each entry, and for each part of it (a text or markdown reply over 2048 bytes is sent as
+ordered parts, ``shared.schemas.split``), one pipelined round trip asks three questions: was it
+sent already (``sent:<id>``, or ``sent:<id>#<k>`` for part k)? Is the app's circuit closed
+(``shared.wecom.circuit``)? Do its members have room (``Governor``)? Already sent → skip;
+circuit open or no room → park the entry in ``<prefix>:delayed`` until then (it comes back as a
+new outbox entry and resumes at its first unsent part); else send, then mark it sent.
+
+``enable_duplicate_check`` follows ``SENDER_DUPLICATE_CHECK``: ``redelivery`` (default) sets it
+when an earlier attempt may have reached WeCom, which the per-part attempt count in the
+request's status hash tells even after the delayed queue; ``always`` on every send; ``off``
+never. Transient failures → ``Retry`` with exponential backoff and jitter (then, after
+``BUS_MAX_DELIVERIES``, the dead letter); WeCom refusing the app as a whole (45009, config
+errors) → the app's circuit opens and the entry waits; WeCom refusing the message → ``Reject``
+with WeCom's errcode and a sentence of advice. Every outcome is written to the status hash
+``GET /v1/messages/{id}`` reads.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import msgspec
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
-from shared.bus import delayed, names
+from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
 from shared.schemas.envelope import OutboxEntry, decode_outbox
-from shared.schemas.outbound import encode_send_request
+from shared.schemas.outbound import SendRequest, encode_send_request, split_request
+from shared.wecom import circuit
 from shared.wecom.client import SendResult, WeComClient
-from shared.wecom.errors import (
-    PermanentAPIError,
-    WeComAPIError,
-    WeComUnavailableError,
-)
-from shared.wecom.governor import Governor, counted_members
+from shared.wecom.errors import PermanentAPIError, WeComAPIError, WeComUnavailableError
+from shared.wecom.governor import ACQUIRE, Governor, counted_members, seconds_to_midnight
 
-__all__ = ["OutboxHandler"]
+__all__ = ["CIRCUIT", "OutboxHandler", "show_circuit"]
 
 log = logging.getLogger("wecom_bus.sender")
 
@@ -46,9 +53,38 @@ PARTIAL = Counter(
 SKIPPED = Counter(
     "wecom_sender_skipped", "Requests not sent again because sent:<id> exists", ["app"]
 )
+CIRCUIT = Gauge(
+    "wecom_sender_circuit",
+    "1 for the state each app's send circuit is in (closed, open, probing), else 0",
+    ["app", "state"],
+)
 
 SENT_TTL = 7 * 86_400  # WeCom's recall window is 24 h; the card response_code lives 72 h
+DuplicateCheck = Literal["redelivery", "always", "off"]
 _sent_encoder = msgspec.json.Encoder()
+
+
+def show_circuit(app: str, state: str) -> None:
+    """Set the circuit gauge of ``app`` to ``state`` (one of its three label values is 1)."""
+    for name in ("closed", "open", "probing"):
+        CIRCUIT.labels(app, name).set(1 if name == state else 0)
+
+
+class _Later(Exception):
+    """Internal: park the entry in the delayed queue for ``wait`` seconds."""
+
+    def __init__(self, wait: float, reason: str, errcode: int = 0) -> None:
+        super().__init__(reason)
+        self.wait, self.reason, self.errcode = wait, reason, errcode
+
+
+class _Part(msgspec.Struct, frozen=True):
+    """One message of a request: its number (1-based), its sent mark and its governor id."""
+
+    k: int
+    request: SendRequest
+    mark: str
+    rid: str
 
 
 class OutboxHandler:
@@ -61,21 +97,32 @@ class OutboxHandler:
         governor: Governor,
         backoff_base: float = 1.0,
         backoff_cap: float = 300.0,
-        rate_limited_floor: float = 60.0,
+        rate_limited_waits: Sequence[float] = (60.0, 3600.0),
+        probe_interval: float = 60.0,
+        probe_lease: float = 30.0,
+        probe_recheck: float = 1.0,
+        duplicate_check: DuplicateCheck = "redelivery",
+        max_deliveries: int = 5,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.clients = clients
         self.governor = governor
+        self.clock = governor.clock
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        # 45009 means WeCom blocks the app for at least a minute; don't knock before that.
-        self.rate_limited_floor = rate_limited_floor
+        # 45009: WeCom blocks the app for a minute, an hour, or the rest of its day.
+        self.rate_limited_waits = tuple(rate_limited_waits)
+        self.probe_interval = probe_interval
+        self.probe_lease = probe_lease
+        self.probe_recheck = probe_recheck
+        self.duplicate_check = duplicate_check
+        self.max_deliveries = max_deliveries
 
-    def backoff(self, attempt: int, floor: float = 0.0) -> float:
-        """Exponential with full jitter on top of the floor WeCom asks for (e.g. 60 s for 45009)."""
+    def backoff(self, attempt: int) -> float:
+        """Exponential with full jitter, capped."""
         ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
-        return floor + random.uniform(ceiling / 2, ceiling)
+        return random.uniform(ceiling / 2, ceiling)
 
     async def __call__(self, delivery: Delivery) -> Sequence[Output]:
         raw = delivery.fields.get(b"data", b"")
@@ -85,50 +132,239 @@ class OutboxHandler:
             raise Reject(f"undecodable outbox entry: {exc}") from None
         client = self.clients.get(entry.app)
         if client is None:
+            await self._dead(entry, None, "this sender has no such app; check the apps file")
             raise Reject(f"unknown app {entry.app!r}: not configured in this sender")
-        sent_key = names.sent(self.prefix, entry.id)
-        if await self.redis.exists(sent_key):
+        parts = self._parts(entry)
+        if len(parts) > 1 and await self.redis.exists(names.sent(self.prefix, entry.id)):
             SKIPPED.labels(entry.app).inc()
             return []
-        users = counted_members(entry.request.touser)
-        wait = await self.governor.acquire(entry.app, users, entry.id)
-        if wait > 0:
-            await delayed.schedule(
-                self.redis, self.prefix, raw, self.governor.clock() + wait, member_id=entry.id
-            )
-            log.info(
-                "rate limit: send delayed",
-                extra={"trace_id": entry.trace_id, "request_id": entry.id, "wait": round(wait, 1)},
-            )
-            return []  # acked: the request now waits in <prefix>:delayed
-        result = await self._send(client, entry, attempt=delivery.delivery_count)
-        record = {"msgid": result.msgid, "response_code": result.response_code, "at": time.time()}
-        await self.redis.set(sent_key, _sent_encoder.encode(record), ex=SENT_TTL)
-        self._report(entry, result)
+        results: list[SendResult] = []
+        try:
+            for part in parts:
+                results.append(await self._deliver(delivery, entry, client, part, results, parts))
+        except _Later as later:
+            await self._defer(raw, entry, later)
         return []
 
-    async def _send(self, client: WeComClient, entry: OutboxEntry, *, attempt: int) -> SendResult:
-        request = entry.request
-        if attempt > 1 and not request.enable_duplicate_check:
+    def _parts(self, entry: OutboxEntry) -> list[_Part]:
+        pieces = split_request(entry.request)
+        if len(pieces) == 1:
+            return [_Part(1, pieces[0], names.sent(self.prefix, entry.id), entry.id)]
+        return [
+            _Part(k, piece, names.sent_part(self.prefix, entry.id, k), f"{entry.id}#{k}")
+            for k, piece in enumerate(pieces, 1)
+        ]
+
+    async def _deliver(
+        self,
+        delivery: Delivery,
+        entry: OutboxEntry,
+        client: WeComClient,
+        part: _Part,
+        done: list[SendResult],
+        parts: list[_Part],
+    ) -> SendResult:
+        """Send one part unless it was sent already; raises _Later when it has to wait."""
+        earlier, probe = await self._gate(entry, part)
+        if earlier is not None:
+            SKIPPED.labels(entry.app).inc()
+            return earlier
+        async with self.redis.pipeline(transaction=False) as pipe:
+            sendstate.attempt(pipe, self.prefix, entry.id, part.k)
+            tries = int((await pipe.execute())[0])
+        redelivered = tries > 1 or delivery.delivery_count > 1
+        result = await self._send(client, entry, part, redelivered, probe, delivery)
+        if probe and await circuit.close(self.redis, self.prefix, entry.app):
+            show_circuit(entry.app, "closed")
+            log.info("circuit closed: WeCom accepts the app again", extra={"app": entry.app})
+        last = part.k == len(parts)
+        await self._record(entry, part, result, [*done, result] if last else None)
+        self._report(entry, result)
+        return result
+
+    async def _gate(self, entry: OutboxEntry, part: _Part) -> tuple[SendResult | None, bool]:
+        """(the earlier result when already sent, whether this send is the circuit's probe);
+        raises _Later when the circuit or the governor says wait."""
+        now = self.clock()
+        members = counted_members(part.request.touser)
+        gov = self.governor.acquire_call(entry.app, members, part.rid)
+        gate = circuit.admit_call(self.prefix, entry.app, now, self.probe_lease, self.probe_recheck)
+        mark, admit, acquired = await self._gate_round_trip(part.mark, gate, gov)
+        gov_wait = self.governor.wait_from(entry.app, acquired) if gov is not None else 0.0
+        probe = int(admit) == -1
+        if probe and (mark is not None or gov_wait > 0):  # this send will not probe after all
+            await circuit.release_probe(self.redis, self.prefix, entry.app)
+        if mark is not None:
+            record = msgspec.json.decode(mark, type=dict[str, Any])
+            return SendResult.from_payload(record), False
+        if int(admit) > 0:
+            if gov is not None and gov_wait == 0:
+                await self.governor.release(entry.app, members, part.rid)
+            raise _Later(int(admit) / 1000, "the app's circuit is open")
+        if gov_wait > 0:
+            raise _Later(gov_wait, "a member's rate limit")
+        return None, probe
+
+    async def _gate_round_trip(
+        self,
+        mark: str,
+        gate: tuple[list[str], list[int]],
+        gov: tuple[list[str], tuple[int | str, ...]] | None,
+    ) -> tuple[bytes | None, Any, Any]:
+        """GET the sent mark, run the circuit and governor scripts: one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(mark)
+            circuit.ADMIT.queue(pipe, *gate)
+            if gov is not None:
+                ACQUIRE.queue(pipe, *gov)
+            results = await pipe.execute(raise_on_error=False)
+        if any(isinstance(r, NoScriptError) for r in results):  # Redis restarted: load them
+            results[1] = await circuit.ADMIT(self.redis, *gate)
+            if gov is not None:
+                results[2] = await ACQUIRE(self.redis, *gov)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results[0], results[1], results[2] if gov is not None else 0
+
+    def _with_duplicate_check(self, request: SendRequest, redelivered: bool) -> SendRequest:
+        wanted = self.duplicate_check == "always" or (
+            self.duplicate_check == "redelivery" and redelivered
+        )
+        if wanted and not request.enable_duplicate_check:
             # It may have reached WeCom before a crash or a timeout: let WeCom drop the copy.
-            request = msgspec.structs.replace(request, enable_duplicate_check=1)
+            return msgspec.structs.replace(request, enable_duplicate_check=1)
+        return request
+
+    async def _send(
+        self,
+        client: WeComClient,
+        entry: OutboxEntry,
+        part: _Part,
+        redelivered: bool,
+        probe: bool,
+        delivery: Delivery,
+    ) -> SendResult:
+        request = self._with_duplicate_check(part.request, redelivered)
         extra = {"trace_id": entry.trace_id, "request_id": entry.id, "app": entry.app}
         try:
             return await client.send(encode_send_request(request))
-        except PermanentAPIError as exc:
+        except WeComAPIError as exc:
             SENDS.labels(entry.app, str(exc.errcode)).inc()
-            await self.governor.release(entry.app, counted_members(request.touser), entry.id)
-            log.error("send refused by WeCom", extra={**extra, "errcode": exc.errcode})
-            raise Reject(f"errcode {exc.errcode}: {exc.advice}") from None
-        except WeComAPIError as exc:  # token (already retried once), -1, 6000, 45009, 45033
-            SENDS.labels(entry.app, str(exc.errcode)).inc()
-            floor = self.rate_limited_floor if exc.errcode == 45009 else 0.0
+            members = counted_members(request.touser)
+            if exc.errcode in circuit.RATE_ERRCODES | circuit.CONFIG_ERRCODES:
+                await self.governor.release(entry.app, members, part.rid)
+                raise await self._trip(entry, exc, probe) from None
+            if isinstance(exc, PermanentAPIError):
+                await self.governor.release(entry.app, members, part.rid)
+                if probe and await circuit.close(self.redis, self.prefix, entry.app):
+                    show_circuit(entry.app, "closed")  # WeCom judged the message: app is fine
+                log.error("send refused by WeCom", extra={**extra, "errcode": exc.errcode})
+                await self._dead(entry, exc.errcode, exc.advice)
+                raise Reject(f"errcode {exc.errcode}: {exc.advice}") from None
             log.warning("send failed, will retry", extra={**extra, "errcode": exc.errcode})
-            raise Retry(self.backoff(attempt, floor), f"errcode {exc.errcode}") from None
+            raise await self._retry(entry, delivery, f"errcode {exc.errcode}", exc, probe) from None
         except WeComUnavailableError as exc:
             SENDS.labels(entry.app, "unavailable").inc()
             log.warning("WeCom unreachable, will retry", extra={**extra, "error": str(exc)})
-            raise Retry(self.backoff(attempt), "WeCom unreachable") from None
+            raise await self._retry(entry, delivery, "WeCom unreachable", exc, probe) from None
+
+    async def _trip(self, entry: OutboxEntry, exc: WeComAPIError, probe: bool) -> _Later:
+        """Open (or reopen) the app's circuit; the entry waits until the circuit's next probe."""
+        now = self.clock()
+        rate = exc.errcode in circuit.RATE_ERRCODES
+        waits = (
+            [*self.rate_limited_waits, max(seconds_to_midnight(now), self.rate_limited_waits[-1])]
+            if rate
+            else [self.probe_interval]
+        )
+        changed = await circuit.trip(
+            self.redis,
+            self.prefix,
+            entry.app,
+            reason="rate_limited" if rate else "config",
+            errcode=exc.errcode,
+            advice=exc.advice,
+            probe=probe,
+            waits=waits,
+            now=now,
+        )
+        state = await circuit.read(self.redis, self.prefix, entry.app, now=now)
+        if changed:
+            show_circuit(entry.app, state.state)
+            log.warning(
+                "circuit open: the app's sends are paused",
+                extra={
+                    "app": entry.app,
+                    "errcode": exc.errcode,
+                    "reason": state.reason,
+                    "level": state.level,
+                    "until": state.until,
+                    "advice": exc.advice,
+                },
+            )
+        wait = max((state.until or now) - now, 0.05)
+        return _Later(wait, f"the app's circuit is open (errcode {exc.errcode})", exc.errcode)
+
+    async def _retry(
+        self,
+        entry: OutboxEntry,
+        delivery: Delivery,
+        reason: str,
+        exc: WeComAPIError | WeComUnavailableError,
+        probe: bool,
+    ) -> Retry:
+        """The Retry to raise, with the request's state: delayed, or dead on the last try."""
+        if probe:
+            await circuit.release_probe(self.redis, self.prefix, entry.app)
+        defer = self.backoff(delivery.delivery_count)
+        code = exc.errcode if isinstance(exc, WeComAPIError) else None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if delivery.delivery_count >= self.max_deliveries:
+                sendstate.dead(pipe, self.prefix, entry.id, code, exc.advice)
+            else:
+                until = self.clock() + defer
+                sendstate.delayed(pipe, self.prefix, entry.id, until, reason, code or 0)
+            await pipe.execute()
+        return Retry(defer, reason)
+
+    async def _defer(self, raw: bytes, entry: OutboxEntry, later: _Later) -> None:
+        """Park the entry in the delayed queue (acked here; it comes back as a new entry)."""
+        until = self.clock() + later.wait
+        async with self.redis.pipeline(transaction=True) as pipe:
+            delayed.queue_schedule(pipe, self.prefix, raw, until, member_id=entry.id)
+            sendstate.delayed(pipe, self.prefix, entry.id, until, later.reason, later.errcode)
+            await pipe.execute()
+        log.info(
+            "send delayed",
+            extra={
+                "trace_id": entry.trace_id,
+                "request_id": entry.id,
+                "wait": round(later.wait, 1),
+                "reason": later.reason,
+            },
+        )
+
+    async def _record(
+        self, entry: OutboxEntry, part: _Part, result: SendResult, done: list[SendResult] | None
+    ) -> None:
+        """Mark the part sent; after the last part, the request (``done``: every result)."""
+        record = {"msgid": result.msgid, "response_code": result.response_code}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(part.mark, _sent_encoder.encode(record), ex=SENT_TTL)
+            if done is not None:
+                msgids = [r.msgid for r in done]
+                whole = names.sent(self.prefix, entry.id)
+                if whole != part.mark:
+                    summary = {"msgid": msgids[0], "msgids": msgids, "response_code": ""}
+                    pipe.set(whole, _sent_encoder.encode(summary), ex=SENT_TTL)
+                sendstate.sent(pipe, self.prefix, entry.id, msgids, result.response_code)
+            await pipe.execute()
+
+    async def _dead(self, entry: OutboxEntry, errcode: int | None, advice: str) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            sendstate.dead(pipe, self.prefix, entry.id, errcode, advice)
+            await pipe.execute()
 
     def _report(self, entry: OutboxEntry, result: SendResult) -> None:
         SENDS.labels(entry.app, "0").inc()

@@ -29,13 +29,23 @@ import time
 from collections.abc import Callable
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.bus import names
+from shared.bus.scripts import Script
 
-__all__ = ["data_key", "earliest_due", "move_due", "run_scheduler", "schedule", "size"]
+__all__ = [
+    "data_key",
+    "earliest_due",
+    "move_due",
+    "queue_schedule",
+    "run_scheduler",
+    "schedule",
+    "size",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +55,7 @@ _TRANSIENT = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 # KEYS: zset, data hash, target stream.  ARGV: now, limit, maxlen ("" = no trimming).
 # Per entry the XADD comes before the removal: a failing XADD aborts the script with the
 # entry still queued (Redis does not roll back a script, so order is the guarantee).
-_MOVE_DUE = """
+_MOVE_DUE = Script("""
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local moved = 0
 for _, id in ipairs(ids) do
@@ -62,7 +72,7 @@ for _, id in ipairs(ids) do
   redis.call('HDEL', KEYS[2], id)
 end
 return moved
-"""
+""")
 
 
 def data_key(prefix: str) -> str:
@@ -72,9 +82,14 @@ def data_key(prefix: str) -> str:
 async def schedule(redis: Redis, prefix: str, data: bytes, due: float, *, member_id: str) -> None:
     """Queue ``data`` to be moved to a stream at unix time ``due``; one entry per ``member_id``."""
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(data_key(prefix), member_id, data)
-        pipe.zadd(names.delayed(prefix), {member_id: due})
+        queue_schedule(pipe, prefix, data, due, member_id=member_id)
         await pipe.execute()
+
+
+def queue_schedule(pipe: Pipeline, prefix: str, data: bytes, due: float, *, member_id: str) -> None:
+    """:func:`schedule` as commands on ``pipe`` (a MULTI), to commit with other writes."""
+    pipe.hset(data_key(prefix), member_id, data)
+    pipe.zadd(names.delayed(prefix), {member_id: due})
 
 
 async def move_due(
@@ -93,10 +108,9 @@ async def move_due(
     """
     if limit <= 0:
         return 0
-    script = redis.register_script(_MOVE_DUE)
     keys = [names.delayed(prefix), data_key(prefix), target_stream]
     args = (repr(float(now)), limit, "" if maxlen is None else maxlen)
-    return int(await script(keys=keys, args=args))
+    return int(await _MOVE_DUE(redis, keys, args))
 
 
 async def size(redis: Redis, prefix: str) -> int:

@@ -16,6 +16,10 @@ key                                         type    role (lifetime)
 ``<prefix>:delayed:data``                   hash    the waiting requests' bodies, by member
 ``<prefix>:seen:<app>:<key>``               string  callback dedup mark (TTL: 2 × skew, ≥ 1 h)
 ``<prefix>:sent:<request id>``              string  send idempotency mark (WeCom's msgid; TTL)
+``<prefix>:sent:<request id>#<k>``          string  the same for part k (1-based) of a request
+                                                    split into parts (TTL)
+``<prefix>:status:<request id>``            hash    a send request's state for
+                                                    ``GET /v1/messages/{id}`` (TTL 7 days)
 ``<prefix>:idem:<digest>``                  string  send-API ``Idempotency-Key`` (TTL 24 h)
 ``<prefix>:token:{<corp>:<agent>}``         string  cached access token (TTL: its lifetime)
 ``<prefix>:token-lock:{<corp>:<agent>}``    string  single-flight refresh lock (PX)
@@ -47,6 +51,8 @@ __all__ = [
     "retry",
     "seen",
     "sent",
+    "sent_part",
+    "status",
     "token",
     "token_lock",
 ]
@@ -84,6 +90,16 @@ def seen(prefix: str, app: str, key: str) -> str:
 def sent(prefix: str, request_id: str) -> str:
     """Send idempotency mark; holds WeCom's msgid once the request was delivered."""
     return f"{prefix}:sent:{request_id}"
+
+
+def sent_part(prefix: str, request_id: str, part: int) -> str:
+    """Send mark of part ``part`` (1-based) of a request the sender split into parts."""
+    return f"{prefix}:sent:{request_id}#{part}"
+
+
+def status(prefix: str, request_id: str) -> str:
+    """A send request's state (queued, delayed, sent, dead) and its details, for the API."""
+    return f"{prefix}:status:{request_id}"
 
 
 def idempotency(prefix: str, digest: str) -> str:

@@ -3,13 +3,16 @@
 The parts teams build often (title, buttons, action menu, jump list) are Structs; the rarer,
 nested ones (quote_area, image_text_area, button_selection, checkbox, select_list) stay plain
 dicts, passed to WeCom as given. ``check_template_card`` holds the rules that span fields
-(card_type, task_id, which parts a card type needs); per-field limits live in the table in
-``shared.schemas.outbound``.
+(card_type, task_id, which parts a card type needs: text_notice and news_notice a
+``card_action``; the interactive types a ``task_id``; button_interaction a ``button_list``;
+vote_interaction a ``checkbox`` and a ``submit_button``; multiple_interaction a ``select_list``
+and a ``submit_button``); per-field limits live in the table in ``shared.schemas.outbound``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Final, Literal, get_args
 
 import msgspec
@@ -33,9 +36,11 @@ __all__ = [
     "TemplateCard",
     "UpdateButton",
     "UpdateTemplateCardRequest",
+    "UpdatedCard",
     "VerticalContent",
     "check_template_card",
     "check_update",
+    "check_updated_card",
 ]
 
 CardType = Literal[
@@ -153,27 +158,115 @@ class TemplateCard(Part, frozen=True, kw_only=True):
     replace_text: str | None = None  # update_template_card: grey text replacing the buttons
 
 
-def check_template_card(card: TemplateCard, path: str) -> None:
-    """Raise SchemaError for a card WeCom would refuse; ``path`` is where the card sits."""
+_INTERACTIVE: Final = frozenset({"button_interaction", "vote_interaction", "multiple_interaction"})
+
+
+class UpdatedCard(TemplateCard, frozen=True, kw_only=True):
+    """The card of an update_template_card call: it replaces a card WeCom already holds (often
+    with only ``replace_text`` and disabled parts), so the per-type parts a new card needs are
+    not demanded; the field limits still apply."""
+
+
+def check_updated_card(card: TemplateCard, path: str) -> None:
+    """The rules every card meets, sent or updated: a known card_type, a well-formed task_id."""
     if card.card_type not in CARD_TYPES:
         raise SchemaError(f"{path}.card_type", f"must be one of {', '.join(CARD_TYPES)}")
     if card.task_id is not None and _TASK_ID.fullmatch(card.task_id) is None:
         raise SchemaError(
             f"{path}.task_id", "must be 1 to 128 characters from 0-9, A-Z, a-z, '_', '-' and '@'"
         )
-    if card.action_menu is not None and card.task_id is None:
+
+
+def check_template_card(card: TemplateCard, path: str) -> None:
+    """Raise SchemaError for a card WeCom would refuse; ``path`` is where the card sits."""
+    check_updated_card(card, path)
+    if card.task_id is None and card.card_type in _INTERACTIVE:
+        raise SchemaError(f"{path}.task_id", f"is required for a {card.card_type} card")
+    if card.task_id is None and card.action_menu is not None:
         raise SchemaError(f"{path}.task_id", "is required when action_menu is set")
-    if card.card_type == "text_notice" and not (
-        (card.main_title is not None and card.main_title.title) or card.sub_title_text
-    ):
+    _TYPE_RULES[card.card_type](card, path)
+    for i, item in enumerate(card.horizontal_content_list or ()):
+        _check_horizontal(item, f"{path}.horizontal_content_list[{i}]")
+
+
+def _check_card_action(card: TemplateCard, path: str) -> None:
+    """text_notice and news_notice: a tap must lead somewhere (type 1 a url, type 2 an appid)."""
+    action = card.card_action
+    if action is None:
+        raise SchemaError(f"{path}.card_action", f"is required for a {card.card_type} card")
+    if action.type == 1 and not action.url:
+        raise SchemaError(f"{path}.card_action.url", "is required when card_action.type is 1")
+    if action.type == 2 and not action.appid:
+        raise SchemaError(f"{path}.card_action.appid", "is required when card_action.type is 2")
+    if action.type not in (1, 2):
+        raise SchemaError(f"{path}.card_action.type", "must be 1 (url) or 2 (mini program)")
+
+
+def _check_text_notice(card: TemplateCard, path: str) -> None:
+    if not ((card.main_title is not None and card.main_title.title) or card.sub_title_text):
         problem = "a text_notice card needs main_title.title or sub_title_text"
         raise SchemaError(f"{path}.main_title.title", problem)
-    if card.card_type == "news_notice" and card.card_image is None and not card.image_text_area:
+    _check_card_action(card, path)
+
+
+def _check_news_notice(card: TemplateCard, path: str) -> None:
+    if card.card_image is None and not card.image_text_area:
         raise SchemaError(
             f"{path}.card_image", "a news_notice card needs card_image or image_text_area"
         )
-    if card.card_type == "multiple_interaction" and not card.select_list:
+    _check_card_action(card, path)
+
+
+def _check_button(card: TemplateCard, path: str) -> None:
+    if not card.button_list:
+        raise SchemaError(f"{path}.button_list", "a button_interaction card needs 1 to 6 buttons")
+    for i, button in enumerate(card.button_list):
+        if button.type == 1 and not button.url:
+            raise SchemaError(f"{path}.button_list[{i}].url", "is required when type is 1")
+        if button.type in (None, 0) and not button.key:
+            raise SchemaError(f"{path}.button_list[{i}].key", "is required for a callback button")
+
+
+def _options(part: dict[str, Any] | None, where: str, low: int, high: int) -> None:
+    options = (part or {}).get("option_list")
+    n = len(options) if isinstance(options, list) else 0
+    if not low <= n <= high:
+        raise SchemaError(where, f"has {n} options; WeCom accepts {low} to {high}")
+
+
+def _check_vote(card: TemplateCard, path: str) -> None:
+    if not card.checkbox:
+        raise SchemaError(f"{path}.checkbox", "a vote_interaction card needs checkbox")
+    _options(card.checkbox, f"{path}.checkbox.option_list", 1, 20)
+    if card.submit_button is None:
+        raise SchemaError(f"{path}.submit_button", "a vote_interaction card needs submit_button")
+
+
+def _check_multiple(card: TemplateCard, path: str) -> None:
+    if not card.select_list:
         raise SchemaError(f"{path}.select_list", "a multiple_interaction card needs select_list")
+    for i, select in enumerate(card.select_list):
+        _options(select, f"{path}.select_list[{i}].option_list", 1, 10)
+    if card.submit_button is None:
+        raise SchemaError(
+            f"{path}.submit_button", "a multiple_interaction card needs submit_button"
+        )
+
+
+_TYPE_RULES: Final[dict[str, Callable[[TemplateCard, str], None]]] = {
+    "text_notice": _check_text_notice,
+    "news_notice": _check_news_notice,
+    "button_interaction": _check_button,
+    "vote_interaction": _check_vote,
+    "multiple_interaction": _check_multiple,
+}
+_HORIZONTAL_NEEDS: Final = {1: "url", 2: "media_id", 3: "userid"}
+
+
+def _check_horizontal(item: HorizontalContent, path: str) -> None:
+    needed = _HORIZONTAL_NEEDS.get(item.type or 0)
+    if needed is not None and not getattr(item, needed):
+        raise SchemaError(f"{path}.{needed}", f"is required when type is {item.type}")
 
 
 class UpdateButton(Part, frozen=True, kw_only=True):
@@ -190,7 +283,7 @@ class UpdateTemplateCardRequest(msgspec.Struct, frozen=True, kw_only=True, omit_
     atall: int = 0
     agentid: int | None = None
     button: UpdateButton | None = None
-    template_card: TemplateCard | None = None
+    template_card: UpdatedCard | None = None
 
 
 def check_update(req: UpdateTemplateCardRequest) -> None:

@@ -7,9 +7,11 @@ unset optional fields are left out, which WeCom reads as those same defaults. ``
 unset until the sender fills in the app's.
 
 ``validate`` refuses, with a ``SchemaError`` naming a JSON path like ``$.text.content``, what WeCom
-would refuse or silently truncate. Per-field limits are the ``_RULES`` table; rules spanning
-several fields are small functions. Unknown JSON keys are ignored, as msgspec does by default, so a
-field added later does not break an older sender during a rolling deploy.
+would refuse or silently truncate. Text and markdown content over WeCom's 2048 bytes is the
+exception: it is accepted up to 20 parts and ``split_request`` turns it into ordered messages WeCom
+accepts (the sender sends them one after the other). Per-field limits are the ``_RULES`` table;
+rules spanning several fields are small functions. Unknown JSON keys are ignored, as msgspec does
+by default, so a field added later does not break an older sender during a rolling deploy.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import msgspec
 from shared.errors import SchemaError
 from shared.schemas import cards
 from shared.schemas.cards import TemplateCard, UpdateButton, UpdateTemplateCardRequest
+from shared.schemas.split import MAX_PARTS, PART_BYTES, split_text
 
 __all__ = [
     "MSGTYPES",
@@ -52,8 +55,10 @@ __all__ = [
     "Video",
     "VideoSend",
     "VoiceSend",
+    "decode_request",
     "decode_send_request",
     "encode_send_request",
+    "split_request",
     "validate",
 ]
 
@@ -63,11 +68,11 @@ class _Body(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class Text(_Body, frozen=True, kw_only=True):
-    content: str  # ≤ 2048 bytes; "\n" and <a href> allowed
+    content: str  # ≤ 2048 bytes per message (longer: sent in parts); "\n" and <a href> allowed
 
 
 class Markdown(_Body, frozen=True, kw_only=True):
-    content: str  # ≤ 2048 bytes, WeCom's markdown subset
+    content: str  # ≤ 2048 bytes per message (longer: sent in parts), WeCom's markdown subset
 
 
 class Media(_Body, frozen=True, kw_only=True):
@@ -289,9 +294,16 @@ class _Rule(NamedTuple):
 
 
 _MEDIA_ID = _Rule("media_id", required=True)
+_CARD_RULES = (
+    _Rule("horizontal_content_list", items=(0, 6)),
+    _Rule("jump_list", items=(0, 3)),
+    _Rule("vertical_content_list", items=(0, 4)),
+    _Rule("button_list", items=(0, 6)),
+    _Rule("select_list", items=(0, 3)),
+)
 _RULES: Final[dict[type[msgspec.Struct], tuple[_Rule, ...]]] = {
-    Text: (_Rule("content", 2048, required=True),),
-    Markdown: (_Rule("content", 2048, required=True),),
+    Text: (_Rule("content", required=True),),  # length: _long_content
+    Markdown: (_Rule("content", required=True),),
     Media: (_MEDIA_ID,),
     Video: (_MEDIA_ID, _Rule("title", 128), _Rule("description", 512)),
     TextCard: (
@@ -317,13 +329,8 @@ _RULES: Final[dict[type[msgspec.Struct], tuple[_Rule, ...]]] = {
         _Rule("content_item", items=(0, 10)),
     ),
     NoticeItem: (_Rule("key", max_chars=10, required=True), _Rule("value", max_chars=30)),
-    TemplateCard: (
-        _Rule("horizontal_content_list", items=(0, 6)),
-        _Rule("jump_list", items=(0, 3)),
-        _Rule("vertical_content_list", items=(0, 4)),
-        _Rule("button_list", items=(0, 6)),
-        _Rule("select_list", items=(0, 3)),
-    ),
+    TemplateCard: _CARD_RULES,
+    cards.UpdatedCard: _CARD_RULES,
     cards.ActionMenu: (_Rule("action_list", items=(1, 3)),),
     cards.ActionItem: (_Rule("text", required=True), _Rule("key", 1024, required=True)),
     cards.Button: (_Rule("key", 1024),),
@@ -368,9 +375,34 @@ def _article_target(article: Article, path: str) -> None:
         _apply(_Rule("url", url=True), article.url, f"{path}.url")
 
 
+def _long_content(body: Text | Markdown, path: str) -> None:
+    """Content over 2048 bytes is sent as ordered parts (the sender splits it), up to a cap."""
+    if len(body.content.encode()) > PART_BYTES and (n := len(split_text(body.content))) > MAX_PARTS:
+        raise SchemaError(
+            f"{path}.content",
+            f"needs {n} messages of at most {PART_BYTES} bytes; wecom-bus sends at most "
+            f"{MAX_PARTS} for one request: shorten it or send it as several requests",
+        )
+
+
+def split_request(req: S) -> list[S]:
+    """``req`` as the messages WeCom accepts: a long text or markdown one as ordered parts."""
+    body = getattr(req, "text", None) or getattr(req, "markdown", None)
+    if not isinstance(body, Text | Markdown) or len(body.content.encode()) <= PART_BYTES:
+        return [req]
+    key = "text" if isinstance(body, Text) else "markdown"
+    return [
+        msgspec.structs.replace(req, **{key: type(body)(content=part)})
+        for part in split_text(body.content)
+    ]
+
+
 _CROSS: Final[dict[type[msgspec.Struct], Callable[[Any, str], None]]] = {
+    Text: _long_content,
+    Markdown: _long_content,
     Article: _article_target,
     TemplateCard: cards.check_template_card,
+    cards.UpdatedCard: cards.check_updated_card,
 }
 
 
@@ -406,6 +438,8 @@ def _check_send(req: SendRequest) -> None:
     if "@all" in users and (len(users) > 1 or isinstance(req, MiniprogramNoticeSend)):
         problem = "is not allowed for miniprogram_notice" if len(users) == 1 else "must stand alone"
         raise SchemaError("$.touser", f"@all {problem}")
+    if req.agentid is not None and isinstance(req, MiniprogramNoticeSend):
+        raise SchemaError("$.agentid", "is not part of a miniprogram_notice; leave it out")
     if req.agentid is not None and req.agentid <= 0:
         raise SchemaError("$.agentid", "must be a positive integer")
     if req.safe not in (0, 1, 2):
@@ -474,6 +508,28 @@ def decode_send_request(
         and not isinstance(req, MiniprogramNoticeSend)
     ):
         req = msgspec.structs.replace(req, agentid=default_agentid)
+    return validate(req)
+
+
+_other_decoders: Final[dict[type[Any], msgspec.json.Decoder[Any]]] = {
+    RecallRequest: msgspec.json.Decoder(RecallRequest),
+    UpdateTemplateCardRequest: msgspec.json.Decoder(UpdateTemplateCardRequest),
+}
+D = TypeVar("D", RecallRequest, UpdateTemplateCardRequest)
+
+
+def decode_request(data: bytes, kind: type[D]) -> D:
+    """Parse and validate a message/recall or update_template_card body (JSON bytes).
+
+    Unknown keys (the send API's ``app``) are ignored; types are strict, so ``agentid`` must
+    be a JSON integer and ``userids`` a list of strings, as WeCom takes them.
+    """
+    try:
+        req: D = _other_decoders[kind].decode(data)
+    except msgspec.ValidationError as exc:
+        raise _schema_error(exc) from None
+    except msgspec.DecodeError:
+        raise SchemaError("$", "is not valid JSON") from None
     return validate(req)
 
 

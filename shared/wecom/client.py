@@ -35,12 +35,14 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_LIMITS",
     "DEFAULT_TIMEOUT",
+    "MEDIA_MAX",
     "AppCredentials",
     "MediaKind",
     "SendResult",
     "TokenFetcher",
     "TokenSource",
     "WeComClient",
+    "check_media",
 ]
 
 DEFAULT_BASE_URL = "https://qyapi.weixin.qq.com"
@@ -48,8 +50,39 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16)
 
 MediaKind = Literal["image", "voice", "video", "file"]
-# Reference §7.4: every file must be larger than 5 bytes; upper bounds per type.
-_MEDIA_MAX = {"image": 10 << 20, "voice": 2 << 20, "video": 10 << 20, "file": 20 << 20}
+# media/upload: every file must be larger than 5 bytes; upper bounds and formats per type
+# (image JPG/PNG, voice AMR, video MP4, file anything).
+MEDIA_MAX: dict[str, int] = {
+    "image": 10 << 20,
+    "voice": 2 << 20,
+    "video": 10 << 20,
+    "file": 20 << 20,
+}
+_MEDIA_FORMAT = {"image": "a JPG or PNG image", "voice": "AMR audio", "video": "an MP4 video"}
+# (offset, bytes) signatures a file of the type starts with; "file" may be anything.
+_SIGNATURES: dict[str, tuple[tuple[int, bytes], ...]] = {
+    "image": ((0, b"\xff\xd8\xff"), (0, b"\x89PNG\r\n\x1a\n")),
+    "voice": ((0, b"#!AMR"),),
+    "video": ((4, b"ftyp"),),
+}
+
+
+def _looks_like(kind: str, content: bytes) -> bool:
+    signs = _SIGNATURES.get(kind)
+    return signs is None or any(content[at : at + len(sign)] == sign for at, sign in signs)
+
+
+def check_media(kind: str, content: bytes) -> None:
+    """Raise SchemaError for a temporary-media upload WeCom would refuse (type, size, format)."""
+    if kind not in MEDIA_MAX:
+        raise SchemaError("type", f"must be one of {', '.join(MEDIA_MAX)}")
+    if not 5 < len(content) <= MEDIA_MAX[kind]:
+        raise SchemaError(
+            "media", f"is {len(content)} bytes; a {kind} must be 6 to {MEDIA_MAX[kind]} bytes"
+        )
+    if not _looks_like(kind, content):
+        raise SchemaError("media", f"is not {_MEDIA_FORMAT[kind]}, which WeCom requires")
+
 
 _encode = msgspec.json.Encoder().encode
 _decode_body = msgspec.json.Decoder(dict[str, Any]).decode
@@ -112,6 +145,15 @@ class SendResult(msgspec.Struct, frozen=True, kw_only=True):
             invalidtag=_ids(payload.get("invalidtag")),
             unlicenseduser=_ids(payload.get("unlicenseduser")),
         )
+
+
+def _as_dict(body: bytes | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(body, bytes | bytearray):
+        try:
+            return _decode_body(body)
+        except msgspec.DecodeError:
+            raise SchemaError("$", "the body is not a JSON object") from None
+    return dict(body)
 
 
 def _ids(value: object) -> list[str]:
@@ -223,9 +265,15 @@ class WeComClient:
         return token, expires_in
 
     async def send(self, body: bytes | Mapping[str, Any]) -> SendResult:
-        """POST message/send. ``agentid`` is filled in when absent; partial failures are listed
-        in the result, a total failure (81013…) raises."""
-        payload = await self._post_json("message/send", self._with_agentid(body))
+        """POST message/send. ``agentid`` is filled in when absent (never on a
+        miniprogram_notice, which carries none); partial failures are listed in the result,
+        a total failure (81013…) raises."""
+        data = _as_dict(body)
+        if data.get("msgtype") == "miniprogram_notice":
+            data.pop("agentid", None)
+        else:
+            data = self._with_agentid(data)
+        payload = await self._post_json("message/send", data)
         return SendResult.from_payload(payload)
 
     async def upload_media(
@@ -235,10 +283,7 @@ class WeComClient:
 
         ``kind`` is a MediaKind; other strings raise SchemaError, so callers may pass input as is.
         """
-        if kind not in _MEDIA_MAX:
-            raise SchemaError("type", f"must be one of {', '.join(_MEDIA_MAX)}, got {kind!r}")
-        if not 5 < len(content) <= _MEDIA_MAX[kind]:
-            raise SchemaError("media", f"a {kind} must be 6 to {_MEDIA_MAX[kind]} bytes")
+        check_media(kind, content)
         files = {"media": (filename, content, content_type)}
         payload = await self._authed("POST", "media/upload", params={"type": kind}, files=files)
         media_id = payload.get("media_id")
@@ -257,17 +302,12 @@ class WeComClient:
 
     async def update_template_card(self, body: bytes | Mapping[str, Any]) -> SendResult:
         """Update a sent template card by its response_code (single use, valid 72 h)."""
-        payload = await self._post_json("message/update_template_card", self._with_agentid(body))
+        payload = await self._post_json(
+            "message/update_template_card", self._with_agentid(_as_dict(body))
+        )
         return SendResult.from_payload(payload)
 
-    def _with_agentid(self, body: bytes | Mapping[str, Any]) -> dict[str, Any]:
-        if isinstance(body, bytes | bytearray):
-            try:
-                data = _decode_body(body)
-            except msgspec.DecodeError:
-                raise SchemaError("$", "the body is not a JSON object") from None
-        else:
-            data = dict(body)
+    def _with_agentid(self, data: dict[str, Any]) -> dict[str, Any]:
         agentid = data.get("agentid", self.app.agent_id)
         try:
             agentid = int(agentid)

@@ -3,17 +3,21 @@
 Our exception hierarchy (under ``shared.errors.WeComBusError``)::
 
     WeComAPIError            WeCom answered errcode != 0; carries errcode, errmsg, action, advice
-    ├── TokenInvalidError    40014, 42001, 41001     action "refresh_token"
+    ├── TokenInvalidError    40014 invalid, 42001 expired, 41001 missing   "refresh_token"
     ├── RateLimitedError     45009, 45033            action "backoff"
     ├── RetryableAPIError    -1, 6000                action "backoff"
     └── PermanentAPIError    every other errcode     action "permanent"
     WeComUnavailableError    no WeCom answer: timeout, connection error, 5xx, not JSON
                              action "backoff"
 
-``action`` follows the classes T/B/N of reference §9. ``advice`` is one sentence an operator can
-act on. ``retry_after`` is a first delay (seconds) for "backoff" errors, else None. Messages never
-contain an access_token or a secret: httpx's messages can carry the request URL, so they are
-scrubbed, and the original exception is not chained.
+``action``: refresh the token and retry once, back off and retry, or give up. 41001 means the
+request carried no access_token at all (a bug on our side, not an expired token); it is handled
+like the token errors (one fresh token, one retry) but its advice says so. Errcodes that refuse an
+app as a whole (45009, and configuration errors such as 60020 or 40001) open that app's send
+circuit (``shared.wecom.circuit``) instead of failing messages one by one. ``advice`` is one
+sentence an operator can act on. ``retry_after`` is a first delay (seconds) for "backoff" errors,
+else None. Messages never contain an access_token or a secret: httpx's messages can carry the
+request URL, so they are scrubbed, and the original exception is not chained.
 """
 
 from __future__ import annotations
@@ -73,9 +77,11 @@ _ADVICE: dict[int, str] = {
     40035: "A parameter is invalid; check the request against WeCom's API documentation.",
     40056: "The agentid is not this app's: check WECOM_AGENT_ID (应用管理 → the app → AgentId) "
     "and the request's agentid.",
+    50003: "The app is disabled (应用已停用): enable it again in 应用管理 → the app.",
     40058: "A required parameter is empty or invalid; check the request body.",
     40063: "A parameter is empty; check the request body.",
-    41001: "The request carried no access_token; this is a bug in the caller, please report it.",
+    41001: "The request carried no access_token at all (missing, not expired): a bug in the "
+    "caller, please report it; a fresh token was fetched and the call retried once.",
     41011: "The request has no agentid; set it or let wecom-bus fill in the app's.",
     41016: "The message lacks a title; news and textcard messages need one.",
     41033: "The message lacks a description; textcard messages need one.",
@@ -178,7 +184,7 @@ _RETRY_CODES = frozenset({-1, 6000})
 
 
 def classify(errcode: int) -> type[WeComAPIError]:
-    """The error class for a non-zero errcode (reference §9)."""
+    """The error class for a non-zero errcode (see the table at the top of this module)."""
     if errcode in _TOKEN_CODES:
         return TokenInvalidError
     if errcode in _RATE_CODES:

@@ -35,8 +35,9 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from shared.bus import names
+from shared.bus.scripts import Script
 
-__all__ = ["ALL", "WECOM_TZ", "Governor", "counted_members"]
+__all__ = ["ACQUIRE", "ALL", "WECOM_TZ", "Governor", "counted_members", "seconds_to_midnight"]
 
 ALL = "@all"
 # WeCom's day is Beijing time; China has had no daylight saving since 1991, so a fixed offset
@@ -56,7 +57,7 @@ _OFFSET_MS = 8 * 3_600_000
 # ARGV: now, request id, minute span, per minute, hour span, per hour, daily quota (0 = off),
 #       ms to the next WeCom midnight, zset TTL, day counter TTL.   All times in ms.
 # Returns 0 when admitted (and recorded), else the ms until every member would have room.
-_ACQUIRE = """
+ACQUIRE = Script("""
 local now, member = tonumber(ARGV[1]), ARGV[2]
 local windows = {{tonumber(ARGV[3]), tonumber(ARGV[4])}, {tonumber(ARGV[5]), tonumber(ARGV[6])}}
 local quota, to_midnight = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -106,11 +107,11 @@ if fresh > 0 then
   redis.call('PEXPIRE', KEYS[n + 1], ARGV[10])
 end
 return 0
-"""
+""")
 
 # KEYS: the members' zsets..., today's counter.  ARGV: request id, start of today (ms).
 # Records from before today stay out of today's counter: yesterday's quota no longer matters.
-_RELEASE = """
+_RELEASE = Script("""
 local n, today, removed = #KEYS - 1, 0, 0
 for i = 1, n do
   local score = redis.call('ZSCORE', KEYS[i], ARGV[1])
@@ -123,7 +124,7 @@ end
 local used = tonumber(redis.call('GET', KEYS[n + 1]) or '0')
 if math.min(used, today) > 0 then redis.call('DECRBY', KEYS[n + 1], math.min(used, today)) end
 return removed
-"""
+""")
 
 
 def counted_members(touser: str | None) -> list[str]:
@@ -173,8 +174,6 @@ class Governor:
         margin_ms = math.ceil(margin * 1000)
         self._minute_ms = 60_000 + margin_ms
         self._hour_ms = 3_600_000 + margin_ms
-        self._acquire = redis.register_script(_ACQUIRE)
-        self._release = redis.register_script(_RELEASE)
         self._redis = redis
 
     def __repr__(self) -> str:
@@ -196,9 +195,19 @@ class Governor:
         Idempotent per ``request_id``: a request already recorded for a member is not counted
         again (its record moves to now, the time of this attempt).
         """
+        call = self.acquire_call(app, users, request_id)
+        if call is None:
+            return 0.0  # toparty/totag only: nothing we can count
+        return self.wait_from(app, await ACQUIRE(self._redis, *call))
+
+    def acquire_call(
+        self, app: str, users: Sequence[str], request_id: str
+    ) -> tuple[list[str], tuple[int | str, ...]] | None:
+        """Keys and args of :data:`ACQUIRE` (for a caller that pipelines it), or None when
+        nobody is counted; read its result with :meth:`wait_from`."""
         members = _normalise(users)
         if not members:
-            return 0.0  # toparty/totag only: nothing we can count
+            return None
         now_ms = round(self.clock() * 1000)
         start_ms, day = _wecom_day(now_ms)
         to_midnight = start_ms + _DAY_MS - now_ms
@@ -216,7 +225,11 @@ class Governor:
             self._hour_ms + 60_000,  # slightly over the hour: idle members cost nothing
             to_midnight + 3_600_000,
         )
-        wait_ms = int(await self._acquire(keys=keys, args=args))
+        return keys, args
+
+    def wait_from(self, app: str, result: object) -> float:
+        """Seconds to wait from an :data:`ACQUIRE` result (0.0: admitted)."""
+        wait_ms = int(str(result))
         if wait_ms > 0:
             DELAYS.labels(app=app).inc()
         return wait_ms / 1000
@@ -229,7 +242,7 @@ class Governor:
         start_ms, day = _wecom_day(round(self.clock() * 1000))
         keys = [self.user_key(app, user) for user in members]
         keys.append(self.day_key(app, day))
-        return int(await self._release(keys=keys, args=(request_id, start_ms)))
+        return int(await _RELEASE(self._redis, keys, (request_id, start_ms)))
 
     async def used_today(self, app: str) -> int:
         """Person-times admitted for ``app`` so far on the current WeCom day (for metrics)."""
@@ -242,6 +255,13 @@ def _normalise(users: Sequence[str]) -> list[str]:
     if isinstance(users, str):  # a bare "u1|u2" would otherwise be counted per character
         return counted_members(users)
     return counted_members("|".join(users))
+
+
+def seconds_to_midnight(now: float) -> float:
+    """Seconds from ``now`` (unix) to the end of WeCom's day (midnight UTC+8)."""
+    now_ms = round(now * 1000)
+    start_ms, _ = _wecom_day(now_ms)
+    return (start_ms + _DAY_MS - now_ms) / 1000
 
 
 def _wecom_day(now_ms: int) -> tuple[int, str]:

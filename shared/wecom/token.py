@@ -36,6 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.bus import names
+from shared.bus.scripts import Script
 from shared.wecom.errors import RateLimitedError, RetryableAPIError, WeComUnavailableError
 
 __all__ = ["GETTOKEN_CALLS", "TOKEN_REFRESHES", "TokenCache"]
@@ -51,14 +52,14 @@ TOKEN_REFRESHES = Counter(
 
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
-_RELEASE = """
+_RELEASE = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"""
-_EXTEND = """
+""")
+_EXTEND = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
-"""
+""")
 
 
 class _Copy:
@@ -108,8 +109,6 @@ class TokenCache:
         self._label = name or str(agent_id)
         self._clock = clock
         self._sleep = sleep
-        self._release = redis.register_script(_RELEASE)
-        self._extend = redis.register_script(_EXTEND)
         self._copy: _Copy | None = None
         self._load: asyncio.Task[str] | None = None
         self._ahead: asyncio.Task[None] | None = None
@@ -143,7 +142,7 @@ class TokenCache:
         if self._copy is not None and self._copy.value == failed:
             self._copy = None
         try:
-            await self._release(keys=[self.key], args=[failed])
+            await _RELEASE(self._redis, [self.key], [failed])
         except _REDIS_DOWN:
             log.warning("redis unreachable; could not invalidate the cached token", extra=self._x)
 
@@ -209,13 +208,13 @@ class TokenCache:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
             with contextlib.suppress(*_REDIS_DOWN):  # else the lock expires after lock_ttl
-                await self._release(keys=[self.lock_key], args=[owner])
+                await _RELEASE(self._redis, [self.lock_key], [owner])
 
     async def _keep_lock(self, owner: str) -> None:
         # Real time on purpose: the lock's PX runs on Redis's clock, not on an injected one.
         while True:
             await asyncio.sleep(self.lock_ttl / 3)
-            if not await self._extend(keys=[self.lock_key], args=[owner, self._ms(self.lock_ttl)]):
+            if not await _EXTEND(self._redis, [self.lock_key], [owner, self._ms(self.lock_ttl)]):
                 log.warning("lost the token refresh lock while fetching", extra=self._x)
                 return
 
@@ -229,7 +228,7 @@ class TokenCache:
             return None, 0.0
         value = raw.decode() if isinstance(raw, bytes) else str(raw)
         if value in self._rejected:
-            await self._release(keys=[self.key], args=[value])
+            await _RELEASE(self._redis, [self.key], [value])
             return None, 0.0
         # pttl -1 (no TTL, set by hand) gets one second, so a refresh-ahead repairs it soon.
         return value, (pttl / 1000 if pttl > 0 else 1.0)
