@@ -18,14 +18,16 @@ import uvicorn
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
-from shared.bus import metrics
+from shared.bus import metrics, names
 from shared.bus.delivery import Handler
 from shared.bus.options import ConsumerOptions
+from shared.bus.partitioned import PartitionedConsumer
 from shared.bus.router import Router, State
 from shared.bus.worker import Consumer, install_signal_handlers
 from shared.config import Settings
 
 __all__ = [
+    "AnyConsumer",
     "Background",
     "Supervisor",
     "lifespan",
@@ -96,18 +98,27 @@ class Supervisor:
         self._down.discard(name)
 
 
+AnyConsumer = Consumer | PartitionedConsumer
+
+
 def make_consumer(
     settings: Settings,
     redis: Redis,
     *,
-    stream: str,
+    stream: Callable[[str], str],
     group: str,
     handler: Handler,
     start: Literal["new", "backlog"],
-) -> Consumer:
-    """A Consumer with the BUS_* settings every consumer service shares."""
+) -> AnyConsumer:
+    """A consumer of ``stream`` (``names.events`` or ``names.outbox``) in every partition, with
+    the BUS_* settings every consumer service shares; one partition: a plain Consumer."""
     options = ConsumerOptions.from_settings(settings, start=start)
-    return Consumer(redis, stream=stream, group=group, handler=handler, options=options)
+    streams = [stream(p) for p in names.partitions(settings.prefix, settings.partitions)]
+    if len(streams) == 1:
+        return Consumer(redis, stream=streams[0], group=group, handler=handler, options=options)
+    return PartitionedConsumer(
+        redis, streams=streams, group=group, handler=handler, options=options
+    )
 
 
 @contextlib.asynccontextmanager
@@ -132,7 +143,7 @@ class _Server(uvicorn.Server):
 
 
 async def serve_consumer(
-    consumer: Consumer,
+    consumer: AnyConsumer,
     app: Starlette,
     *,
     host: str,

@@ -90,6 +90,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sender_duplicate_check: Literal["redelivery", "always", "off"] = "redelivery"
     sender_circuit_probe: float = 60.0  # seconds between probes of an app paused by config
     drain_timeout: float = 20.0
+    partitions: int = 1  # BUS_PARTITIONS: events and outbox split into this many partitions
+    min_replicas: int = 0  # BUS_MIN_REPLICAS: acknowledge only once this many replicas have it
+    min_replicas_timeout: int = 1000  # BUS_MIN_REPLICAS_TIMEOUT (ms): how long WAIT waits
     responder_other_reply: str = ""  # answer to messages no behaviour answers ("" = none)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
@@ -111,8 +114,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     raise ConfigError(app.variable(field), "not set")
 
     def require_redis(self) -> str:
+        """REDIS_URL, checked against the bus layout: a service stops at start, with one line,
+        where every multi-key script would fail (CROSSSLOT) or WAIT cannot be kept."""
         if not self.redis_url:
             raise ConfigError("REDIS_URL", "not set (e.g. redis://redis:6379/0)")
+        if parse_redis_url(self.redis_url).topology == "cluster":
+            if self.partitions == 1 and "{" not in self.prefix:
+                raise ConfigError(
+                    "BUS_PREFIX",
+                    "on Redis Cluster give BUS_PREFIX a hash tag (e.g. {wecom}) or set "
+                    "BUS_PARTITIONS above 1: the bus's multi-key scripts need one slot",
+                )
+            if self.min_replicas:
+                raise ConfigError(
+                    "BUS_MIN_REPLICAS", "is supported on a single server and Sentinel, not Cluster"
+                )
         return self.redis_url
 
 
@@ -303,6 +319,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "1-64 of letters, digits, '_', '.', '-', ':' (not first or last), with at most one "
             "non-empty hash tag in braces, e.g. wecom, {wecom} or app{x}",
         )
+    partitions = _number(env, "BUS_PARTITIONS", 1, int, 1)
+    if partitions > 1024:
+        raise ConfigError("BUS_PARTITIONS", "must be 1-1024")
+    if partitions > 1 and "{" in prefix:
+        raise ConfigError(
+            "BUS_PARTITIONS",
+            f"is {partitions} but BUS_PREFIX {prefix!r} has a hash tag, which puts every "
+            "partition in one slot: use an untagged prefix (e.g. wecom) with partitions",
+        )
     api_base = (_get(env, "WECOM_API_BASE") or "https://qyapi.weixin.qq.com").rstrip("/")
     if not api_base.startswith(("http://", "https://")):
         raise ConfigError("WECOM_API_BASE", "must start with http:// or https://")
@@ -331,6 +356,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sender_duplicate_check=_duplicate_check(env),
         sender_circuit_probe=_number(env, "SENDER_CIRCUIT_PROBE", 60.0, float, 1),
         drain_timeout=_number(env, "BUS_DRAIN_TIMEOUT", _BUS.drain_timeout, float, 0),
+        partitions=partitions,
+        min_replicas=_number(env, "BUS_MIN_REPLICAS", 0, int, 0),
+        min_replicas_timeout=_number(env, "BUS_MIN_REPLICAS_TIMEOUT", 1000, int, 1),
         responder_other_reply=_get(env, "RESPONDER_OTHER_REPLY") or "",
         log_level=level,
         log_format="json" if log_format == "json" else "console",

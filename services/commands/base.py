@@ -10,6 +10,8 @@ from typing import Literal, NamedTuple, TypeVar
 
 from redis.asyncio import Redis
 
+from shared.connection import connect
+
 __all__ = ["Finding", "Level", "fail", "with_redis"]
 
 T = TypeVar("T")
@@ -25,7 +27,7 @@ def with_redis(url: str, work: Callable[[Redis], Awaitable[T]]) -> T:
     """Run ``work`` with a Redis client on ``url`` in a fresh event loop; close it after."""
 
     async def main() -> T:
-        redis = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
+        redis = connect(url, socket_connect_timeout=3, socket_timeout=10)
         try:
             return await work(redis)
         finally:

@@ -19,12 +19,12 @@ import asyncio
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.commands import redis_check
 from services.commands.base import Finding
 from shared.config import AppSettings, Settings, load_settings
+from shared.connection import connect
 from shared.errors import ConfigError
 from shared.wecom.client import WeComClient
 from shared.wecom.errors import WeComAPIError, WeComUnavailableError
@@ -102,7 +102,7 @@ async def _redis(settings: Settings, deep: bool) -> list[Finding]:
         url = settings.require_redis()
     except ConfigError as exc:
         return [Finding("redis", "error", str(exc))]
-    redis = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
+    redis = connect(url, socket_connect_timeout=3, socket_timeout=10)
     try:
         await redis.ping()
         if deep:

@@ -104,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     filters = {"group": args.group, "stream": args.stream, "reason": args.reason, "since": since}
 
     async def work(redis: Redis) -> int:
-        letters = DeadLetters(redis, settings.prefix, maxlen=settings.stream_maxlen)
+        letters = DeadLetters(
+            redis, settings.prefix, maxlen=settings.stream_maxlen, partitions=settings.partitions
+        )
         return await (_list if args.action == "list" else _act)(letters, args, filters)
 
     try:

@@ -21,6 +21,7 @@ from services.health import health_routes
 from services.ingress.callback import AppReceiver, Receiver, verify_url
 from services.ingress.store import Store
 from shared.config import Settings, load_settings
+from shared.connection import connect
 
 __all__ = ["create_app", "dedup_ttl"]
 
@@ -34,9 +35,10 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     settings = settings or load_settings()
     settings.require("token", "encoding_aes_key")
     receivers = {name: AppReceiver.build(app) for name, app in settings.apps.items()}
-    client = redis or Redis.from_url(
+    client = redis or connect(
         settings.require_redis(), socket_timeout=2.0, socket_connect_timeout=1.0
     )
+    wait = (settings.min_replicas, settings.min_replicas_timeout) if settings.min_replicas else None
     max_skew = settings.ingress_max_clock_skew
     post = Receiver(
         receivers,
@@ -45,6 +47,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             prefix=settings.prefix,
             maxlen=settings.stream_maxlen,
             dedup_ttl=dedup_ttl(max_skew),
+            partitions=settings.partitions,
+            wait=wait,
         ),
         max_skew=max_skew,
         max_body=settings.ingress_max_body,

@@ -33,6 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.ingress import metrics
 from services.ingress.store import Store
+from shared.bus.partitions import event_member
 from shared.config import AppSettings
 from shared.errors import CryptoError, ReceiveIdError, SignatureError
 from shared.protocol.crypto import CallbackCrypto
@@ -215,7 +216,8 @@ class Receiver:
             raw=raw,
         )
         try:
-            entry_id = await self.store.once(app.name, key, encode_envelope(envelope))
+            member = event_member(raw)
+            entry_id = await self.store.once(app.name, key, encode_envelope(envelope), member)
         except (RedisError, OSError) as exc:
             metrics.CALLBACKS.labels(app.name, "redis_unavailable").inc()
             log.error(

@@ -12,16 +12,15 @@ import logging
 import os
 import sys
 
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from services.health import health_routes
-from services.runtime import lifespan, make_consumer, run_async, serve_consumer
+from services.runtime import AnyConsumer, lifespan, make_consumer, run_async, serve_consumer
 from shared import logs
 from shared.bus import names
 from shared.bus.router import Router, State
-from shared.bus.worker import Consumer
 from shared.config import load_settings
+from shared.connection import connect
 from shared.errors import ConfigError
 
 log = logging.getLogger("wecom_bus.responder")
@@ -44,12 +43,12 @@ def load_router(spec: str) -> Router:
     return router
 
 
-def build_consumer(state: State, router: Router, group: str, start: str) -> Consumer:
+def build_consumer(state: State, router: Router, group: str, start: str) -> AnyConsumer:
     settings = state.settings
     return make_consumer(
         settings,
         state.redis,
-        stream=names.events(settings.prefix),
+        stream=names.events,
         group=group,
         handler=router.handler(prefix=settings.prefix, maxlen=settings.stream_maxlen, state=state),
         start="backlog" if start == "backlog" else "new",
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     start = args.start or ("backlog" if args.group in BUILTIN_GROUPS else "new")
 
     async def main() -> None:
-        redis = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=3)
+        redis = connect(url, socket_timeout=10, socket_connect_timeout=3)
         state = State(settings=settings, redis=redis, environ=dict(os.environ))
         try:
             async with lifespan(router, state):

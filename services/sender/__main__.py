@@ -12,13 +12,20 @@ from prometheus_client import Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.runtime import Supervisor, make_consumer, run_async, serve_consumer
+from services.runtime import (
+    AnyConsumer,
+    Background,
+    Supervisor,
+    make_consumer,
+    run_async,
+    serve_consumer,
+)
 from services.sender.api import create_api
 from services.sender.handler import OutboxHandler, show_circuit
 from shared import logs
 from shared.bus import delayed, names
-from shared.bus.worker import Consumer
 from shared.config import AppSettings, Settings, load_settings
+from shared.connection import connect
 from shared.wecom import circuit
 from shared.wecom.client import TokenFetcher, WeComClient
 from shared.wecom.governor import Governor
@@ -51,7 +58,24 @@ def make_clients(settings: Settings, redis: Redis) -> dict[str, WeComClient]:
     }
 
 
-def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> Consumer:
+def schedulers(settings: Settings, redis: Redis) -> list[Background]:
+    """One delayed-queue mover per partition, each into its own partition's outbox."""
+
+    def mover(part: str, index: int) -> Background:
+        async def task(stop: asyncio.Event) -> None:
+            await delayed.run_scheduler(
+                redis, part, names.outbox(part), stop=stop, maxlen=settings.stream_maxlen
+            )
+
+        task.__name__ = "scheduler" if settings.partitions == 1 else f"scheduler-{index}"
+        return task
+
+    return [
+        mover(p, i) for i, p in enumerate(names.partitions(settings.prefix, settings.partitions))
+    ]
+
+
+def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> AnyConsumer:
     # margin: WeCom counts when a request arrives, not when we admitted it.
     governor = Governor(
         redis, prefix=settings.prefix, daily_quota=settings.sender_daily_quota, margin=1.0
@@ -65,11 +89,14 @@ def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> 
         probe_interval=settings.sender_circuit_probe,
         duplicate_check=settings.sender_duplicate_check,
         max_deliveries=settings.max_deliveries,
+        wait=(settings.min_replicas, settings.min_replicas_timeout)
+        if settings.min_replicas
+        else None,
     )
     return make_consumer(
         settings,
         redis,
-        stream=names.outbox(settings.prefix),
+        stream=names.outbox,
         group=names.SENDER_GROUP,
         handler=handler,
         start="backlog",  # a request enqueued before the first sender ever ran is still sent
@@ -83,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     url = settings.require_redis()
 
     async def main() -> None:
-        redis = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=3)
+        redis = connect(url, socket_timeout=10, socket_connect_timeout=3)
         clients = make_clients(settings, redis)
         async with contextlib.AsyncExitStack() as stack:
             for client in clients.values():
@@ -96,16 +123,11 @@ def run(args: argparse.Namespace) -> int:
                 ready=lambda: consumer.healthy and supervisor.healthy,
             )
 
-            async def scheduler(stop: asyncio.Event) -> None:
-                outbox = names.outbox(settings.prefix)
-                await delayed.run_scheduler(
-                    redis, settings.prefix, outbox, stop=stop, maxlen=settings.stream_maxlen
-                )
-
             async def observe(stop: asyncio.Event) -> None:
                 while not stop.is_set():
                     with contextlib.suppress(RedisError, OSError):
-                        DELAYED.set(await delayed.size(redis, settings.prefix))
+                        parts = names.partitions(settings.prefix, settings.partitions)
+                        DELAYED.set(sum([await delayed.size(redis, p) for p in parts]))
                         for name in clients:  # another replica may have changed a circuit
                             state = await circuit.read(redis, settings.prefix, name)
                             show_circuit(name, state.state)
@@ -117,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
                 app,
                 host=args.host,
                 port=args.port,
-                background=[scheduler, observe],
+                background=[*schedulers(settings, redis), observe],
                 supervisor=supervisor,
             )
         await redis.aclose()

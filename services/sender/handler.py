@@ -31,6 +31,7 @@ from redis.exceptions import NoScriptError
 
 from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
+from shared.bus.scripts import Wait, check_replicated
 from shared.schemas.envelope import OutboxEntry, decode_outbox
 from shared.schemas.outbound import SendRequest, encode_send_request, split_request
 from shared.wecom import circuit
@@ -103,6 +104,7 @@ class OutboxHandler:
         probe_recheck: float = 1.0,
         duplicate_check: DuplicateCheck = "redelivery",
         max_deliveries: int = 5,
+        wait: Wait | None = None,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
@@ -118,6 +120,7 @@ class OutboxHandler:
         self.probe_recheck = probe_recheck
         self.duplicate_check = duplicate_check
         self.max_deliveries = max_deliveries
+        self.wait = wait  # BUS_MIN_REPLICAS: the sent mark is confirmed by replicas
 
     def backoff(self, attempt: int) -> float:
         """Exponential with full jitter, capped."""
@@ -143,7 +146,7 @@ class OutboxHandler:
             for part in parts:
                 results.append(await self._deliver(delivery, entry, client, part, results, parts))
         except _Later as later:
-            await self._defer(raw, entry, later)
+            await self._defer(raw, entry, later, names.partition_of(delivery.stream, self.prefix))
         return []
 
     def _parts(self, entry: OutboxEntry) -> list[_Part]:
@@ -328,13 +331,15 @@ class OutboxHandler:
             await pipe.execute()
         return Retry(defer, reason)
 
-    async def _defer(self, raw: bytes, entry: OutboxEntry, later: _Later) -> None:
-        """Park the entry in the delayed queue (acked here; it comes back as a new entry)."""
+    async def _defer(self, raw: bytes, entry: OutboxEntry, later: _Later, part: str) -> None:
+        """Park the entry in partition ``part``'s delayed queue (acked here; it comes back as a
+        new entry). The state first: the queue and the state are in different slots on a
+        cluster, and a crash between them leaves the entry pending, to be delivered again."""
         until = self.clock() + later.wait
-        async with self.redis.pipeline(transaction=True) as pipe:
-            delayed.queue_schedule(pipe, self.prefix, raw, until, member_id=entry.id)
+        async with self.redis.pipeline(transaction=False) as pipe:
             sendstate.delayed(pipe, self.prefix, entry.id, until, later.reason, later.errcode)
             await pipe.execute()
+        await delayed.schedule(self.redis, part, raw, until, member_id=entry.id)
         log.info(
             "send delayed",
             extra={
@@ -348,9 +353,16 @@ class OutboxHandler:
     async def _record(
         self, entry: OutboxEntry, part: _Part, result: SendResult, done: list[SendResult] | None
     ) -> None:
-        """Mark the part sent; after the last part, the request (``done``: every result)."""
+        """Mark the part sent; after the last part, the request (``done``: every result).
+
+        One pipeline, not a transaction: the marks and the state hash are in different slots on
+        a cluster. The marks go first; a crash before the state is written leaves a stale
+        state that ``sendstate.read`` overrules (a sent mark means sent). With ``wait``, WAIT
+        closes the pipeline; too few replicas raise NotReplicated, so the entry stays pending
+        and its redelivery finds the mark instead of sending again.
+        """
         record = {"msgid": result.msgid, "response_code": result.response_code}
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(part.mark, _sent_encoder.encode(record), ex=SENT_TTL)
             if done is not None:
                 msgids = [r.msgid for r in done]
@@ -359,7 +371,11 @@ class OutboxHandler:
                     summary = {"msgid": msgids[0], "msgids": msgids, "response_code": ""}
                     pipe.set(whole, _sent_encoder.encode(summary), ex=SENT_TTL)
                 sendstate.sent(pipe, self.prefix, entry.id, msgids, result.response_code)
-            await pipe.execute()
+            if self.wait is not None:
+                pipe.execute_command("WAIT", *self.wait)
+            written = await pipe.execute()
+        if self.wait is not None:
+            check_replicated(written[-1], self.wait)
 
     async def _dead(self, entry: OutboxEntry, errcode: int | None, advice: str) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -48,7 +48,8 @@ class Recorder:
         self.redis, self.stream, self.group, self.consumer = redis, stream, group, consumer
         self.options, self.watch, self._on_nogroup = options, watch, on_nogroup
         self.retry_key = names.retry(stream, group)
-        self.deadletter = names.deadletter(options.prefix)
+        # The dead letter of the stream's partition: the move is one script with the stream.
+        self.deadletter = names.deadletter(names.partition_of(stream, options.prefix))
         self.stats: collections.Counter[str] = collections.Counter()
 
     async def commit(self, delivery: Delivery, outputs: Sequence[Output]) -> None:
@@ -63,6 +64,7 @@ class Recorder:
                 outputs=[(out.stream, out.fields, out.maxlen or maxlen) for out in outputs],
                 retry_key=self.retry_key,
                 maxlen=maxlen,
+                wait=self.options.wait,
             )
         )
         self.count("ok" if committed else "failed")

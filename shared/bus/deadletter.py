@@ -202,42 +202,75 @@ class Where(TypedDict, total=False):
 
 
 class DeadLetters:
-    """The dead-letter stream of one ``BUS_PREFIX``.
+    """The dead letters of one ``BUS_PREFIX``, over all its partitions.
 
+    With ``partitions`` > 1 each partition has its own dead-letter stream (the move is one
+    script with the failing stream, so it must share that partition's slot); ids are then
+    ``p<i>/<entry id>`` and letters are listed partition by partition, oldest first in each.
     Ids are dead-letter ids (``DeadLetter.id``); a malformed one raises ValueError naming it.
     """
 
     def __init__(
-        self, redis: Redis, prefix: str = names.DEFAULT_PREFIX, *, maxlen: int | None = None
+        self,
+        redis: Redis,
+        prefix: str = names.DEFAULT_PREFIX,
+        *,
+        maxlen: int | None = None,
+        partitions: int = 1,
     ) -> None:
         self.redis = redis
-        self.key = names.deadletter(prefix)
+        self.keys = [names.deadletter(p) for p in names.partitions(prefix, partitions)]
+        self.key = self.keys[0]
         self.maxlen = maxlen  # MAXLEN ~ for a payload added again; None: no trimming
 
     def __repr__(self) -> str:
-        return f"DeadLetters({self.key!r})"
+        return f"DeadLetters({self.key!r}, partitions={len(self.keys)})"
+
+    def _split(self, dead_letter_id: str) -> tuple[int, str]:
+        """(partition, entry id in its stream) of a dead-letter id; ValueError if malformed."""
+        part, slash, raw = dead_letter_id.rpartition("/")
+        index = int(part[1:]) if part[:1] == "p" and part[1:].isdigit() else -1
+        if bool(slash) != (len(self.keys) > 1) or (slash and not 0 <= index < len(self.keys)):
+            example = "p0/1700000000000-0" if len(self.keys) > 1 else "1700000000000-0"
+            raise ValueError(f"{dead_letter_id!r} is not a dead-letter id (like {example})")
+        return max(index, 0), _check_ids([raw])[0]
+
+    def _letter(self, index: int, entry_id: bytes | str, fields: dict[bytes, bytes]) -> DeadLetter:
+        letter = _parse(entry_id, fields)
+        if len(self.keys) == 1:
+            return letter
+        return msgspec.structs.replace(letter, id=f"p{index}/{letter.id}")
 
     async def count(self) -> int:
         """How many dead letters there are, unfiltered."""
-        return int(await self.redis.xlen(self.key))
+        return sum([int(await self.redis.xlen(key)) for key in self.keys])
 
     async def get(self, dead_letter_id: str) -> DeadLetter | None:
-        [wanted] = _check_ids([dead_letter_id])
-        found: Any = await self.redis.xrange(self.key, wanted, wanted)
-        return _parse(*found[0]) if found else None
+        index, wanted = self._split(dead_letter_id)
+        found: Any = await self.redis.xrange(self.keys[index], wanted, wanted)
+        return self._letter(index, *found[0]) if found else None
 
     async def scan(self, **where: Unpack[Where]) -> AsyncIterator[DeadLetter]:
         """Every dead letter matching ``where`` (see :class:`Where`), oldest first, by pages."""
-        after, since = where.get("after"), where.get("since")
+        cursor = where.get("after")
+        first, after = self._split(cursor) if cursor else (0, None)
+        for index in range(first, len(self.keys)):
+            async for letter in self._scan_one(index, after if index == first else None, where):
+                yield letter
+
+    async def _scan_one(
+        self, index: int, after: str | None, where: Where
+    ) -> AsyncIterator[DeadLetter]:
+        since = where.get("since")
         group, stream, reason = where.get("group"), where.get("stream"), where.get("reason")
-        start = f"({_check_ids([after])[0]}" if after else "-"
+        start = f"({after}" if after else "-"
         if since is not None and not after:
             start = str(max(0, int(since * 1000)))  # entry ids begin with their ms time
         needle = reason.casefold() if reason else None
         while True:
-            page: Any = await self.redis.xrange(self.key, start, "+", count=_PAGE)
+            page: Any = await self.redis.xrange(self.keys[index], start, "+", count=_PAGE)
             for entry_id, fields in page:
-                letter = _parse(entry_id, fields)
+                letter = self._letter(index, entry_id, fields)
                 if (
                     (group is None or letter.group == group)
                     and (stream is None or letter.stream == stream)
@@ -264,13 +297,15 @@ class DeadLetters:
 
     async def replay(self, ids: Iterable[str]) -> ReplayResult:
         """Give each dead letter's entry back to the group that failed it (see module doc)."""
-        wanted = _check_ids(ids)
+        wanted = list(dict.fromkeys(ids))
         letters = {letter.id: letter for letter in await self._fetch(wanted)}
         maxlen = "" if self.maxlen is None else str(self.maxlen)
-        calls: builtins.list[tuple[Keys, Args]] = [
-            ([self.key, letter.stream], [i, REPLAY_CONSUMER, _REPLAY_IDLE_MS, maxlen])
-            for i, letter in letters.items()
-        ]
+        calls: builtins.list[tuple[Keys, Args]] = []
+        for i, found in letters.items():
+            index, raw = self._split(i)
+            calls.append(
+                ([self.keys[index], found.stream], [raw, REPLAY_CONSUMER, _REPLAY_IDLE_MS, maxlen])
+            )
         answers = iter(await _REPLAY.run_batch(self.redis, calls))
         items: builtins.list[Replayed] = []
         for i in wanted:
@@ -295,20 +330,23 @@ class DeadLetters:
 
     async def drop(self, ids: Iterable[str]) -> builtins.list[str]:
         """Delete dead letters for good; returns the ids that existed (and are gone now)."""
-        wanted = _check_ids(ids)
+        wanted = list(dict.fromkeys(ids))
+        where = [self._split(i) for i in wanted]
         if not wanted:
             return []
         pipe = self.redis.pipeline(transaction=False)
-        for entry_id in wanted:
-            pipe.xdel(self.key, entry_id)
+        for index, entry_id in where:
+            pipe.xdel(self.keys[index], entry_id)
         removed = await pipe.execute()
         return [i for i, n in zip(wanted, removed, strict=True) if n]
 
     async def _fetch(self, ids: Sequence[str]) -> builtins.list[DeadLetter]:
         """The dead letters that exist among ``ids``, in one round trip."""
+        where = [self._split(i) for i in ids]
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
-        for entry_id in ids:
-            pipe.xrange(self.key, entry_id, entry_id)
-        return [_parse(*found[0]) for found in await pipe.execute() if found]
+        for index, entry_id in where:
+            pipe.xrange(self.keys[index], entry_id, entry_id)
+        found = await pipe.execute()
+        return [self._letter(i, *f[0]) for (i, _), f in zip(where, found, strict=True) if f]

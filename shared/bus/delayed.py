@@ -15,9 +15,9 @@ so two schedulers running at once move each entry exactly once. A request re-sch
 it was moved is moved again; the sender's ``sent:<id>`` mark keeps that from sending twice.
 
 Redis Cluster: a script or MULTI may only touch keys of one slot, and here the zset, the hash
-and the target stream (``<prefix>:outbox``) go together. Give ``BUS_PREFIX`` a hash tag
-(``{wecom}``), as ``shared.bus.names`` asks for the other multi-key operations; without one
-these calls fail with CROSSSLOT rather than lose anything.
+and the target stream (``<prefix>:outbox``) go together. ``prefix`` is a partition's prefix
+(``names.partition``: one hash tag per partition, one delayed queue per partition moving into
+that partition's outbox) or a ``BUS_PREFIX`` with a hash tag (``{wecom}``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -41,7 +40,6 @@ __all__ = [
     "data_key",
     "earliest_due",
     "move_due",
-    "queue_schedule",
     "run_scheduler",
     "schedule",
     "size",
@@ -81,15 +79,10 @@ def data_key(prefix: str) -> str:
 
 async def schedule(redis: Redis, prefix: str, data: bytes, due: float, *, member_id: str) -> None:
     """Queue ``data`` to be moved to a stream at unix time ``due``; one entry per ``member_id``."""
-    async with redis.pipeline(transaction=True) as pipe:
-        queue_schedule(pipe, prefix, data, due, member_id=member_id)
+    async with redis.pipeline(transaction=True) as pipe:  # both keys in one slot
+        pipe.hset(data_key(prefix), member_id, data)
+        pipe.zadd(names.delayed(prefix), {member_id: due})
         await pipe.execute()
-
-
-def queue_schedule(pipe: Pipeline, prefix: str, data: bytes, due: float, *, member_id: str) -> None:
-    """:func:`schedule` as commands on ``pipe`` (a MULTI), to commit with other writes."""
-    pipe.hset(data_key(prefix), member_id, data)
-    pipe.zadd(names.delayed(prefix), {member_id: due})
 
 
 async def move_due(

@@ -30,6 +30,13 @@ key                                         type    role (lifetime)
                                                     (member = entry id, score = due unix ms)
 ==========================================  ======  =============================================
 
+Partitions (``BUS_PARTITIONS`` = N > 1): the events, outbox, dead-letter, delayed and dedup
+keys exist once per partition ``i`` (0 … N-1), named as above with ``<prefix>:{p<i>}`` in place
+of ``<prefix>`` (:func:`partition`): ``wecom:{p3}:events``, ``wecom:{p3}:seen:<app>:<key>``,
+``wecom:{p3}:events:retry:responder``… One hash tag per partition keeps each partition's
+scripts in one slot and spreads the partitions over a cluster's nodes. With N = 1 the names are
+exactly the ones above. Send marks, states, tokens, rates and circuits are not partitioned.
+
 Nothing else builds a key: ``tests/test_names.py`` fails when a key is formatted elsewhere.
 """
 
@@ -46,6 +53,9 @@ __all__ = [
     "events",
     "idempotency",
     "outbox",
+    "partition",
+    "partition_of",
+    "partitions",
     "rate_day",
     "rate_user",
     "retry",
@@ -80,6 +90,31 @@ def delayed(prefix: str = DEFAULT_PREFIX) -> str:
 
 def delayed_data(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}:delayed:data"
+
+
+def partition(prefix: str, index: int, count: int) -> str:
+    """The key prefix of partition ``index`` of ``count``: ``prefix`` itself when ``count`` is 1
+    (the names of an unpartitioned bus), else ``<prefix>:{p<index>}`` (its hash tag)."""
+    if not 0 <= index < count:
+        raise ValueError(f"partition {index} is not in 0..{count - 1}")
+    return prefix if count == 1 else f"{prefix}:{{p{index}}}"
+
+
+def partitions(prefix: str, count: int) -> list[str]:
+    """Every partition's key prefix, in order."""
+    return [partition(prefix, i, count) for i in range(count)]
+
+
+def partition_of(stream: str, prefix: str) -> str:
+    """The partition prefix a bus stream (``…:events``, ``…:outbox``) belongs to.
+
+    ``wecom:{p3}:events`` → ``wecom:{p3}``; ``wecom:events`` (or any other stream) → ``prefix``.
+    """
+    head = stream.rpartition(":")[0]
+    tag = head[len(prefix) + 1 :] if head.startswith(prefix + ":") else ""
+    if tag.startswith("{p") and tag.endswith("}") and tag[2:-1].isdigit():
+        return head
+    return prefix
 
 
 def seen(prefix: str, app: str, key: str) -> str:

@@ -38,6 +38,8 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
     * ``maxlen`` (``BUS_STREAM_MAXLEN``): ``MAXLEN ~`` of outputs and dead letters (None: never).
     * ``housekeeping_interval`` (s): group metrics and the idle-consumer sweep.
     * ``name``: the consumer's name in the group; default host-pid-random, unique per replica.
+    * ``min_replicas``, ``min_replicas_timeout`` (ms) (``BUS_MIN_REPLICAS…``): a commit WAITs
+      for that many replicas (0: no WAIT).
     """
 
     concurrency: int = 16
@@ -53,6 +55,8 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
     maxlen: int | None = _SETTINGS.stream_maxlen
     housekeeping_interval: float = 5.0
     name: str | None = None
+    min_replicas: int = 0
+    min_replicas_timeout: int = 1000
 
     def __post_init__(self) -> None:
         if min(self.concurrency, self.batch, self.max_deliveries, self.block_ms) < 1:
@@ -71,9 +75,16 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
                 "prefix": settings.prefix,
                 "drain_timeout": settings.drain_timeout,
                 "maxlen": settings.stream_maxlen,
+                "min_replicas": settings.min_replicas,
+                "min_replicas_timeout": settings.min_replicas_timeout,
                 **overrides,
             }
         )
+
+    @property
+    def wait(self) -> tuple[int, int] | None:
+        """WAIT's arguments after a commit, or None."""
+        return (self.min_replicas, self.min_replicas_timeout) if self.min_replicas else None
 
     @property
     def claim_idle_ms(self) -> int:

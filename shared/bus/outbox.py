@@ -1,10 +1,13 @@
 """Putting send requests on the outbox: the one door for the send API and ``wecom-bus send``.
 
 ``enqueue`` validates a WeCom ``message/send`` body as WeCom would (``agentid`` may be left out;
-``app`` names an app of the apps file) and appends it to ``<prefix>:outbox``. With an
-idempotency key, the mark and the XADD are one script: a repeated key returns the first
-request's id and enqueues nothing. Either way the request's status (``queued``) is written with
-it, which is how ``GET /v1/messages/{id}`` tells an accepted id from one never seen.
+``app`` names an app of the apps file) and appends it to the outbox of its recipient's partition
+(``shared.bus.partitions``; ``<prefix>:outbox`` with one partition). With an idempotency key,
+the mark (in the same partition) and the XADD are one script: a repeated key returns the first
+request's id and enqueues nothing. Then the request's status (``queued``) is written, unless the
+sender already wrote one (``HSETNX``: the status hash is in another slot on a cluster, so it
+cannot share the script), which is how ``GET /v1/messages/{id}`` tells an accepted id from one
+never seen.
 
 Text and markdown content may exceed WeCom's 2048 bytes (up to 20 parts): the sender sends it
 as ordered parts.
@@ -19,7 +22,7 @@ import uuid
 import msgspec
 from redis.asyncio import Redis
 
-from shared.bus import names, sendstate
+from shared.bus import names, partitions, sendstate
 from shared.bus.scripts import Script
 from shared.config import Settings
 from shared.errors import SchemaError
@@ -28,16 +31,13 @@ from shared.schemas.outbound import decode_send_request
 
 __all__ = ["IDEMPOTENCY_TTL", "enqueue"]
 
-# KEYS[1] idempotency mark, KEYS[2] outbox, KEYS[3] the request's status hash;
-# ARGV: ttl, maxlen, request id, data, status ttl.
+# KEYS[1] idempotency mark, KEYS[2] outbox; ARGV: ttl, maxlen, request id, data.
 # Returns the id that holds the key: ours (enqueued now) or the first request's.
 _ENQUEUE_ONCE = Script("""
 local first = redis.call('GET', KEYS[1])
 if first then return first end
 redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[4])
-redis.call('HSET', KEYS[3], 'state', 'queued')
-redis.call('EXPIRE', KEYS[3], ARGV[5])
 return ARGV[3]
 """)
 IDEMPOTENCY_TTL = 86_400
@@ -75,11 +75,12 @@ async def enqueue(
     request = decode_send_request(body, default_agentid=app.agent_id)
     if request.agentid is not None and request.agentid != app.agent_id:
         raise SchemaError("$.agentid", f"is not app {app_name!r}'s AgentId")
+    digest = ""
     if idempotency_key:
         digest = hashlib.sha256(f"{app_name}\0{idempotency_key}".encode()).hexdigest()
-        request_id, mark = f"{origin}-{digest[:32]}", names.idempotency(settings.prefix, digest)
+        request_id = f"{origin}-{digest[:32]}"
     else:
-        request_id, mark = f"{origin}-{uuid.uuid4().hex}", None
+        request_id, idempotency_key = f"{origin}-{uuid.uuid4().hex}", None
     entry = outbox_entry(
         id=request_id,
         app=app_name,
@@ -89,17 +90,20 @@ async def enqueue(
         origin=origin,
     )
     data = encode_outbox(entry)
-    outbox = names.outbox(settings.prefix)
-    if mark is None:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(outbox, {"data": data}, maxlen=settings.stream_maxlen, approximate=True)
-            sendstate.accepted(pipe, settings.prefix, request_id)
-            await pipe.execute()
-        return request_id
-    status = names.status(settings.prefix, request_id)
-    first = await _ENQUEUE_ONCE(
-        redis,
-        [mark, outbox, status],
-        [IDEMPOTENCY_TTL, settings.stream_maxlen, request_id, data, sendstate.STATUS_TTL],
+    part = partitions.prefix_for(
+        settings.prefix, settings.partitions, app_name, partitions.request_member(request)
     )
-    return first.decode() if isinstance(first, bytes) else str(first)
+    outbox = names.outbox(part)
+    if idempotency_key is None:
+        await redis.xadd(outbox, {"data": data}, maxlen=settings.stream_maxlen, approximate=True)
+    else:
+        mark = names.idempotency(part, digest)
+        args: list[str | bytes | int] = [IDEMPOTENCY_TTL, settings.stream_maxlen, request_id, data]
+        held = await _ENQUEUE_ONCE(redis, [mark, outbox], args)
+        first = held.decode() if isinstance(held, bytes) else str(held)
+        if first != request_id:  # the key was used first with another origin: nothing added
+            return first
+    async with redis.pipeline(transaction=False) as pipe:
+        sendstate.accepted(pipe, settings.prefix, request_id)
+        await pipe.execute()
+    return request_id

@@ -346,7 +346,6 @@ class Router:
         EventEnvelope is rejected (dead letter).
         """
         shared = state if state is not None else State()
-        outbox = names.outbox(prefix)
 
         async def handle(delivery: Delivery) -> Sequence[Output]:
             data = delivery.fields.get(b"data")
@@ -375,6 +374,8 @@ class Router:
                     "requests": len(published),
                 },
             )
+            # The outbox of the input's partition: a member's replies stay in one partition.
+            outbox = names.outbox(names.partition_of(delivery.stream, prefix))
             return _outputs(envelope, published, outbox, maxlen)
 
         return handle

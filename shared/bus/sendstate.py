@@ -51,9 +51,10 @@ class MessageState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
 
 def accepted(pipe: Pipeline, prefix: str, request_id: str) -> None:
-    """Queue the ``queued`` state of a request just put on the outbox."""
+    """Queue the ``queued`` state of a request just put on the outbox, unless the sender was
+    quicker and wrote a later state already."""
     key = names.status(prefix, request_id)
-    pipe.hset(key, "state", "queued")
+    pipe.hsetnx(key, "state", "queued")
     pipe.expire(key, STATUS_TTL)
 
 
@@ -106,7 +107,7 @@ async def read(redis: Redis, prefix: str, request_id: str) -> MessageState | Non
         raw, mark = await pipe.execute()
     fields = {_text(k): _text(v) for k, v in raw.items()}
     state = fields.get("state")
-    if state == "sent" or (state is None and mark is not None):
+    if state == "sent" or mark is not None:  # the mark is written first: it is the truth
         return _sent(request_id, fields, mark)
     if state == "dead":
         code = fields.get("errcode")

@@ -23,7 +23,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from shared.bus.scripts import Script
+from shared.bus.scripts import Script, Wait
 from shared.config import Settings
 
 __all__ = [
@@ -285,12 +285,14 @@ async def commit(
     outputs: Sequence[tuple[str, FieldMap] | tuple[str, FieldMap, int | None]],
     retry_key: str,
     maxlen: int | None = DEFAULT_MAXLEN,
+    wait: Wait | None = None,
 ) -> bool:
     """XADD every output and XACK the entry atomically, if it is still pending in the group.
 
     An output is ``(stream, fields)``, trimmed to ``maxlen``, or ``(stream, fields, maxlen)``.
     False: someone else already acknowledged the entry, and nothing was written. A NOGROUP
-    error means the group or stream is gone.
+    error means the group or stream is gone. ``wait`` (BUS_MIN_REPLICAS): NotReplicated when
+    too few replicas confirmed the commit in time.
     """
     keys = [stream, retry_key, *(out[0] for out in outputs)]
     args: list[Any] = [group, entry_id]
@@ -299,7 +301,7 @@ async def commit(
         args += (_maxlen_arg(out[2] if len(out) > 2 else maxlen), len(fields))
         for name, value in fields.items():
             args += (name, value)
-    return bool(await _COMMIT(redis, keys, args))
+    return bool(await _COMMIT(redis, keys, args, wait=wait))
 
 
 async def dead_letter(

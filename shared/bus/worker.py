@@ -34,6 +34,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from typing import Protocol
 
 from redis.asyncio import Redis
 
@@ -392,8 +393,12 @@ class Consumer:
         return {"stream": self.stream, "group": self.group, "consumer": self.name}
 
 
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
 def install_signal_handlers(
-    consumer: Consumer, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
+    consumer: _Stoppable, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
 ) -> None:
     """SIGTERM/SIGINT stop ``consumer`` gracefully; a second signal cancels in-flight work."""
     loop = asyncio.get_running_loop()
