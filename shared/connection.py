@@ -35,7 +35,7 @@ from redis.asyncio.sentinel import Sentinel
 
 from shared.errors import ConfigError
 
-__all__ = ["RedisTarget", "connect", "parse_redis_url"]
+__all__ = ["RedisTarget", "connect", "is_cluster", "parse_redis_url"]
 
 Topology = Literal["standalone", "sentinel", "cluster"]
 _PLAIN = ("redis://", "rediss://", "unix://")
@@ -162,3 +162,8 @@ def connect(url: str, **options: Any) -> Redis:
     )
     primary.watchers = sentinel
     return primary
+
+
+def is_cluster(redis: object) -> bool:
+    """Whether ``redis`` is a cluster client (its pipelines refuse EVALSHA and span slots)."""
+    return isinstance(redis, RedisCluster)

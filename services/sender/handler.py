@@ -19,9 +19,10 @@ with WeCom's errcode and a sentence of advice. Every outcome is written to the s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -32,6 +33,7 @@ from redis.exceptions import NoScriptError
 from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
 from shared.bus.scripts import Wait, check_replicated
+from shared.connection import is_cluster
 from shared.schemas.envelope import OutboxEntry, decode_outbox
 from shared.schemas.outbound import SendRequest, encode_send_request, split_request
 from shared.wecom import circuit
@@ -214,7 +216,14 @@ class OutboxHandler:
         gate: tuple[list[str], list[int]],
         gov: tuple[list[str], tuple[int | str, ...]] | None,
     ) -> tuple[bytes | None, Any, Any]:
-        """GET the sent mark, run the circuit and governor scripts: one round trip."""
+        """GET the sent mark, run the circuit and governor scripts: one round trip (on a
+        cluster, whose pipeline refuses EVALSHA, three concurrent calls)."""
+        if is_cluster(self.redis):
+            calls: list[Awaitable[Any]] = [self.redis.get(mark), circuit.ADMIT(self.redis, *gate)]
+            if gov is not None:
+                calls.append(ACQUIRE(self.redis, *gov))
+            found: list[Any] = await asyncio.gather(*calls)
+            return found[0], found[1], found[2] if gov is not None else 0
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(mark)
             circuit.ADMIT.queue(pipe, *gate)

@@ -1,0 +1,102 @@
+"""The whole system as real processes on Redis Sentinel and Redis Cluster.
+
+Sentinel: a primary, two replicas and three Sentinels; 300 callbacks at 50/s while the primary
+is SIGKILLed (``BUS_MIN_REPLICAS=1``): every callback is acknowledged within WeCom's retries and
+gets exactly one reply, and no service is restarted. Cluster: three nodes, ``BUS_PARTITIONS=8``:
+40 members × 5 texts, all answered once and in order, the partitions on several nodes.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.bus import names
+from tests.system import System, running_system
+from tests.topology import Cluster, SentinelSet
+
+pytestmark = pytest.mark.slow
+
+
+def push_paced(system: System, specs: list[dict[str, Any]], rate: float) -> list[Any]:
+    """Push every spec (each retried the way WeCom retries) at ``rate`` per second."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        futures: list[Future[Any]] = []
+        for i, spec in enumerate(specs):
+            time.sleep(max(0.0, started + i / rate - time.monotonic()))
+            futures.append(pool.submit(system.push, **spec))
+        return [f.result() for f in futures]
+
+
+def replies(system: System) -> dict[str, list[str]]:
+    """Each member's delivered text replies, in the order WeCom received them."""
+    found: dict[str, list[str]] = collections.defaultdict(list)
+    for message in system.sends():
+        body = message["body"]
+        if message["status"] == "delivered" and body.get("msgtype") == "text":
+            found[body["touser"]].append(body["text"]["content"])
+    return found
+
+
+def test_sentinel_failover_under_load_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    with SentinelSet() as topo, running_system(topo.url(), tmp_path, BUS_MIN_REPLICAS="1") as system:
+        specs = [
+            {"from": f"user{i % 30}", "type": "text", "content": f"n{i}?"} for i in range(300)
+        ]
+        killer = threading.Timer(2.0, topo.kill_primary)  # 100 callbacks in, 200 to go
+        old = topo.primary_port()
+        killer.start()
+        try:
+            results = push_paced(system, specs, rate=50)
+        finally:
+            killer.join()
+        assert topo.wait_failover(old) != old
+        failed = [r["attempts"] for r in results if not r["ok"]]
+        assert failed == [], f"{len(failed)} callbacks never acknowledged, e.g. {failed[:1]}"
+
+        def all_answered() -> bool:
+            return sum(len(v) for v in replies(system).values()) >= 300
+
+        system.wait_for(all_answered, timeout=60, what="a reply to every callback")
+        time.sleep(3)  # room for a duplicate to show up
+        counts = collections.Counter(t for texts in replies(system).values() for t in texts)
+        assert {f"n{i}!" for i in range(300)} == set(counts)
+        assert [t for t, n in counts.items() if n > 1] == []
+        system.stack.check_alive()  # nobody was restarted: the first processes did it all
+
+
+def test_cluster_with_eight_partitions_answers_every_member_in_order(tmp_path: Path) -> None:
+    with Cluster(3) as topo, running_system(topo.url, tmp_path, BUS_PARTITIONS="8") as system:
+        members = [f"user{m}" for m in range(40)]
+        specs = [
+            {"from": member, "type": "text", "content": f"{member} m{k}?"}
+            for k in range(5)
+            for member in members
+        ]
+        results = push_paced(system, specs, rate=100)
+        assert all(r["ok"] for r in results)
+
+        def all_answered() -> bool:
+            return sum(len(v) for v in replies(system).values()) >= 200
+
+        system.wait_for(all_answered, timeout=60, what="200 replies")
+        got = replies(system)
+        for member in members:
+            assert got[member] == [f"{member} m{k}!" for k in range(5)], member
+        assert system.fake("GET", "/fake/stats")["gettoken"] == {"default": 1}
+        nodes = {topo.node_of(names.events(p)).port for p in names.partitions("wecom", 8)}
+        assert len(nodes) >= 2
+        holding = [
+            p for p in names.partitions("wecom", 8) if topo.node_of(names.events(p)).client().xlen(
+                names.events(p)
+            )
+        ]
+        assert len({topo.node_of(names.events(p)).port for p in holding}) >= 2
+
