@@ -70,6 +70,8 @@ def test_sentinel_failover_under_load_loses_and_repeats_nothing(tmp_path: Path) 
         assert {f"n{i}!" for i in range(300)} == set(counts)
         assert [t for t, n in counts.items() if n > 1] == []
         system.stack.check_alive()  # nobody was restarted: the first processes did it all
+        check = system.cli("check", "--redis")
+        assert "redis topology: ok (standalone, role master, 1 connected replica(s)" in check.stdout
 
 
 def test_cluster_with_eight_partitions_answers_every_member_in_order(tmp_path: Path) -> None:
@@ -89,7 +91,7 @@ def test_cluster_with_eight_partitions_answers_every_member_in_order(tmp_path: P
         system.wait_for(all_answered, timeout=60, what="200 replies")
         got = replies(system)
         for member in members:
-            assert got[member] == [f"{member} m{k}!" for k in range(5)], member
+            assert sorted(got[member]) == [f"{member} m{k}!" for k in range(5)], member
         assert system.fake("GET", "/fake/stats")["gettoken"] == {"default": 1}
         nodes = {topo.node_of(names.events(p)).port for p in names.partitions("wecom", 8)}
         assert len(nodes) >= 2
@@ -99,4 +101,13 @@ def test_cluster_with_eight_partitions_answers_every_member_in_order(tmp_path: P
             )
         ]
         assert len({topo.node_of(names.events(p)).port for p in holding}) >= 2
-
+        check = system.cli("check", "--redis")
+        assert "loaded on each of 3 primaries" in check.stdout, check.stdout + check.stderr
+        [layout] = [line for line in check.stdout.splitlines() if "redis topology" in line]
+        for node in topo.nodes:
+            assert f"127.0.0.1:{node.port} (0 replica(s)) partitions" in layout
+        located = sorted(int(i) for part in layout.split("partitions ")[1:] for i in
+                         part.split(";")[0].split(")")[0].split(",") if i.strip().isdigit())
+        assert located == list(range(8))
+        for member in members:  # and in the order each member wrote
+            assert got[member] == [f"{member} m{k}!" for k in range(5)], member

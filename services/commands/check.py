@@ -106,7 +106,7 @@ async def _redis(settings: Settings, deep: bool) -> list[Finding]:
     try:
         await redis.ping()
         if deep:
-            return await redis_check.findings(redis, settings.prefix)
+            return await redis_check.findings(redis, settings.prefix, settings.partitions)
         return [Finding("redis", "ok", "")]
     except (RedisError, OSError) as exc:
         return [Finding("redis", "error", f"unreachable ({type(exc).__name__})")]

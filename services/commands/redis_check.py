@@ -13,9 +13,11 @@ import importlib
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from services.commands.base import Finding
+from services.commands.redis_topology import cluster_findings
 from shared.bus import names
 from shared.bus.scripts import Script
 
@@ -150,6 +152,10 @@ async def _topology(redis: Redis) -> Finding:
     role = str(replication.get("role", "unknown"))
     replicas = int(replication.get("connected_slaves", 0))
     text = f"{mode}, role {role}, {replicas} connected replica(s)"
+    if replicas:  # on Sentinel: the primary the Sentinels named, and its replicas
+        found = [replication.get(f"slave{i}", {}) for i in range(replicas)]
+        where = [f"{r.get('ip')}:{r.get('port')}" for r in found if isinstance(r, dict)]
+        text += f" ({', '.join(where)})"
     if role != "master":
         return Finding(
             "redis topology",
@@ -159,11 +165,23 @@ async def _topology(redis: Redis) -> Finding:
     return Finding("redis topology", "ok", text)
 
 
-async def findings(redis: Redis, prefix: str) -> list[Finding]:
+async def findings(redis: Redis, prefix: str, partitions: int = 1) -> list[Finding]:
     """One finding per promise, in the order ``wecom-bus check --redis`` prints them."""
+    if isinstance(redis, RedisCluster):
+        probes = {
+            "server": _server,
+            "scripts": project_scripts,
+            "key_groups": _key_groups,
+            "probe": _PROBE,
+            "memory": _memory,
+            "fsync": _fsync,
+        }
+        return await cluster_findings(redis, prefix, partitions, probes)
+    parts = names.partitions(prefix, partitions)
+    scripts = [await _scripts(redis, part) for part in parts]
     return [
-        await _server(redis, prefix),
-        await _scripts(redis, prefix),
+        await _server(redis, parts[0]),
+        next((f for f in scripts if f.level != "ok"), scripts[0]),
         await _memory(redis),
         await _fsync(redis),
         await _topology(redis),
