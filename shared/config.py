@@ -93,6 +93,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     partitions: int = 1  # BUS_PARTITIONS: events and outbox split into this many partitions
     min_replicas: int = 0  # BUS_MIN_REPLICAS: acknowledge only once this many replicas have it
     min_replicas_timeout: int = 1000  # BUS_MIN_REPLICAS_TIMEOUT (ms): how long WAIT waits
+    order_wait: float = 5.0  # BUS_ORDER_WAIT (s): a member's entry waits this long for the last
     responder_other_reply: str = ""  # answer to messages no behaviour answers ("" = none)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
@@ -359,6 +360,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         partitions=partitions,
         min_replicas=_number(env, "BUS_MIN_REPLICAS", 0, int, 0),
         min_replicas_timeout=_number(env, "BUS_MIN_REPLICAS_TIMEOUT", 1000, int, 1),
+        order_wait=_number(env, "BUS_ORDER_WAIT", _BUS.order_wait, float, 0),
         responder_other_reply=_get(env, "RESPONDER_OTHER_REPLY") or "",
         log_level=level,
         log_format="json" if log_format == "json" else "console",

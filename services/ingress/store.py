@@ -21,20 +21,26 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shared.bus import names, partitions
+from shared.bus.ordering import order_key
 from shared.bus.scripts import Script, Wait
 
 __all__ = ["STORE_ONCE", "Store"]
 
-# KEYS[1] dedup mark, KEYS[2] events stream; ARGV: mark TTL (s), MAXLEN, entry data.
-# The mark and the entry commit together: a crash cannot leave one without the other.
+# KEYS[1] dedup mark, KEYS[2] events stream, KEYS[3] the member's sequence counter;
+# ARGV: mark TTL (s), MAXLEN, entry data, order key.
+# The mark and the entry commit together: a crash cannot leave one without the other. The
+# entry carries the member's next sequence number (shared.bus.ordering).
 STORE_ONCE = Script("""
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3])
+  local seq = redis.call('INCR', KEYS[3])
+  redis.call('EXPIRE', KEYS[3], 86400)
+  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3],
+    'okey', ARGV[4], 'oseq', seq)
 end
 return false
 """)
 
-_Call = tuple[Sequence[str], Sequence[bytes | int]]
+_Call = tuple[Sequence[str], Sequence[bytes | int | str]]
 
 
 class Store:
@@ -72,8 +78,9 @@ class Store:
         if not self._calls:
             loop.call_soon(self._flush)
         part = partitions.prefix_for(self.prefix, self.partitions, app, member)
-        keys = (names.seen(part, app, key), names.events(part))
-        self._calls.append((keys, (self.dedup_ttl, self.maxlen, data)))
+        events, okey = names.events(part), order_key(app, member)
+        keys = (names.seen(part, app, key), events, names.order_seq(events, okey))
+        self._calls.append((keys, (self.dedup_ttl, self.maxlen, data, okey)))
         self._futures.append(future)
         return future
 

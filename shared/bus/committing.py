@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from shared.bus import metrics, names, streams
 from shared.bus.delivery import Delivery, Output
 from shared.bus.options import ConsumerOptions
+from shared.bus.ordering import order_of
 from shared.bus.outage import OUTAGE, RedisWatch
 from shared.bus.streams import FieldValue
 
@@ -61,10 +62,13 @@ class Recorder:
                 stream=self.stream,
                 group=self.group,
                 entry_id=delivery.entry_id,
-                outputs=[(out.stream, out.fields, out.maxlen or maxlen) for out in outputs],
+                outputs=[
+                    (out.stream, out.fields, out.maxlen or maxlen, out.order) for out in outputs
+                ],
                 retry_key=self.retry_key,
                 maxlen=maxlen,
                 wait=self.options.wait,
+                order=order_of(delivery.fields),
             )
         )
         self.count("ok" if committed else "failed")

@@ -58,6 +58,7 @@ class Output(msgspec.Struct, frozen=True):
     stream: str
     fields: FieldMap
     maxlen: int | None = None  # MAXLEN ~ for this stream; None: the consumer's maxlen
+    order: str | None = None  # order key: numbered after the member's earlier entries there
 
 
 Handler = Callable[[Delivery], Awaitable[Sequence[Output]]]

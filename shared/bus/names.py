@@ -28,6 +28,10 @@ key                                         type    role (lifetime)
 ``<prefix>:circuit:{<app>}``                 hash    an app's send circuit (state, reason, until)
 ``<stream>:retry:<group>``                  zset    entries a handler deferred with ``Retry``
                                                     (member = entry id, score = due unix ms)
+``<stream>:oseq:<order key>``               string  last sequence number given to a member's
+                                                    entries on ``stream`` (TTL 1 day, renewed)
+``<stream>:odone:<group>:<order key>``      string  highest sequence number of that member the
+                                                    group has committed (TTL 1 day, renewed)
 ==========================================  ======  =============================================
 
 Partitions (``BUS_PARTITIONS`` = N > 1): the events, outbox, dead-letter, delayed and dedup
@@ -52,6 +56,8 @@ __all__ = [
     "delayed_data",
     "events",
     "idempotency",
+    "order_done",
+    "order_seq",
     "outbox",
     "partition",
     "partition_of",
@@ -183,3 +189,13 @@ def retry(stream: str, group: str) -> str:
     Derived from the stream key rather than the prefix so it shares the stream's hash tag.
     """
     return f"{stream}:retry:{group}"
+
+
+def order_seq(stream: str, order_key: str) -> str:
+    """The sequence counter of one member's entries on ``stream`` (same hash tag as it)."""
+    return f"{stream}:oseq:{order_key}"
+
+
+def order_done(stream: str, group: str, order_key: str) -> str:
+    """The highest sequence number of one member that ``group`` committed on ``stream``."""
+    return f"{stream}:odone:{group}:{order_key}"

@@ -40,6 +40,8 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
     * ``name``: the consumer's name in the group; default host-pid-random, unique per replica.
     * ``min_replicas``, ``min_replicas_timeout`` (ms) (``BUS_MIN_REPLICAS…``): a commit WAITs
       for that many replicas (0: no WAIT).
+    * ``order_wait`` (s, ``BUS_ORDER_WAIT``): how long entry n of a member waits for n-1 to be
+      committed (``shared.bus.ordering``; 0: never waits).
     """
 
     concurrency: int = 16
@@ -57,6 +59,7 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
     name: str | None = None
     min_replicas: int = 0
     min_replicas_timeout: int = 1000
+    order_wait: float = _SETTINGS.order_wait
 
     def __post_init__(self) -> None:
         if min(self.concurrency, self.batch, self.max_deliveries, self.block_ms) < 1:
@@ -77,6 +80,7 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
                 "maxlen": settings.stream_maxlen,
                 "min_replicas": settings.min_replicas,
                 "min_replicas_timeout": settings.min_replicas_timeout,
+                "order_wait": settings.order_wait,
                 **overrides,
             }
         )

@@ -47,6 +47,7 @@ from redis.asyncio import Redis
 from shared.bus import metrics, names
 from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.delivery import Handler as WorkerHandler
+from shared.bus.ordering import order_of
 from shared.bus.predicates import Predicate, app, event, event_key, sender, text
 from shared.config import Settings
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_envelope, encode_outbox
@@ -376,13 +377,18 @@ class Router:
             )
             # The outbox of the input's partition: a member's replies stay in one partition.
             outbox = names.outbox(names.partition_of(delivery.stream, prefix))
-            return _outputs(envelope, published, outbox, maxlen)
+            order = order_of(delivery.fields)
+            return _outputs(envelope, published, outbox, maxlen, order[0] if order else None)
 
         return handle
 
 
 def _outputs(
-    envelope: EventEnvelope, published: list[Published], outbox: str, maxlen: int | None
+    envelope: EventEnvelope,
+    published: list[Published],
+    outbox: str,
+    maxlen: int | None,
+    order: str | None,
 ) -> list[Output]:
     """One outbox entry per published request, carrying the event's app and trace id."""
     now = time.time()
@@ -397,4 +403,4 @@ def _outputs(
         )
         for p in published
     ]
-    return [Output(outbox, {"data": encode_outbox(entry)}, maxlen) for entry in entries]
+    return [Output(outbox, {"data": encode_outbox(e)}, maxlen, order) for e in entries]

@@ -23,6 +23,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from shared.bus import names
 from shared.bus.scripts import Script, Wait
 from shared.config import Settings
 
@@ -64,6 +65,8 @@ FieldValue = bytes | str | int | float
 # Keys are str or bytes. Spelled Any because Mapping is invariant in its key type, so neither
 # dict[str, ...] nor dict[bytes, ...] would match Mapping[str | bytes, ...].
 FieldMap = Mapping[Any, FieldValue]
+# (stream, fields, maxlen, order key): an output that gets the member's next sequence number.
+OrderedOutput = tuple[str, FieldMap, int | None, str | None]
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,26 +102,41 @@ class ConsumerInfo(msgspec.Struct, frozen=True, kw_only=True):
     idle_ms: int
 
 
-# KEYS: input stream, retry zset, output streams...   ARGV: group, id, then per output:
-# maxlen ("" = none), number of fields, field, value, ...
+# KEYS: input stream, retry zset, order-done key (or the stream again), then per output its
+# stream and, when it has an order key, its sequence counter.
+# ARGV: group, id, the input's sequence number ("" = unordered), then per output:
+# maxlen ("" = none), number of fields, order key ("" = none), field, value, ...
 _COMMIT = Script("""
 local group, id = ARGV[1], ARGV[2]
 if #redis.call('XPENDING', KEYS[1], group, id, id, 1) == 0 then return 0 end
-local a = 3
-for k = 3, #KEYS do
+local a, k = 4, 4
+while k <= #KEYS do
   local cmd = {'XADD', KEYS[k]}
+  k = k + 1
   if ARGV[a] ~= '' then
     cmd[#cmd + 1] = 'MAXLEN'; cmd[#cmd + 1] = '~'; cmd[#cmd + 1] = ARGV[a]
   end
   cmd[#cmd + 1] = '*'
-  local n = tonumber(ARGV[a + 1]); a = a + 2
+  local n, okey = tonumber(ARGV[a + 1]), ARGV[a + 2]
+  a = a + 3
   for _ = 1, 2 * n do cmd[#cmd + 1] = ARGV[a]; a = a + 1 end
+  if okey ~= '' then
+    local seq = redis.call('INCR', KEYS[k])
+    redis.call('EXPIRE', KEYS[k], 86400)
+    k = k + 1
+    cmd[#cmd + 1] = 'okey'; cmd[#cmd + 1] = okey; cmd[#cmd + 1] = 'oseq'; cmd[#cmd + 1] = seq
+  end
   redis.call(unpack(cmd))
+end
+if ARGV[3] ~= '' then
+  local done = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if tonumber(ARGV[3]) > done then redis.call('SET', KEYS[3], ARGV[3], 'EX', 86400) end
 end
 redis.call('XACK', KEYS[1], group, id)
 redis.call('ZREM', KEYS[2], id)
 return 1
 """)
+
 
 # KEYS: input stream, retry zset, dead-letter stream.   ARGV: group, id, maxlen, field, value...
 _DEAD_LETTER = Script("""
@@ -282,23 +300,32 @@ async def commit(
     stream: str,
     group: str,
     entry_id: str,
-    outputs: Sequence[tuple[str, FieldMap] | tuple[str, FieldMap, int | None]],
+    outputs: Sequence[tuple[str, FieldMap] | tuple[str, FieldMap, int | None] | OrderedOutput],
     retry_key: str,
     maxlen: int | None = DEFAULT_MAXLEN,
     wait: Wait | None = None,
+    order: tuple[str, int] | None = None,
 ) -> bool:
     """XADD every output and XACK the entry atomically, if it is still pending in the group.
 
-    An output is ``(stream, fields)``, trimmed to ``maxlen``, or ``(stream, fields, maxlen)``.
+    An output is ``(stream, fields)``, trimmed to ``maxlen``, ``(stream, fields, maxlen)`` or
+    ``(stream, fields, maxlen, order key)``: then it gets the member's next sequence number
+    on that stream (fields ``okey``, ``oseq``). ``order`` = (order key, sequence number) of the
+    input: the group's done mark of that member moves up to it (``shared.bus.ordering``).
     False: someone else already acknowledged the entry, and nothing was written. A NOGROUP
     error means the group or stream is gone. ``wait`` (BUS_MIN_REPLICAS): NotReplicated when
     too few replicas confirmed the commit in time.
     """
-    keys = [stream, retry_key, *(out[0] for out in outputs)]
-    args: list[Any] = [group, entry_id]
+    done_key = names.order_done(stream, group, order[0]) if order else stream
+    keys = [stream, retry_key, done_key]
+    args: list[Any] = [group, entry_id, str(order[1]) if order else ""]
     for out in outputs:
         fields = out[1]
-        args += (_maxlen_arg(out[2] if len(out) > 2 else maxlen), len(fields))
+        okey = out[3] if len(out) > 3 else None
+        keys.append(out[0])
+        if okey:
+            keys.append(names.order_seq(out[0], okey))
+        args += (_maxlen_arg(out[2] if len(out) > 2 else maxlen), len(fields), okey or "")
         for name, value in fields.items():
             args += (name, value)
     return bool(await _COMMIT(redis, keys, args, wait=wait))

@@ -45,6 +45,7 @@ from shared.bus.delivery import Delivery, Handler, Output, Reject, Retry, descri
 from shared.bus.leasing import renew_leases
 from shared.bus.observe import observe_groups, sweep_consumers
 from shared.bus.options import ConsumerOptions
+from shared.bus.ordering import order_of, wait_turn
 from shared.bus.outage import OUTAGE, RedisWatch
 from shared.bus.streams import Entry
 from shared.errors import SchemaError
@@ -349,6 +350,16 @@ class Consumer:
             await record.dead_letter(delivery, error, "deadlettered")
             return
         last = count >= self.options.max_deliveries
+        order = order_of(delivery.fields)
+        if order is not None:  # a member's entries in the order written (shared.bus.ordering)
+            await wait_turn(
+                self.redis,
+                self.stream,
+                self.group,
+                delivery.entry_id,
+                order,
+                self.options.order_wait,
+            )
         try:
             await record.commit(delivery, await self._call(delivery))
         except Retry as exc:
