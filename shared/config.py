@@ -93,7 +93,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     partitions: int = 1  # BUS_PARTITIONS: events and outbox split into this many partitions
     min_replicas: int = 0  # BUS_MIN_REPLICAS: acknowledge only once this many replicas have it
     min_replicas_timeout: int = 1000  # BUS_MIN_REPLICAS_TIMEOUT (ms): how long WAIT waits
-    order_wait: float = 5.0  # BUS_ORDER_WAIT (s): a member's entry waits this long for the last
+    order_wait: float = 10.0  # BUS_ORDER_WAIT (s): a member's entry waits this long for the last
     responder_other_reply: str = ""  # answer to messages no behaviour answers ("" = none)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"

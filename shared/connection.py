@@ -35,7 +35,7 @@ from redis.asyncio.sentinel import Sentinel
 
 from shared.errors import ConfigError
 
-__all__ = ["RedisTarget", "connect", "is_cluster", "parse_redis_url"]
+__all__ = ["RedisTarget", "connect", "is_cluster", "parse_redis_url", "prepare"]
 
 Topology = Literal["standalone", "sentinel", "cluster"]
 _PLAIN = ("redis://", "rediss://", "unix://")
@@ -167,3 +167,11 @@ def connect(url: str, **options: Any) -> Redis:
 def is_cluster(redis: object) -> bool:
     """Whether ``redis`` is a cluster client (its pipelines refuse EVALSHA and span slots)."""
     return isinstance(redis, RedisCluster)
+
+
+async def prepare(redis: Redis) -> None:
+    """Learn a cluster's slot map once, before concurrent tasks start: redis-py initializes a
+    cluster client lazily, and several tasks doing it at once tear each other's connections
+    down. Nothing to do for a single server or Sentinel."""
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()

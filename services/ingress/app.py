@@ -21,7 +21,7 @@ from services.health import health_routes
 from services.ingress.callback import AppReceiver, Receiver, verify_url
 from services.ingress.store import Store
 from shared.config import Settings, load_settings
-from shared.connection import connect
+from shared.connection import connect, prepare
 
 __all__ = ["create_app", "dedup_ttl"]
 
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        await prepare(client)
         try:
             yield {"settings": settings, "redis": client}
         finally:

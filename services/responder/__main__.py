@@ -20,7 +20,7 @@ from shared import logs
 from shared.bus import names
 from shared.bus.router import Router, State
 from shared.config import load_settings
-from shared.connection import connect
+from shared.connection import connect, prepare
 from shared.errors import ConfigError
 
 log = logging.getLogger("wecom_bus.responder")
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         redis = connect(url, socket_timeout=10, socket_connect_timeout=3)
+        await prepare(redis)
         state = State(settings=settings, redis=redis, environ=dict(os.environ))
         try:
             async with lifespan(router, state):

@@ -25,7 +25,7 @@ from services.sender.handler import OutboxHandler, show_circuit
 from shared import logs
 from shared.bus import delayed, names
 from shared.config import AppSettings, Settings, load_settings
-from shared.connection import connect
+from shared.connection import connect, prepare
 from shared.wecom import circuit
 from shared.wecom.client import TokenFetcher, WeComClient
 from shared.wecom.governor import Governor
@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         redis = connect(url, socket_timeout=10, socket_connect_timeout=3)
+        await prepare(redis)
         clients = make_clients(settings, redis)
         async with contextlib.AsyncExitStack() as stack:
             for client in clients.values():
