@@ -46,10 +46,11 @@ def replies(system: System) -> dict[str, list[str]]:
 
 
 def test_sentinel_failover_under_load_loses_and_repeats_nothing(tmp_path: Path) -> None:
-    with SentinelSet() as topo, running_system(topo.url(), tmp_path, BUS_MIN_REPLICAS="1") as system:
-        specs = [
-            {"from": f"user{i % 30}", "type": "text", "content": f"n{i}?"} for i in range(300)
-        ]
+    with (
+        SentinelSet() as topo,
+        running_system(topo.url(), tmp_path, BUS_MIN_REPLICAS="1") as system,
+    ):
+        specs = [{"from": f"user{i % 30}", "type": "text", "content": f"n{i}?"} for i in range(300)]
         killer = threading.Timer(2.0, topo.kill_primary)  # 100 callbacks in, 200 to go
         old = topo.primary_port()
         killer.start()
@@ -77,13 +78,22 @@ def test_sentinel_failover_under_load_loses_and_repeats_nothing(tmp_path: Path) 
 def test_cluster_with_eight_partitions_answers_every_member_in_order(tmp_path: Path) -> None:
     """Order holds when each predecessor finishes within BUS_ORDER_WAIT; on a loaded test
     machine replies can take seconds, so the wait (and the handler timeout) are generous."""
-    with Cluster(3) as topo, running_system(
-        topo.url, tmp_path, BUS_PARTITIONS="8", BUS_HANDLER_TIMEOUT="30", BUS_ORDER_WAIT="60"
-    ) as system:
+    with (
+        Cluster(3) as topo,
+        running_system(
+            topo.url, tmp_path, BUS_PARTITIONS="8", BUS_HANDLER_TIMEOUT="30", BUS_ORDER_WAIT="60"
+        ) as system,
+    ):
         members = [f"user{m}" for m in range(40)]
-        for k in range(5):  # each member writes again once WeCom delivered the last one
-            specs = [{"from": m, "type": "text", "content": f"{m} m{k}?"} for m in members]
-            assert all(r["ok"] for r in push_paced(system, specs, rate=200))
+
+        def write(member: str) -> bool:  # the next message once WeCom delivered the last one
+            return all(
+                system.push(**{"from": member, "type": "text", "content": f"{member} m{k}?"})["ok"]
+                for k in range(5)
+            )
+
+        with ThreadPoolExecutor(max_workers=len(members)) as pool:
+            assert all(pool.map(write, members))
 
         def all_answered() -> bool:
             return sum(len(v) for v in replies(system).values()) >= 200
@@ -96,9 +106,9 @@ def test_cluster_with_eight_partitions_answers_every_member_in_order(tmp_path: P
         nodes = {topo.node_of(names.events(p)).port for p in names.partitions("wecom", 8)}
         assert len(nodes) >= 2
         holding = [
-            p for p in names.partitions("wecom", 8) if topo.node_of(names.events(p)).client().xlen(
-                names.events(p)
-            )
+            p
+            for p in names.partitions("wecom", 8)
+            if topo.node_of(names.events(p)).client().xlen(names.events(p))
         ]
         assert len({topo.node_of(names.events(p)).port for p in holding}) >= 2
         check = system.cli("check", "--redis")
@@ -106,8 +116,12 @@ def test_cluster_with_eight_partitions_answers_every_member_in_order(tmp_path: P
         [layout] = [line for line in check.stdout.splitlines() if "redis topology" in line]
         for node in topo.nodes:
             assert f"127.0.0.1:{node.port} (0 replica(s)) partitions" in layout
-        located = sorted(int(i) for part in layout.split("partitions ")[1:] for i in
-                         part.split(";")[0].split(")")[0].split(",") if i.strip().isdigit())
+        located = sorted(
+            int(i)
+            for part in layout.split("partitions ")[1:]
+            for i in part.split(";")[0].split(")")[0].split(",")
+            if i.strip().isdigit()
+        )
         assert located == list(range(8))
         for member in members:  # and in the order each member wrote
             assert got[member] == [f"{member} m{k}!" for k in range(5)], member
