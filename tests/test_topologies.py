@@ -2,8 +2,9 @@
 
 Sentinel: a primary, two replicas and three Sentinels; 300 callbacks at 50/s while the primary
 is SIGKILLed (``BUS_MIN_REPLICAS=1``): every callback is acknowledged within WeCom's retries and
-gets exactly one reply, and no service is restarted. Cluster: three nodes, ``BUS_PARTITIONS=8``:
-40 members × 5 texts, all answered once and in order, the partitions on several nodes.
+gets exactly one reply, and no service is restarted. Cluster: three nodes, ``BUS_PARTITIONS=8``, two
+responders and two senders: 40 members × 5 texts, all answered once and in order, the
+partitions on several nodes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from devkit.embedded_redis import free_port
 from shared.bus import names
 from tests.system import System, running_system
 from tests.topology import Cluster, SentinelSet
@@ -84,6 +86,11 @@ def test_cluster_with_eight_partitions_answers_every_member_in_order(tmp_path: P
             topo.url, tmp_path, BUS_PARTITIONS="8", BUS_HANDLER_TIMEOUT="30", BUS_ORDER_WAIT="60"
         ) as system,
     ):
+        second = {name: free_port() for name in ("responder", "sender")}
+        for name, port in second.items():  # a second replica of each consumer
+            system.stack.spawn(name, "--host", "127.0.0.1", "--port", str(port), label=f"{name}-2")
+        urls = {n: f"http://127.0.0.1:{p}/readyz" for n, p in second.items()}
+        system.stack.wait_ready(urls, timeout=60)
         members = [f"user{m}" for m in range(40)]
 
         def write(member: str) -> bool:  # the next message once WeCom delivered the last one
