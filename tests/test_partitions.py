@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -77,7 +78,7 @@ async def test_ingress_puts_a_member_in_its_partition_with_a_sequence(
     for n, member in enumerate(["alice", "bob", "alice"], start=1):
         assert await _post(app, f"hi {n}", member, n) == 200
     alice = partitions.prefix_for("wecom", 4, "default", "alice")
-    rows = await redis.xrange(names.events(alice))
+    rows: Any = await redis.xrange(names.events(alice))
     texts = [(json.loads(f[b"data"])["event"]["Content"], f[b"oseq"]) for _, f in rows]
     assert [t for t in texts if t[0] != "hi 2"] == [("hi 1", b"1"), ("hi 3", b"2")]
     assert await redis.exists(names.seen(alice, "default", "msg:1"))
@@ -133,11 +134,11 @@ async def test_dead_letters_of_every_partition_are_listed_and_replayed(redis: Re
 async def test_entry_n_waits_for_n_minus_one_then_goes_ahead_at_the_bound(redis: Redis) -> None:
     stream = "ord:events"
     await streams.ensure_group(redis, stream, "g")
-    first = await redis.xadd(stream, {"okey": "a/m", "oseq": 1})
-    second = await redis.xadd(stream, {"okey": "a/m", "oseq": 2})
+    first = await streams.publish(redis, stream, {"okey": "a/m", "oseq": 1})
+    second = await streams.publish(redis, stream, {"okey": "a/m", "oseq": 2})
     await streams.read_group(redis, stream, "g", "c", count=2, block_ms=None)
     waiting = asyncio.create_task(
-        ordering.wait_turn(redis, stream, "g", second.decode(), ("a/m", 2), bound=30)
+        ordering.wait_turn(redis, stream, "g", second, ("a/m", 2), bound=30)
     )
     await asyncio.sleep(0.2)
     assert not waiting.done()  # 1 is not committed yet
@@ -145,13 +146,14 @@ async def test_entry_n_waits_for_n_minus_one_then_goes_ahead_at_the_bound(redis:
         redis,
         stream=stream,
         group="g",
-        entry_id=first.decode(),
+        entry_id=first,
         outputs=[("ord:outbox", {"data": "r1"}, None, "a/m")],
         retry_key=names.retry(stream, "g"),
         order=("a/m", 1),
     )
     assert await asyncio.wait_for(waiting, 5) is True
-    [(_, out)] = await redis.xrange("ord:outbox")
+    written: Any = await redis.xrange("ord:outbox")
+    [(_, out)] = written
     assert (out[b"okey"], out[b"oseq"]) == (b"a/m", b"1")
     # Entry 5 whose predecessor never commits goes ahead once its bound has passed.
     started = time.monotonic()
