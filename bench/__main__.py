@@ -75,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
 
             _log("pipeline:")
             results["pipeline"] = run_pipeline(ctx, _log)
+        if args.only in (None, "topology"):
+            from bench.topology import run_topology
+
+            _log("topology:")
+            results["topology"] = run_topology(ctx, _log)
     except Exception:
         _log(f"bench failed; logs kept in {workdir}")
         raise
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs, for development")
-    parser.add_argument("--only", choices=("ingress", "pipeline"))
+    parser.add_argument("--only", choices=("ingress", "pipeline", "topology"))
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
     parser.add_argument(
         "--priority", action="store_true", help="run at nice -10 (root) on a busy machine"
