@@ -11,11 +11,14 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
 from shared.errors import ConfigError
+
+if TYPE_CHECKING:
+    from shared.aibot.config import BotSettings
 
 __all__ = ["AppSettings", "Secret", "Settings", "load_settings"]
 
@@ -86,6 +89,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     responder_other_reply: str = ""  # answer to messages no behaviour answers ("" = none)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
+    bots: dict[str, BotSettings] = msgspec.field(default_factory=dict)  # WECOM_BOTS_FILE
 
     def app(self, name: str = "default") -> AppSettings:
         try:
@@ -257,4 +261,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         responder_other_reply=_get(env, "RESPONDER_OTHER_REPLY") or "",
         log_level=level,
         log_format="json" if log_format == "json" else "console",
+        bots=_bots(_get(env, "WECOM_BOTS_FILE")),
     )
+
+
+def _bots(path: str | None) -> dict[str, BotSettings]:
+    from shared.aibot.config import load_bots  # it imports Secret from here
+
+    return load_bots(path)

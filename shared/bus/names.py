@@ -25,6 +25,9 @@ key                                         type    role (lifetime)
 ``<stream>:retry:<group>``                  zset    entries a handler deferred with ``Retry``
                                                     (member = entry id, score = due unix ms)
 ``<prefix>:health:<group>:<host>``          string  consumer heartbeat (JSON), TTL
+``<prefix>:seen:bot:<bot>:<key>``           string  AI-bot callback dedup mark (TTL as apps')
+``<prefix>:botstream:<bot>:<stream id>``    hash    an AI bot's streamed answer: text so far,
+                                                    finished flag, last sequence, start (TTL)
 ==========================================  ======  =============================================
 
 Nothing else builds a key: ``tests/test_names.py`` fails when a key is formatted elsewhere.
@@ -36,6 +39,8 @@ __all__ = [
     "DEFAULT_PREFIX",
     "RESPONDER_GROUP",
     "SENDER_GROUP",
+    "bot_seen",
+    "bot_stream",
     "circuit",
     "deadletter",
     "delayed",
@@ -145,3 +150,13 @@ def health(prefix: str, group: str, host: str) -> str:
 def health_pattern(prefix: str, group: str) -> str:
     """SCAN pattern matching every heartbeat of ``group``."""
     return f"{prefix}:health:{group}:*"
+
+
+def bot_seen(prefix: str, bot: str, key: str) -> str:
+    """Callback dedup mark of one AI bot (``bot:`` sets it apart: app names hold no colon)."""
+    return seen(prefix, f"bot:{bot}", key)
+
+
+def bot_stream(prefix: str, bot: str, stream_id: str) -> str:
+    """The state of one streamed answer of an AI bot, read by the ingress on each refresh poll."""
+    return f"{prefix}:botstream:{bot}:{stream_id}"
