@@ -1,0 +1,66 @@
+"""AI-bot callbacks against the ingress as a real process (uvicorn on loopback) and real Redis.
+
+The test plays WeCom (signed, encrypted JSON callbacks; refresh polls until the reply says
+finished) and the behaviour (writing the stream's text into Redis piece by piece).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from shared.aibot.streams import BotStreams
+from shared.protocol.aibot import build_bot_callback, build_bot_url_verification, decrypt_bot_reply
+from tests.system import running_system
+from tests.test_aibot_ingress import BOT, EVENTS, WECOM, bots_file, poll_of, sample
+
+
+async def call(client: httpx.AsyncClient, url: str, callback: dict[str, Any]) -> Any:
+    params, body = build_bot_callback(
+        WECOM, callback, timestamp=str(int(time.time())), nonce="nonce42"
+    )
+    response = await client.post(url, params=params, content=body)
+    assert response.status_code == 200, response.text
+    return decrypt_bot_reply(WECOM, response.content, nonce="nonce42")
+
+
+async def test_a_bot_answer_streams_over_polls_in_a_real_ingress(
+    redis_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    env = {"WECOM_BOTS_FILE": bots_file(tmp_path, welcome="hello")}
+    with running_system(redis_url, tmp_path, services=("ingress",), **env) as system:
+        url = system.url("ingress", f"/bot/{BOT}")
+        async with httpx.AsyncClient(timeout=10) as client:
+            params = build_bot_url_verification(
+                WECOM, b"echo", timestamp=str(int(time.time())), nonce="x"
+            )
+            assert (await client.get(url, params=params)).content == b"echo"
+
+            message = sample("text_group")
+            first = await call(client, url, message)
+            stream_id = first["stream"]["id"]
+            assert first["stream"] == {"id": stream_id, "finish": False, "content": ""}
+            again = await call(client, url, message)  # WeCom retried the same message
+            assert again["stream"]["id"] == stream_id
+
+            streams = BotStreams(redis)
+            shown = []
+            for seq, piece in enumerate(["流式", "回复", "完成"], start=1):
+                await streams.append(BOT, stream_id, seq, piece, finish=seq == 3)
+                reply = await call(client, url, poll_of(stream_id))
+                shown.append((reply["stream"]["content"], reply["stream"]["finish"]))
+            assert shown == [("流式", False), ("流式回复", False), ("流式回复完成", True)]
+
+            unknown = await call(client, url, poll_of("0" * 32))
+            assert unknown["stream"]["finish"] is True
+
+            params, body = build_bot_callback(
+                WECOM, sample("image"), timestamp=str(int(time.time())), nonce="n"
+            )
+            bad = {**params, "msg_signature": "f" * 40}
+            assert (await client.post(url, params=bad, content=body)).status_code == 403
+    assert await redis.xlen(EVENTS) == 1  # the message once; retries, polls and refusals never
