@@ -17,10 +17,10 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from devkit.embedded_redis import EmbeddedRedis
 from shared.bus import names, streams
 from shared.bus.delivery import Delivery, Output, Reject, Retry
 from shared.bus.worker import Consumer, check_health, observe_groups
-from shared.embedded_redis import EmbeddedRedis
 
 S, G, OUT, LOG = "t:events", "g", "t:out", "t:log"
 DLQ = names.deadletter("t")
