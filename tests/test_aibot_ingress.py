@@ -24,8 +24,8 @@ from shared.bus import names
 from shared.protocol.aibot import build_bot_callback, build_bot_url_verification, decrypt_bot_reply
 from shared.protocol.crypto import CallbackCrypto
 from shared.schemas.aibot import (
-    EnterChatEvent,
-    TextMessage,
+    BotEnterChat,
+    BotText,
     UnknownBotCallback,
     decode_bot_envelope,
 )
@@ -114,7 +114,7 @@ async def test_a_message_starts_a_stream_and_is_stored(
     }
     (stored,) = await entries(redis)
     assert stored.bot == BOT and stored.app == "bot:helper" and stored.stream_id == stream_id
-    assert isinstance(stored.event, TextMessage)
+    assert isinstance(stored.event, BotText)
     assert stored.event.text.content == "@RobotA hello robot"
     assert stored.event.response_url == "RESPONSEURL"
 
@@ -187,7 +187,7 @@ async def test_enter_chat_gets_the_welcome_text(client: httpx.AsyncClient, redis
     quiet = await post(client, sample("enter_chat", msgid="other"), bot="quiet")
     assert quiet.response.content == b"" and quiet.reply is None
     stored = await entries(redis)
-    assert [type(e.event) for e in stored] == [EnterChatEvent, EnterChatEvent]
+    assert [type(e.event) for e in stored] == [BotEnterChat, BotEnterChat]
     assert [e.stream_id for e in stored] == ["", ""]
     assert await redis.keys("wecom:botstream:*") == []
 

@@ -34,17 +34,17 @@ from shared.protocol.aibot_reply import (
 from shared.protocol.crypto import CallbackCrypto
 from shared.schemas.aibot import (
     BotCallbackType,
+    BotEnterChat,
     BotEnvelope,
-    EnterChatEvent,
-    FeedbackEvent,
-    FileMessage,
-    ImageMessage,
-    MixedMessage,
-    StreamRefresh,
-    TemplateCardEvent,
-    TextMessage,
+    BotFeedbackEvent,
+    BotFile,
+    BotImage,
+    BotMixed,
+    BotStreamRefresh,
+    BotTemplateCardEvent,
+    BotText,
+    BotVoice,
     UnknownBotCallback,
-    VoiceMessage,
     decode_bot_envelope,
     encode_bot_envelope,
 )
@@ -78,15 +78,15 @@ def round_trip(callback: dict[str, Any]) -> BotCallbackType:
 @pytest.mark.parametrize(
     ("name", "cls"),
     [
-        ("text_group", TextMessage),
-        ("image", ImageMessage),
-        ("mixed", MixedMessage),
-        ("voice", VoiceMessage),
-        ("file", FileMessage),
-        ("stream", StreamRefresh),
-        ("enter_chat", EnterChatEvent),
-        ("template_card_event", TemplateCardEvent),
-        ("feedback_event", FeedbackEvent),
+        ("text_group", BotText),
+        ("image", BotImage),
+        ("mixed", BotMixed),
+        ("voice", BotVoice),
+        ("file", BotFile),
+        ("stream", BotStreamRefresh),
+        ("enter_chat", BotEnterChat),
+        ("template_card_event", BotTemplateCardEvent),
+        ("feedback_event", BotFeedbackEvent),
     ],
 )
 def test_documented_shapes_parse_to_their_types(name: str, cls: type) -> None:
@@ -102,30 +102,30 @@ def test_documented_shapes_parse_to_their_types(name: str, cls: type) -> None:
 
 def test_fields_of_each_type_are_read() -> None:
     text = round_trip(sample("text_group"))
-    assert isinstance(text, TextMessage)
+    assert isinstance(text, BotText)
     assert text.text.content == "@RobotA hello robot"
     assert text.quote is not None and text.quote.text is not None
     assert text.conversation == "CHATID" and text.response_url == "RESPONSEURL"
     mixed = round_trip(sample("mixed"))
-    assert isinstance(mixed, MixedMessage)
+    assert isinstance(mixed, BotMixed)
     assert [i.msgtype for i in mixed.mixed.msg_item] == ["text", "image"]
     assert mixed.mixed.msg_item[1].image is not None
     assert mixed.mixed.msg_item[1].image.url == "URL"
     card = round_trip(sample("template_card_event"))
-    assert isinstance(card, TemplateCardEvent)
+    assert isinstance(card, BotTemplateCardEvent)
     action = card.event.template_card_event
     assert action is not None and action.task_id == "gW8hUPdVkQAOlHRwhDKrSpEO9ViGGOaa"
     assert action.selected_items is not None
     option_ids = action.selected_items.selected_item[0].option_ids
     assert option_ids is not None and option_ids.option_id == ["one", "two"]
     feedback = round_trip(sample("feedback_event"))
-    assert isinstance(feedback, FeedbackEvent)
+    assert isinstance(feedback, BotFeedbackEvent)
     assert feedback.event.feedback_event is not None
     assert feedback.event.feedback_event.inaccurate_reason_list == [2, 4]
     poll = round_trip(sample("stream"))
-    assert isinstance(poll, StreamRefresh) and poll.stream.id == "STREAMID"
+    assert isinstance(poll, BotStreamRefresh) and poll.stream.id == "STREAMID"
     voice = round_trip(sample("voice"))
-    assert isinstance(voice, VoiceMessage) and voice.conversation == "USERID"
+    assert isinstance(voice, BotVoice) and voice.conversation == "USERID"
 
 
 @pytest.mark.parametrize(
@@ -273,7 +273,7 @@ def test_text_and_card_replies() -> None:
 
 def test_bot_envelope_round_trips_and_reads_as_unknown_event_to_older_consumers() -> None:
     event = round_trip(sample("text_group"))
-    assert isinstance(event, TextMessage)
+    assert isinstance(event, BotText)
     envelope = BotEnvelope(
         app="bot:helper",
         received_at=1.5,

@@ -49,10 +49,10 @@ from shared.protocol.aibot_reply import stream_reply, text_reply
 from shared.protocol.crypto import CallbackCrypto
 from shared.schemas.aibot import (
     BotCallbackType,
+    BotEnterChat,
     BotEnvelope,
     BotMessage,
-    EnterChatEvent,
-    StreamRefresh,
+    BotStreamRefresh,
     encode_bot_envelope,
 )
 
@@ -181,13 +181,13 @@ class BotEndpoint:
         except CryptoError as exc:
             raise Refused(_crypto_status(exc), exc.reason) from None
         reply = _Reply(receiver, timestamp, nonce)
-        if isinstance(callback, StreamRefresh):
+        if isinstance(callback, BotStreamRefresh):
             return reply(await self._poll(receiver.bot, callback.stream.id))
         state = await self._store(receiver, callback, received_at)
         if isinstance(callback, BotMessage):
             stream_id = stream_id_for(receiver.bot.name, callback.msgid)
             return reply(self._answer(receiver.bot, stream_id, state))
-        if isinstance(callback, EnterChatEvent) and receiver.bot.welcome:
+        if isinstance(callback, BotEnterChat) and receiver.bot.welcome:
             return reply(text_reply(receiver.bot.welcome))
         return Response(status_code=200)
 

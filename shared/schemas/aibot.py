@@ -5,7 +5,8 @@ Attributes keep WeCom's own lower-case JSON names (``msgid``, ``aibotid``, ``cha
 and refresh polls and ``aibot.event.<eventtype>`` for events; what this version does not model
 becomes ``UnknownBotCallback`` with every field WeCom sent.
 
-Three fields carry the names of app callbacks (``ToUserName`` = the bot id, ``FromUserName`` =
+Every callback is an ``InboundEvent`` (so routers dispatch it like app events) whose three
+base fields keep the names of app callbacks (``ToUserName`` = the bot id, ``FromUserName`` =
 the member, ``CreateTime``): a consumer that predates bots decodes a bot entry of the events
 stream as an ``UnknownEvent`` of that member, which no behaviour answers, instead of failing
 on it. Every other field has a default, so new WeCom fields never break parsing.
@@ -17,13 +18,41 @@ from typing import Any, TypeAlias, get_args
 
 import msgspec
 
+from shared.schemas.inbound import InboundEvent
+
 __all__ = [
-    "BOT_TAGS", "BotCallback", "BotCallbackType", "BotEnvelope", "BotEvent", "BotEventBody",
-    "BotMessage", "BotUser", "EnterChatEvent", "FeedbackEvent", "FeedbackInfo",
-    "FileMessage", "ImageMessage", "MediaContent", "MixedContent", "MixedItem", "MixedMessage",
-    "OptionIds", "Quote", "SelectedItem", "SelectedItems", "StreamRef", "StreamRefresh",
-    "TemplateCardAction", "TemplateCardEvent", "TextContent", "TextMessage", "UnknownBotCallback",
-    "VideoMessage", "VoiceMessage", "decode_bot_envelope", "encode_bot_envelope",
+    "BOT_TAGS",
+    "BotCallback",
+    "BotCallbackType",
+    "BotEnterChat",
+    "BotEnvelope",
+    "BotEvent",
+    "BotEventBody",
+    "BotFeedbackEvent",
+    "BotFile",
+    "BotImage",
+    "BotMessage",
+    "BotMixed",
+    "BotStreamRefresh",
+    "BotTemplateCardEvent",
+    "BotText",
+    "BotUser",
+    "BotVideo",
+    "BotVoice",
+    "FeedbackInfo",
+    "MediaContent",
+    "MixedContent",
+    "MixedItem",
+    "OptionIds",
+    "Quote",
+    "SelectedItem",
+    "SelectedItems",
+    "StreamRef",
+    "TemplateCardAction",
+    "TextContent",
+    "UnknownBotCallback",
+    "decode_bot_envelope",
+    "encode_bot_envelope",
 ]  # fmt: skip
 
 
@@ -109,9 +138,16 @@ class BotEventBody(_Part, frozen=True):
 # ---------------------------------------------------------------- callbacks
 
 
-class BotCallback(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):
-    """Anything WeCom posts to a bot's callback URL."""
+class BotCallback(InboundEvent, rename=None, frozen=True, kw_only=True):
+    """Anything WeCom posts to a bot's callback URL.
 
+    An ``InboundEvent``, so the same routers dispatch it; its own fields keep WeCom's names.
+    """
+
+    # The app-callback names (see the module docstring), filled by the ingress.
+    to_user: str = msgspec.field(default="", name="ToUserName")  # the bot's aibotid
+    from_user: str = msgspec.field(default="", name="FromUserName")  # the member's userid
+    create_time: int = msgspec.field(default=0, name="CreateTime")
     msgid: str
     aibotid: str = ""
     chatid: str = ""
@@ -119,10 +155,6 @@ class BotCallback(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):
     from_: BotUser = msgspec.field(default_factory=BotUser, name="from")
     msgtype: str = ""
     response_url: str = ""
-    # The app-callback names (see the module docstring).
-    to_user: str = msgspec.field(default="", name="ToUserName")
-    from_user: str = msgspec.field(default="", name="FromUserName")
-    create_time: int = msgspec.field(default=0, name="CreateTime")
 
     @property
     def conversation(self) -> str:
@@ -134,33 +166,38 @@ class BotMessage(BotCallback, frozen=True, kw_only=True):
     """A member's message: answered with a stream."""
 
 
-class TextMessage(BotMessage, tag="aibot.text", frozen=True, kw_only=True):
+class BotText(BotMessage, tag="aibot.text", frozen=True, kw_only=True):
     text: TextContent = TextContent()
     quote: Quote | None = None
 
+    @property
+    def content(self) -> str:
+        """The text as typed (in groups it still holds the "@bot" mention)."""
+        return self.text.content
 
-class ImageMessage(BotMessage, tag="aibot.image", frozen=True, kw_only=True):
+
+class BotImage(BotMessage, tag="aibot.image", frozen=True, kw_only=True):
     image: MediaContent = MediaContent()
 
 
-class MixedMessage(BotMessage, tag="aibot.mixed", frozen=True, kw_only=True):
+class BotMixed(BotMessage, tag="aibot.mixed", frozen=True, kw_only=True):
     mixed: MixedContent = MixedContent()
     quote: Quote | None = None
 
 
-class VoiceMessage(BotMessage, tag="aibot.voice", frozen=True, kw_only=True):
+class BotVoice(BotMessage, tag="aibot.voice", frozen=True, kw_only=True):
     voice: TextContent = TextContent()
 
 
-class FileMessage(BotMessage, tag="aibot.file", frozen=True, kw_only=True):
+class BotFile(BotMessage, tag="aibot.file", frozen=True, kw_only=True):
     file: MediaContent = MediaContent()
 
 
-class VideoMessage(BotMessage, tag="aibot.video", frozen=True, kw_only=True):
+class BotVideo(BotMessage, tag="aibot.video", frozen=True, kw_only=True):
     video: MediaContent = MediaContent()
 
 
-class StreamRefresh(BotCallback, tag="aibot.stream", frozen=True, kw_only=True):
+class BotStreamRefresh(BotCallback, tag="aibot.stream", frozen=True, kw_only=True):
     """WeCom polling a stream we started; answered from Redis, never stored."""
 
     stream: StreamRef = StreamRef()
@@ -170,15 +207,17 @@ class BotEvent(BotCallback, frozen=True, kw_only=True):
     event: BotEventBody = BotEventBody()
 
 
-class EnterChatEvent(BotEvent, tag="aibot.event.enter_chat", frozen=True, kw_only=True):
+class BotEnterChat(BotEvent, tag="aibot.event.enter_chat", frozen=True, kw_only=True):
     pass
 
 
-class TemplateCardEvent(BotEvent, tag="aibot.event.template_card_event", frozen=True, kw_only=True):
+class BotTemplateCardEvent(
+    BotEvent, tag="aibot.event.template_card_event", frozen=True, kw_only=True
+):
     pass
 
 
-class FeedbackEvent(BotEvent, tag="aibot.event.feedback_event", frozen=True, kw_only=True):
+class BotFeedbackEvent(BotEvent, tag="aibot.event.feedback_event", frozen=True, kw_only=True):
     pass
 
 
@@ -186,12 +225,12 @@ class UnknownBotCallback(BotCallback, tag="aibot.unknown", frozen=True, kw_only=
     """A msgtype or eventtype this version does not model; ``fields`` is all WeCom sent."""
 
     eventtype: str = ""
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 BotCallbackType: TypeAlias = (
-    TextMessage | ImageMessage | MixedMessage | VoiceMessage | FileMessage | VideoMessage
-    | StreamRefresh | EnterChatEvent | TemplateCardEvent | FeedbackEvent | UnknownBotCallback
+    BotText | BotImage | BotMixed | BotVoice | BotFile | BotVideo
+    | BotStreamRefresh | BotEnterChat | BotTemplateCardEvent | BotFeedbackEvent | UnknownBotCallback
 )  # fmt: skip
 
 BOT_TAGS: dict[str, type[BotCallback]] = {
