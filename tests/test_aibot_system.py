@@ -6,6 +6,7 @@ finished) and the behaviour (writing the stream's text into Redis piece by piece
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from devkit.embedded_redis import free_port
 from shared.aibot.streams import BotStreams
 from shared.protocol.aibot import build_bot_callback, build_bot_url_verification, decrypt_bot_reply
 from tests.system import running_system
@@ -64,3 +66,43 @@ async def test_a_bot_answer_streams_over_polls_in_a_real_ingress(
             bad = {**params, "msg_signature": "f" * 40}
             assert (await client.post(url, params=bad, content=body)).status_code == 403
     assert await redis.xlen(EVENTS) == 1  # the message once; retries, polls and refusals never
+
+
+async def test_fake_wecom_bot_and_echo_behaviour_as_real_processes(
+    redis_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    env = {"WECOM_BOTS_FILE": bots_file(tmp_path), "FAKE_WECOM_BOT_POLL_INTERVAL": "0.05"}
+    with running_system(redis_url, tmp_path, services=("ingress",), **env) as system:
+        system.env["FAKE_WECOM_CALLBACK_BASE"] = system.url("ingress")
+        echo_port = free_port()
+        system.stack.spawn(
+            "fake-wecom", "--host", "127.0.0.1", "--port", str(system.ports["fake-wecom"])
+        )
+        system.stack.spawn(
+            "responder",
+            *("--group", "aibot-echo", "--handlers", "examples.aibot.router:router"),
+            *("--host", "127.0.0.1", "--port", str(echo_port)),
+            label="aibot-echo",
+        )
+        system.stack.wait_ready(
+            {
+                "fake-wecom": system.url("fake-wecom", "/readyz"),
+                "aibot-echo": f"http://127.0.0.1:{echo_port}/readyz",
+            },
+            timeout=60,
+        )
+        async with httpx.AsyncClient(base_url=system.url("fake-wecom"), timeout=10) as fake:
+            assert (await fake.post("/fake/bot/verify", json={"bot": BOT})).json()["ok"] is True
+            said = {"bot": BOT, "from": "alice", "content": "one two three four"}
+            seq = (await fake.post("/fake/bot/messages", json=said)).json()["seq"]
+            record: dict[str, Any] = {}
+            for _ in range(300):  # bounded: 30 s
+                found = (await fake.get("/fake/bot/messages")).json()["messages"]
+                record = next(r for r in found if r["seq"] == seq)
+                if record["status"] != "answering":
+                    break
+                await asyncio.sleep(0.1)
+    assert record["status"] == "finished", record
+    assert record["answer"] == "one two three four"
+    shown = record["shown"]
+    assert all(shown[i + 1].startswith(shown[i]) for i in range(len(shown) - 1))  # only grows

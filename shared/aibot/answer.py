@@ -22,11 +22,14 @@ ignored and the text is not repeated. A run that produces different text the sec
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
-from shared.aibot.streams import AppendResult, BotStreams
 from shared.schemas.aibot import BotEnvelope, decode_bot_envelope
+
+if TYPE_CHECKING:
+    from shared.aibot.streams import AppendResult
 
 __all__ = ["BotAnswer", "is_bot_entry", "read_bot_entry"]
 
@@ -45,6 +48,9 @@ class BotAnswer:
         return f"BotAnswer(bot={self.bot!r}, stream_id={self.stream_id!r}, writes={self._seq})"
 
     async def _write(self, text: str, finish: bool) -> AppendResult:
+        # Imported here: shared.bus's router imports this module, and streams imports shared.bus.
+        from shared.aibot.streams import BotStreams
+
         self._seq += 1
         streams = BotStreams(self._redis(), self.prefix)
         return await streams.append(self.bot, self.stream_id, self._seq, text, finish=finish)
