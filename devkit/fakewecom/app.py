@@ -30,7 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ExceptionHandler, Receive, Scope, Send
 
-from devkit.fakewecom import api, bot
+from devkit.fakewecom import api, bot, botroutes
 from devkit.fakewecom.answers import client_ip, error_body
 from devkit.fakewecom.api import WeComRefusal
 from devkit.fakewecom.callbacks import CallbackSpec, push, verify_url
@@ -243,7 +243,7 @@ ROUTES = [
     Route("/fake/faults", clear_faults, methods=["DELETE"]),
     Route("/fake/stats", stats, methods=["GET"]),
     Route("/fake/reset", reset, methods=["DELETE", "POST"]),
-    *bot.ROUTES,  # AI bots (智能机器人): devkit/fakewecom/bot.py
+    *botroutes.ROUTES,  # AI bots (智能机器人): devkit/fakewecom/bot.py
 ]
 
 

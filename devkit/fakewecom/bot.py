@@ -8,12 +8,15 @@ nonce, JSON, the stream id, the 20480-byte content limit); a reply that fails en
 conversation as ``failed`` with the reason. How often WeCom polls is not published: here every
 ``FAKE_WECOM_BOT_POLL_INTERVAL`` seconds (default 0.5).
 
-Routes (the chat page's bot mode uses them):
+Routes (devkit/fakewecom/botroutes.py; the chat page's bot mode uses them):
     GET  /fake/bots                      the bots (names only)
     POST /fake/bot/messages              {bot, from, content, chattype?, chatid?}: a text message
     GET  /fake/bot/messages?since=REV    conversations, with the answer as it grows
     POST /fake/bot/enter                 {bot, from}: enter_chat; the welcome comes back
     POST /fake/bot/verify                {bot}: the console's URL verification
+    POST /cgi-bin/aibot/response         an active reply through a message's response_url:
+                                         once per URL, within an hour, markdown or (single
+                                         chats) template_card; it joins that conversation
 """
 
 from __future__ import annotations
@@ -28,9 +31,6 @@ from typing import Any
 import httpx
 import msgspec
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from shared.config import load_settings
 from shared.errors import CryptoError
@@ -38,7 +38,7 @@ from shared.protocol.aibot import build_bot_callback, build_bot_url_verification
 from shared.protocol.aibot_reply import MAX_STREAM_BYTES
 from shared.protocol.crypto import CallbackCrypto
 
-__all__ = ["ROUTES", "BotRecord", "FakeBot", "FakeBots", "bots_from_env"]
+__all__ = ["BotRecord", "FakeBot", "FakeBots", "bots_from_env"]
 
 MAX_WAIT = 360.0  # "从用户发消息开始最多等待6min" (path/100719)
 
@@ -68,6 +68,7 @@ class BotRecord:
     polls: int = 0
     error: str | None = None
     shown: list[str] = field(default_factory=list)  # each distinct text the member saw
+    responses: list[Any] = field(default_factory=list)  # active replies via response_url
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,11 +85,25 @@ class BotRecord:
             "polls": self.polls,
             "error": self.error,
             "shown": list(self.shown),
+            "responses": list(self.responses),
         }
 
 
 class _Failed(Exception):
     pass
+
+
+@dataclass(slots=True)
+class _Code:
+    """A response_code handed out in a message callback."""
+
+    record: BotRecord
+    chattype: str
+    issued: float
+    used: bool = False
+
+
+_NOT_DOCUMENTED = "fake: WeCom's code for this case is not documented"
 
 
 class FakeBots:
@@ -102,6 +117,7 @@ class FakeBots:
         max_wait: float = MAX_WAIT,
         timeout: float = 5.0,
         client: httpx.AsyncClient | None = None,
+        api_base: str = "https://qyapi.weixin.qq.com",
     ) -> None:
         self.bots = dict(bots)
         self.poll_interval = poll_interval
@@ -111,6 +127,8 @@ class FakeBots:
         self.records: list[BotRecord] = []
         self.rev = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self.api_base = api_base.rstrip("/")
+        self.codes: dict[str, _Code] = {}
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:  # trust_env=False: a developer's HTTP_PROXY must not catch it
@@ -185,9 +203,11 @@ class FakeBots:
         """A member's text message; an unfinished stream reply is then polled in the background."""
         bot = self.bot(name)
         record = self._new(bot, from_user, "text", content)
+        code = secrets.token_hex(16)
+        self.codes[code] = _Code(record, chattype, time.monotonic())
         callback = {
             **self._common(bot, record, chattype, chatid),
-            "response_url": f"https://qyapi.weixin.qq.com/cgi-bin/aibot/response?response_code={secrets.token_hex(8)}",
+            "response_url": f"{self.api_base}/cgi-bin/aibot/response?response_code={code}",
             "msgtype": "text",
             "text": {"content": content},
         }
@@ -262,6 +282,26 @@ class FakeBots:
             except _Failed as exc:
                 self._fail(record, str(exc))
 
+    def take_response(self, code: str, body: Any) -> dict[str, Any]:
+        """An active reply as WeCom takes it: a known, unused code of the last hour."""
+        known = self.codes.get(code)
+        if known is None or known.used or time.monotonic() - known.issued > 3600:
+            return {
+                "errcode": -1,
+                "errmsg": f"response_code unknown, used or expired ({_NOT_DOCUMENTED})",
+            }
+        msgtype = body.get("msgtype") if isinstance(body, dict) else None
+        content = body.get("markdown", {}).get("content") if msgtype == "markdown" else None
+        card_ok = msgtype == "template_card" and known.chattype == "single"
+        if not card_ok and not (
+            isinstance(content, str) and len(content.encode()) <= MAX_STREAM_BYTES
+        ):
+            return {"errcode": 40008, "errmsg": "invalid message type"}
+        known.used = True
+        known.record.responses.append(body)
+        self.bump(known.record)
+        return {"errcode": 0, "errmsg": "ok"}
+
     async def enter_chat(self, name: str, from_user: str) -> BotRecord:
         bot = self.bot(name)
         record = self._new(bot, from_user, "enter_chat", "")
@@ -320,63 +360,4 @@ def bots_from_env(environ: Mapping[str, str]) -> FakeBots:
         interval = float(raw)
     except ValueError:
         interval = 0.5
-    return FakeBots(bots, poll_interval=max(0.01, interval))
-
-
-# ------------------------------------------------------------------ routes
-
-
-class _Say(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    bot: str
-    from_user: str = msgspec.field(name="from", default="alice")
-    content: str = ""
-    chattype: str = "single"
-    chatid: str | None = None
-
-
-def _bots(request: Request) -> FakeBots:
-    bots: FakeBots = request.app.state.bots
-    return bots
-
-
-async def list_bots(request: Request) -> Response:
-    return JSONResponse({"bots": sorted(_bots(request).bots)})
-
-
-async def say(request: Request) -> Response:
-    spec = msgspec.json.decode(await request.body(), type=_Say)
-    if not spec.content or spec.chattype not in ("single", "group"):
-        raise HTTPException(400, "a text message needs content; chattype is single or group")
-    record = await _bots(request).send_text(
-        spec.bot, spec.from_user, spec.content, chattype=spec.chattype, chatid=spec.chatid
-    )
-    return JSONResponse(record.to_json())
-
-
-async def conversations(request: Request) -> Response:
-    bots = _bots(request)
-    try:
-        since = int(request.query_params.get("since", "0"))
-    except ValueError:
-        since = 0
-    found = [r.to_json() for r in bots.records if r.rev > since]
-    return JSONResponse({"messages": found, "last": bots.rev})
-
-
-async def enter(request: Request) -> Response:
-    spec = msgspec.json.decode(await request.body(), type=_Say)
-    return JSONResponse((await _bots(request).enter_chat(spec.bot, spec.from_user)).to_json())
-
-
-async def verify(request: Request) -> Response:
-    body = msgspec.json.decode(await request.body() or b"{}", type=dict[str, Any])
-    return JSONResponse(await _bots(request).verify(str(body.get("bot", ""))))
-
-
-ROUTES = [
-    Route("/fake/bots", list_bots, methods=["GET"]),
-    Route("/fake/bot/messages", say, methods=["POST"]),
-    Route("/fake/bot/messages", conversations, methods=["GET"]),
-    Route("/fake/bot/enter", enter, methods=["POST"]),
-    Route("/fake/bot/verify", verify, methods=["POST"]),
-]
+    return FakeBots(bots, poll_interval=max(0.01, interval), api_base=settings.api_base)

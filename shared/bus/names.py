@@ -28,6 +28,7 @@ key                                         type    role (lifetime)
 ``<prefix>:seen:bot:<bot>:<key>``           string  AI-bot callback dedup mark (TTL as apps')
 ``<prefix>:botstream:<bot>:<stream id>``    hash    an AI bot's streamed answer: text so far,
                                                     finished flag, last sequence, start (TTL)
+``<prefix>:botresponse:<digest>``           string  a response_url used (its answer; TTL 1 h)
 ==========================================  ======  =============================================
 
 Nothing else builds a key: ``tests/test_names.py`` fails when a key is formatted elsewhere.
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "RESPONDER_GROUP",
     "SENDER_GROUP",
+    "bot_response",
     "bot_seen",
     "bot_stream",
     "circuit",
@@ -160,3 +162,8 @@ def bot_seen(prefix: str, bot: str, key: str) -> str:
 def bot_stream(prefix: str, bot: str, stream_id: str) -> str:
     """The state of one streamed answer of an AI bot, read by the ingress on each refresh poll."""
     return f"{prefix}:botstream:{bot}:{stream_id}"
+
+
+def bot_response(prefix: str, digest: str) -> str:
+    """Marks a bot's response_url as used (WeCom accepts one call per URL)."""
+    return f"{prefix}:botresponse:{digest}"

@@ -14,6 +14,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
@@ -24,11 +25,15 @@ __all__ = [
     "MAX_IMAGES",
     "MAX_IMAGE_BYTES",
     "MAX_STREAM_BYTES",
+    "RESPONSE_PATH",
+    "check_response_url",
     "fit_content",
+    "markdown_response",
     "stream_image",
     "stream_reply",
     "stream_with_template_card_reply",
     "template_card_reply",
+    "template_card_response",
     "text_reply",
     "update_template_card_reply",
 ]
@@ -144,3 +149,45 @@ def update_template_card_reply(card: Card, *, userids: Sequence[str] | None = No
     if userids is not None:
         body["userids"] = list(userids)
     return _encoder.encode(body)
+
+
+# ---------------------------------------------------------------- response_url (path/101138)
+
+RESPONSE_PATH = "/cgi-bin/aibot/response"
+
+
+def markdown_response(content: str, *, feedback_id: str | None = None) -> bytes:
+    """An active reply through a ``response_url``: plain JSON, markdown ≤ 20480 bytes."""
+    if len(content.encode()) > MAX_STREAM_BYTES:
+        raise SchemaError("$.markdown.content", f"at most {MAX_STREAM_BYTES} bytes")
+    markdown: dict[str, Any] = {"content": content}
+    if feedback_id is not None:
+        if not feedback_id or len(feedback_id.encode()) > MAX_FEEDBACK_ID_BYTES:
+            raise SchemaError("$.markdown.feedback.id", f"1-{MAX_FEEDBACK_ID_BYTES} bytes")
+        markdown["feedback"] = {"id": feedback_id}
+    return _encoder.encode({"msgtype": "markdown", "markdown": markdown})
+
+
+def template_card_response(card: Card) -> bytes:
+    """A template card through a ``response_url`` (WeCom allows it in single chats only)."""
+    return template_card_reply(card)
+
+
+def check_response_url(url: str, api_base: str) -> str:
+    """``url`` if it is a response_url of ``api_base`` (WeCom's, or the fake's), else SchemaError.
+
+    The URL comes from an authenticated callback, but it is still only ever posted to WeCom's
+    own host and path: nothing else a callback says can make the service call elsewhere.
+    """
+    parsed, base = urlsplit(url), urlsplit(api_base)
+    query = parse_qs(parsed.query, keep_blank_values=True)
+    if (
+        (parsed.scheme, parsed.netloc) != (base.scheme, base.netloc)
+        or parsed.path != RESPONSE_PATH
+        or set(query) != {"response_code"}
+        or len(query["response_code"]) != 1
+        or not query["response_code"][0]
+        or parsed.fragment
+    ):
+        raise SchemaError("$.response_url", f"not a {RESPONSE_PATH} URL of {api_base}")
+    return url

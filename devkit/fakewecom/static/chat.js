@@ -112,6 +112,12 @@
     const answer = el("div", cls);
     answer.append(el("span", "body", r.answer || "…"), el("span", "meta", meta));
     node.append(answer);
+    for (const body of r.responses || []) { // active replies through the response_url
+      const reply = el("div", "bubble reply");
+      messageBody(body, reply);
+      reply.append(el("span", "meta", "via response_url"));
+      node.append(reply);
+    }
     return node;
   }
 
