@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from examples.aibot.router import router as echo_router
 from services.ingress.app import create_app
 from shared.bus import Context, Router, names, streams
+from shared.bus.options import ConsumerOptions
 from shared.bus.router import State
 from shared.bus.worker import Consumer
 from shared.schemas.aibot import BotText
@@ -41,11 +42,9 @@ async def consume(redis: Redis, router: Router, **environ: str) -> None:
         stream=EVENTS,
         group=group,
         handler=router.handler("wecom", state=state),
-        concurrency=1,
-        prefix="wecom",
-        max_deliveries=1,
-        claim_idle_ms=500,
-        handler_timeout=30.0,
+        options=ConsumerOptions(
+            concurrency=1, prefix="wecom", max_deliveries=1, claim_idle=0.5, handler_timeout=30.0
+        ),
     )
     await consumer.run_burst()
     assert await redis.xlen(names.deadletter("wecom")) == 0

@@ -24,7 +24,6 @@ key                                         type    role (lifetime)
 ``<prefix>:circuit:{<app>}``                 hash    an app's send circuit (state, reason, until)
 ``<stream>:retry:<group>``                  zset    entries a handler deferred with ``Retry``
                                                     (member = entry id, score = due unix ms)
-``<prefix>:health:<group>:<host>``          string  consumer heartbeat (JSON), TTL
 ``<prefix>:seen:bot:<bot>:<key>``           string  AI-bot callback dedup mark (TTL as apps')
 ``<prefix>:botstream:<bot>:<stream id>``    hash    an AI bot's streamed answer: text so far,
                                                     finished flag, last sequence, start (TTL)
@@ -48,8 +47,6 @@ __all__ = [
     "delayed",
     "delayed_data",
     "events",
-    "health",
-    "health_pattern",
     "idempotency",
     "outbox",
     "rate_day",
@@ -142,16 +139,6 @@ def retry(stream: str, group: str) -> str:
     Derived from the stream key rather than the prefix so it shares the stream's hash tag.
     """
     return f"{stream}:retry:{group}"
-
-
-def health(prefix: str, group: str, host: str) -> str:
-    """Heartbeat of the consumer of ``group`` running on ``host`` (the pod name in k8s)."""
-    return f"{prefix}:health:{group}:{host}"
-
-
-def health_pattern(prefix: str, group: str) -> str:
-    """SCAN pattern matching every heartbeat of ``group``."""
-    return f"{prefix}:health:{group}:*"
 
 
 def bot_seen(prefix: str, bot: str, key: str) -> str:

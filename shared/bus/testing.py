@@ -29,6 +29,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from shared.bus import names, streams
+from shared.bus.options import ConsumerOptions
 from shared.bus.router import Router, State
 from shared.bus.worker import Consumer
 from shared.config import load_settings
@@ -184,26 +185,31 @@ async def run_events(
     after = last[0][0].decode() if last else None
     settings = msgspec.structs.replace(load_settings(environ or {}), prefix=prefix)
     state = State(settings=settings, redis=redis, environ=environ)
-    await router.startup(state)
+    started = False
     try:
+        await router.startup(state)  # as in a service: shutdown hooks only after a good start
+        started = True
         await publish_events(redis, events, app=app, prefix=prefix)
         consumer = Consumer(
             redis,
             stream=stream,
             group=group,
             handler=router.handler(prefix, state=state),
-            concurrency=1,
-            start="new",
-            prefix=prefix,
-            max_deliveries=max_deliveries,
-            claim_idle_ms=500,  # a failed delivery is tried again soon
-            handler_timeout=30.0,
+            options=ConsumerOptions(
+                concurrency=1,
+                start="new",
+                prefix=prefix,
+                max_deliveries=max_deliveries,
+                claim_idle=0.5,  # a failed delivery is tried again soon
+                handler_timeout=30.0,
+            ),
         )
         await consumer.run_burst()
     finally:
         await redis.xgroup_destroy(stream, group)
         await redis.delete(names.retry(stream, group))
-        await router.shutdown(state)
+        if started:
+            await router.shutdown(state)
     produced = await read_outbox(redis, prefix=prefix, after=after)
     letters: Any = await redis.xrange(names.deadletter(prefix))
     errors = [
