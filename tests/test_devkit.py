@@ -117,3 +117,35 @@ def test_the_browser_test_fails_in_ci_without_a_browser_and_skips_elsewhere(
         assert ran.returncode not in (0, 5) and "no browser in CI" in out, out[-3000:]
     else:
         assert ran.returncode == 5 and "1 skipped" in out, out[-3000:]  # 5: none ran
+
+
+def test_the_dockerfile_copies_only_the_production_packages() -> None:
+    # The image is built from the project's wheel; what reaches the builder is named one by one.
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    copied = [
+        line.split()[1:-1]
+        for line in text.splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+    ]
+    sources = {source.rstrip("/") for sources in copied for source in sources}
+    assert sources == {"pyproject.toml", "README.md", "shared", "services", "examples"}
+
+
+@pytest.mark.parametrize("flush", ["", "1"])
+def test_a_redis_the_suite_did_not_start_is_flushed_only_on_request(
+    redis_url: str, flush: str
+) -> None:
+    # The session's own server stands in for "someone's Redis" named by REDIS_URL.
+    env = {**os.environ, "REDIS_URL": redis_url, "WECOM_BUS_TEST_FLUSH": flush}
+    one = "tests/test_token.py::test_a_token_that_failed_is_not_read_back_from_redis"
+    ran = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", one],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
+    )  # fmt: skip
+    out = ran.stdout + ran.stderr
+    if flush:
+        assert ran.returncode == 0 and "1 passed" in out, out[-3000:]
+    else:
+        assert ran.returncode == pytest.ExitCode.USAGE_ERROR, out[-3000:]
+        assert "REDIS_URL names a Redis the tests did not start" in out
+        assert "WECOM_BUS_TEST_FLUSH=1" in out and "passed" not in out
