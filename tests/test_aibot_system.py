@@ -7,7 +7,9 @@ finished) and the behaviour (writing the stream's text into Redis piece by piece
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from redis.asyncio import Redis
 from devkit.embedded_redis import free_port
 from shared.aibot.streams import BotStreams
 from shared.protocol.aibot import build_bot_callback, build_bot_url_verification, decrypt_bot_reply
-from tests.system import running_system
+from tests.system import System, running_system
 from tests.test_aibot_ingress import BOT, EVENTS, WECOM, bots_file, poll_of, sample
 
 
@@ -68,16 +70,15 @@ async def test_a_bot_answer_streams_over_polls_in_a_real_ingress(
     assert await redis.xlen(EVENTS) == 1  # the message once; retries, polls and refusals never
 
 
-async def test_fake_wecom_bot_and_echo_behaviour_as_real_processes(
-    redis_url: str, redis: Redis, tmp_path: Path
-) -> None:
-    env = {"WECOM_BOTS_FILE": bots_file(tmp_path), "FAKE_WECOM_BOT_POLL_INTERVAL": "0.05"}
+@contextlib.contextmanager
+def bot_system(redis_url: str, tmp_path: Path, **env: str) -> Iterator[System]:
+    """Ingress, fake WeCom (playing the bot from WECOM_BOTS_FILE) and the echo behaviour."""
+    env = {"WECOM_BOTS_FILE": bots_file(tmp_path, welcome="hello"), **env}
     with running_system(redis_url, tmp_path, services=("ingress",), **env) as system:
         system.env["FAKE_WECOM_CALLBACK_BASE"] = system.url("ingress")
         echo_port = free_port()
-        system.stack.spawn(
-            "fake-wecom", "--host", "127.0.0.1", "--port", str(system.ports["fake-wecom"])
-        )
+        fake_port = str(system.ports["fake-wecom"])
+        system.stack.spawn("fake-wecom", "--host", "127.0.0.1", "--port", fake_port)
         system.stack.spawn(
             "responder",
             *("--group", "aibot-echo", "--handlers", "examples.aibot.router:router"),
@@ -91,6 +92,14 @@ async def test_fake_wecom_bot_and_echo_behaviour_as_real_processes(
             },
             timeout=60,
         )
+        yield system
+
+
+async def test_fake_wecom_bot_and_echo_behaviour_as_real_processes(
+    redis_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    env = {"FAKE_WECOM_BOT_POLL_INTERVAL": "0.05"}
+    with bot_system(redis_url, tmp_path, **env) as system:
         async with httpx.AsyncClient(base_url=system.url("fake-wecom"), timeout=10) as fake:
             assert (await fake.post("/fake/bot/verify", json={"bot": BOT})).json()["ok"] is True
             said = {"bot": BOT, "from": "alice", "content": "one two three four"}

@@ -154,8 +154,10 @@ class BotEndpoint:
 
     async def _read_body(self, request: Request) -> bytes:
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            raise Refused(413 if length.isdigit() else 400, "body_too_large")
+        if length is not None and not length.isdigit():
+            raise Refused(400, "malformed_content_length")
+        if length is not None and int(length) > self.max_body:
+            raise Refused(413, "body_too_large")
         body = bytearray()
         try:
             async for chunk in request.stream():
