@@ -17,7 +17,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from devkit.fakewecom import FakeApp, FakeConfig, create_app
+from devkit.fakewecom import FakeApp, FakeConfig, FakeWeCom, create_app
 from devkit.fakewecom.bot import FakeBots, bots_from_env
 from services.ingress.app import create_app as create_ingress
 from shared.bus import Context, Router
@@ -57,9 +57,8 @@ def bots_env(redis_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-async def setup(redis_url: str, redis: Redis, tmp_path: Path) -> AsyncIterator[Setup]:
-    env = bots_env(redis_url, tmp_path, welcome="Hi there")
+def wired(redis_url: str, redis: Redis, env: dict[str, str]) -> tuple[FakeBots, FakeWeCom]:
+    """The fake's bots posting to an in-process ingress, and the fake WeCom serving them."""
     ingress = create_ingress(
         helpers.settings(redis_url, WECOM_BOTS_FILE=env["WECOM_BOTS_FILE"]), redis=redis
     )
@@ -73,7 +72,12 @@ async def setup(redis_url: str, redis: Redis, tmp_path: Path) -> AsyncIterator[S
         token=Secret(generate_token()),
         encoding_aes_key=Secret(generate_encoding_aes_key()),
     )
-    fake_app = create_app(FakeConfig(apps=(app,)), bots=bots)
+    return bots, create_app(FakeConfig(apps=(app,)), bots=bots)
+
+
+@pytest.fixture
+async def setup(redis_url: str, redis: Redis, tmp_path: Path) -> AsyncIterator[Setup]:
+    bots, fake_app = wired(redis_url, redis, bots_env(redis_url, tmp_path, welcome="Hi there"))
     transport = httpx.ASGITransport(app=fake_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://fake") as fake:
         yield Setup(fake, bots)

@@ -9,22 +9,16 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from devkit.fakewecom import FakeApp, FakeConfig, create_app
-from devkit.fakewecom.bot import bots_from_env
-from services.ingress.app import create_app as create_ingress
 from shared.aibot.respond import ResponseUnsent, respond
 from shared.bus import names
-from shared.config import Secret
 from shared.errors import SchemaError
 from shared.protocol.aibot_reply import (
     check_response_url,
     markdown_response,
     template_card_response,
 )
-from shared.protocol.crypto import generate_encoding_aes_key, generate_token
 from shared.schemas.aibot import BotText, decode_bot_envelope
-from tests import helpers
-from tests.test_aibot_fake import bots_env
+from tests.test_aibot_fake import bots_env, wired
 from tests.test_aibot_ingress import BOT, EVENTS
 
 REAL = "https://qyapi.weixin.qq.com"
@@ -75,20 +69,7 @@ async def test_a_response_url_is_used_once_and_reaches_the_conversation(
     redis_url: str, redis: Redis, tmp_path: Path
 ) -> None:
     env = {**bots_env(redis_url, tmp_path), "WECOM_API_BASE": FAKE}
-    ingress = create_ingress(
-        helpers.settings(redis_url, WECOM_BOTS_FILE=env["WECOM_BOTS_FILE"]), redis=redis
-    )
-    bots = bots_from_env(env)
-    bots._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=ingress))
-    app = FakeApp(
-        name="default",
-        corp_id="wwcorp",
-        agent_id=1000002,
-        secret=Secret("s"),
-        token=Secret(generate_token()),
-        encoding_aes_key=Secret(generate_encoding_aes_key()),
-    )
-    fake = create_app(FakeConfig(apps=(app,)), bots=bots)
+    bots, fake = wired(redis_url, redis, env)
     wecom = httpx.AsyncClient(transport=httpx.ASGITransport(app=fake), base_url=FAKE)
     try:
         record = await bots.send_text(BOT, "alice", "please answer later")
