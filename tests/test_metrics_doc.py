@@ -42,3 +42,26 @@ def test_shared_state_queries_use_max_not_sum() -> None:
     for gauge in ("wecom_stream_group_lag", "wecom_stream_group_pending"):
         assert f"max by (stream, group) ({gauge})" in text
         assert f"sum by (stream, group) ({gauge})" not in text
+
+
+ROOT = Path(__file__).parent.parent
+METRIC = re.compile(r"^\w+\s*=\s*(?:Counter|Gauge|Histogram|Summary)\(", re.M)
+# Metrics still defined beside their code, in files the sender branch owns and is moving into
+# a metrics.py of their package. Listed by name (and in the bus branch's report); any other
+# module defining a metric fails the test.
+SENDER_OWNED = {
+    "services/sender/__main__.py",
+    "services/sender/handler.py",
+    "shared/wecom/governor.py",
+    "shared/wecom/token.py",
+}
+
+
+def test_metrics_are_defined_only_in_a_metrics_module() -> None:
+    outside = {
+        str(path.relative_to(ROOT))
+        for package in ("shared", "services")
+        for path in (ROOT / package).rglob("*.py")
+        if path.name != "metrics.py" and METRIC.search(path.read_text("utf-8"))
+    }
+    assert outside - SENDER_OWNED == set()

@@ -211,12 +211,17 @@ async def run_events(
         if started:
             await router.shutdown(state)
     produced = await read_outbox(redis, prefix=prefix, after=after)
+    errors = await _dead_letters(redis, prefix, group)
+    if errors:
+        raise DeadLettered(errors, produced)
+    return produced
+
+
+async def _dead_letters(redis: Redis, prefix: str, group: str) -> list[str]:
+    """The error lines of the dead letters ``group`` wrote."""
     letters: Any = await redis.xrange(names.deadletter(prefix))
-    errors = [
+    return [
         fields[b"error"].decode(errors="replace")
         for _, fields in letters
         if fields.get(b"group") == group.encode()
     ]
-    if errors:
-        raise DeadLettered(errors, produced)
-    return produced
