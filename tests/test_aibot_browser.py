@@ -29,16 +29,18 @@ def test_bot_mode_shows_the_answer_growing_then_finished(redis_url: str, tmp_pat
             page.goto(system.url("fake-wecom", "/"))
             page.select_option("#member", "bob")
             page.select_option("#app", "bot:helper")
-            expect(page.locator("#enter-chat")).to_be_visible()
-            expect(page.locator("#enter-agent")).to_be_hidden()
+            expect(page.locator("#enter-chat")).to_be_visible(timeout=WAIT_MS)
+            expect(page.locator("#enter-agent")).to_be_hidden(timeout=WAIT_MS)
             page.click("#enter-chat")
-            expect(page.locator(".bubble.reply .body").first).to_have_text("hello")
+            expect(page.locator(".bubble.reply .body").first).to_have_text("hello", timeout=WAIT_MS)
             page.locator("#text").fill("streams grow word by word")
             page.locator("#text").press("Enter")
             answer = page.locator(".bubble.reply").nth(1)
-            expect(answer.locator(".meta")).to_contain_text("streaming")
-            expect(answer.locator(".body")).to_have_text("streams grow word by word")
-            expect(answer.locator(".meta")).to_contain_text("finished after")
+            expect(answer.locator(".meta")).to_contain_text("streaming", timeout=WAIT_MS)
+            expect(answer.locator(".body")).to_have_text(
+                "streams grow word by word", timeout=WAIT_MS
+            )
+            expect(answer.locator(".meta")).to_contain_text("finished after", timeout=WAIT_MS)
         finally:
             browser.close()
         found = httpx.get(system.url("fake-wecom", "/fake/bot/messages")).json()["messages"]
