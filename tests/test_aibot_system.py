@@ -73,7 +73,13 @@ async def test_a_bot_answer_streams_over_polls_in_a_real_ingress(
 @contextlib.contextmanager
 def bot_system(redis_url: str, tmp_path: Path, **env: str) -> Iterator[System]:
     """Ingress, fake WeCom (playing the bot from WECOM_BOTS_FILE) and the echo behaviour."""
-    env = {"WECOM_BOTS_FILE": bots_file(tmp_path, welcome="hello"), **env}
+    # A streaming handler runs as long as its answer grows: more than the 1.6 s the system
+    # tests give handlers elsewhere.
+    env = {
+        "WECOM_BOTS_FILE": bots_file(tmp_path, welcome="hello"),
+        "BUS_HANDLER_TIMEOUT": "30",
+        **env,
+    }
     with running_system(redis_url, tmp_path, services=("ingress",), **env) as system:
         system.env["FAKE_WECOM_CALLBACK_BASE"] = system.url("ingress")
         echo_port = free_port()
