@@ -11,16 +11,13 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
 from shared.errors import ConfigError
 
-if TYPE_CHECKING:
-    from shared.aibot.config import BotSettings
-
-__all__ = ["AppSettings", "Secret", "Settings", "load_settings"]
+__all__ = ["AppSettings", "BotSettings", "Secret", "Settings", "load_settings"]
 
 T = TypeVar("T")
 
@@ -67,6 +64,20 @@ class AppSettings(msgspec.Struct, frozen=True, kw_only=True):
     def variable(self, field: str) -> str:
         """The name an operator should fix, e.g. WECOM_TOKEN or WECOM_APPS_FILE[apps.hr].token."""
         return _variable(self.source, self.name, field)
+
+
+class BotSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """One WeCom AI bot (智能机器人) of WECOM_BOTS_FILE; read and checked by shared.aibot.config."""
+
+    name: str
+    token: Secret
+    encoding_aes_key: Secret
+    receive_id: str = ""  # "" for an enterprise's own bot (docs/aibot.md)
+    welcome: str = ""  # passive reply to enter_chat; "" = empty reply
+    stream_ttl: int = 600  # seconds a stream's state lives
+    answer_timeout: int = 330  # an unfinished stream is ended on the first refresh after this
+    no_answer_text: str = "Sorry, no answer this time."
+    expired_text: str = "This reply is no longer available."
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,9 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
-from shared.config import Secret
+from shared.config import BotSettings, Secret
 from shared.errors import ConfigError
 
 __all__ = ["BotSettings", "load_bots"]
@@ -26,20 +24,6 @@ _WECOM_POLL_WINDOW = 360  # WeCom polls at most six minutes from the user's mess
 _TEXTS = ("welcome", "receive_id", "no_answer_text", "expired_text")
 _NUMBERS = ("stream_ttl", "answer_timeout")
 _KEYS = frozenset({"token", "encoding_aes_key", *_TEXTS, *_NUMBERS})
-
-
-class BotSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """One AI bot (智能机器人) in API mode with a callback URL."""
-
-    name: str
-    token: Secret
-    encoding_aes_key: Secret
-    receive_id: str = ""  # "" for an enterprise's own bot (path/101033)
-    welcome: str = ""  # passive reply to enter_chat; "" = empty reply
-    stream_ttl: int = 600  # seconds a stream's state lives
-    answer_timeout: int = 330  # an unfinished stream is ended on the first refresh after this
-    no_answer_text: str = "Sorry, no answer this time."
-    expired_text: str = "This reply is no longer available."
 
 
 def _variable(name: str, key: str) -> str:
