@@ -102,3 +102,67 @@ def test_the_guard_leaves_container_paths_and_urls_alone(line: str) -> None:
 def test_allowances_are_still_needed() -> None:
     for name, text in ALLOWED:
         assert text in (ROOT / name).read_text(encoding="utf-8"), (name, text)
+
+
+# The team handbook the project was built from is not part of the repository, so nothing here
+# may cite it: what a user needs from it is in docs/. The patterns are written with "~" for "§"
+# and "^" for "." so that this file does not trip its own guard.
+HANDBOOK = re.compile(
+    "|".join(
+        p.replace("~", "§").replace("^", r"\.")
+        for p in (
+            r"\bDESIGN\s*~",
+            r"\breference\s*~",
+            r"\bDESIGN^md\b",
+            r"\bSTYLE^md\b",
+            r"wecom-protocol^md",
+            r"^^/shared/",
+        )
+    ),
+    re.IGNORECASE,
+)
+
+
+def handbook_citations(name: str, text: str) -> list[str]:
+    return [
+        f"{name}:{number}: {line.strip()[:120]}"
+        for number, line in enumerate(text.splitlines(), 1)
+        if HANDBOOK.search(line)
+    ]
+
+
+def test_no_tracked_file_cites_the_team_handbook() -> None:
+    problems: list[str] = []
+    for name in tracked_files():
+        path = ROOT / name
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        problems += handbook_citations(name, text)
+    assert not problems, "citations of a handbook users do not have:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "defaults as in DESIGN ~3",
+        "see Reference ~2.5.1",
+        "the contract (DESIGN^md)",
+        "STYLE^md says so",
+        "reference/wecom-protocol^md",
+        "open ^^/shared/notes",
+    ],
+)
+def test_the_handbook_guard_catches_citations(line: str) -> None:
+    assert handbook_citations("x", line.replace("~", "§").replace("^", "."))
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["the design of the worker", "see docs/reliability.md ~2", "a reference to the entry"],
+)
+def test_the_handbook_guard_leaves_prose_alone(line: str) -> None:
+    assert not handbook_citations("x", line.replace("~", "§"))
