@@ -47,6 +47,7 @@ from starlette.routing import compile_path
 from services.cli import build_parser
 from shared.bus import Router
 from shared.bus.testing import run_events, text_message, texts
+from shared.config import load_settings
 from tests.test_metrics_doc import documented
 from tests.test_monitoring import run_promtool
 
@@ -305,3 +306,38 @@ def test_dockerfile_blocks_are_dockerfiles(where: str, lang: str, code: str) -> 
     lines = [x for x in code.splitlines() if x.strip() and not x.startswith("#")]
     assert {x.split()[0] for x in lines} <= DOCKER_INSTRUCTIONS, where
     assert lines[0] == f"FROM wecom-bus:{version}", where
+
+
+# ------------------------------------------------------------------ statements about Redis
+
+
+def test_the_prefix_the_docs_show_for_cluster_is_accepted() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `BUS_PREFIX`")]
+    (shown,) = re.findall(r"`(\{\w+\})`", row)
+    assert load_settings({"BUS_PREFIX": shown}).prefix == shown
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+sentinel://127.0.0.1:9/primary", "redis+cluster://127.0.0.1:9"]
+)
+def test_what_operations_says_about_sentinel_and_cluster_urls_is_what_check_does(
+    url: str, tmp_path: Path
+) -> None:
+    """The guide says the services do not connect through these URLs yet, and the message they
+    stop with; once they do, the sentence must go (the port is closed: nothing is reached)."""
+    guide = " ".join((ROOT / "docs" / "operations.md").read_text(encoding="utf-8").split())
+    refusal = "Redis URL must specify one of the following schemes"
+    environ = {"PATH": "", "REDIS_URL": url, "WECOM_CORP_ID": "ww1", "WECOM_AGENT_ID": "1"}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("wecom-bus")), "check"],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    said = f"do not connect through them yet: given one, they stop at start with `{refusal}`"
+    assert (said in guide) == (refusal in done.stderr), done.stderr[-2000:]
