@@ -48,6 +48,8 @@ from services.cli import build_parser
 from shared.bus import Router
 from shared.bus.testing import run_events, text_message, texts
 from shared.config import load_settings
+from shared.errors import SchemaError
+from shared.schemas.outbound import TextSend, split_request
 from tests.test_metrics_doc import documented
 from tests.test_monitoring import run_promtool
 
@@ -341,3 +343,14 @@ def test_what_operations_says_about_sentinel_and_cluster_urls_is_what_check_does
     assert done.returncode != 0
     said = f"do not connect through them yet: given one, they stop at start with `{refusal}`"
     assert (said in guide) == (refusal in done.stderr), done.stderr[-2000:]
+
+
+def test_the_refusal_the_guide_shows_is_the_one_raised_and_long_replies_pass() -> None:
+    guide = (ROOT / "docs" / "consumers.md").read_text(encoding="utf-8")
+    (shown,) = re.findall(r"`SchemaError` naming the field \(`([^`]+)`\)", guide)
+    with pytest.raises(SchemaError) as refused:
+        TextSend.to("alice", " ")
+    assert str(refused.value) == shown
+    said = "over WeCom's 2048 bytes are accepted and sent as ordered parts, up to 20 per request"
+    assert said in " ".join(guide.split())
+    assert len(split_request(TextSend.to("alice", "长" * 1400))) == 3  # 4200 bytes
