@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,20 +49,23 @@ def offending_lines(name: str, text: str) -> list[str]:
     return found
 
 
-def test_no_tracked_file_names_a_checkout_or_home_path() -> None:
+def tracked_texts() -> Iterator[tuple[str, str]]:
+    """(name, text) of every tracked text file as it is in the work tree."""
     files = tracked_files()
     assert "pyproject.toml" in files  # listed from the right root
-    problems: list[str] = []
     for name in files:
         path = ROOT / name
         if not path.is_file():  # deleted in the work tree, not yet committed
             continue
         try:
-            text = path.read_text(encoding="utf-8")
+            yield name, path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             continue  # binary
-        problems += offending_lines(name, text)
-    assert not problems, "absolute paths into a checkout or home folder:\n" + "\n".join(problems)
+
+
+def tracked_problems(find: Callable[[str, str], list[str]]) -> list[str]:
+    """What ``find(name, text)`` reports over every tracked text file."""
+    return [problem for name, text in tracked_texts() for problem in find(name, text)]
 
 
 # The examples are written with "~" for "/" so that this file does not trip its own guard.
@@ -131,20 +135,6 @@ def handbook_citations(name: str, text: str) -> list[str]:
     ]
 
 
-def test_no_tracked_file_cites_the_team_handbook() -> None:
-    problems: list[str] = []
-    for name in tracked_files():
-        path = ROOT / name
-        if not path.is_file():
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            continue
-        problems += handbook_citations(name, text)
-    assert not problems, "citations of a handbook users do not have:\n" + "\n".join(problems)
-
-
 @pytest.mark.parametrize(
     "line",
     [
@@ -166,3 +156,16 @@ def test_the_handbook_guard_catches_citations(line: str) -> None:
 )
 def test_the_handbook_guard_leaves_prose_alone(line: str) -> None:
     assert not handbook_citations("x", line.replace("~", "§"))
+
+
+@pytest.mark.parametrize(
+    ("find", "what"),
+    [
+        (offending_lines, "absolute paths into a checkout or home folder"),
+        (handbook_citations, "citations of a handbook users do not have"),
+    ],
+    ids=["no-checkout-or-home-path", "no-handbook-citation"],
+)
+def test_no_tracked_file_trips_a_guard(find: Callable[[str, str], list[str]], what: str) -> None:
+    problems = tracked_problems(find)
+    assert not problems, f"{what}:\n" + "\n".join(problems)
