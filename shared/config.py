@@ -92,7 +92,7 @@ class BotSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything the services read, with DESIGN §3 defaults."""
+    """Everything the services read, with the defaults the README's Configuration table lists."""
 
     redis_url: str | None = None
     prefix: str = "wecom"
