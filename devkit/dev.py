@@ -176,14 +176,7 @@ def run(args: argparse.Namespace) -> int:
         if not env.get("REDIS_URL"):
             stack.redis = EmbeddedRedis().start()
             env["REDIS_URL"] = stack.redis.url
-        if use_fake:
-            stack.spawn("fake-wecom", "--host", "127.0.0.1", "--port", str(ports["fake-wecom"]))
-        for name in ("ingress", "responder", "sender"):
-            stack.spawn(name, "--host", "127.0.0.1", "--port", str(ports[name]))
-        if "aibot-echo" in ports:
-            echo = ("--group", "aibot-echo", "--handlers", "examples.aibot.router:router")
-            port = ("--host", "127.0.0.1", "--port", str(ports["aibot-echo"]))
-            stack.spawn("responder", *echo, *port, label="aibot-echo")
+        _spawn_all(stack, ports, use_fake)
         urls = {
             name: f"http://127.0.0.1:{port}/readyz"
             for name, port in ports.items()
@@ -209,6 +202,18 @@ def run(args: argparse.Namespace) -> int:
     finally:
         stack.stop()
         scratch.cleanup()
+
+
+def _spawn_all(stack: Stack, ports: dict[str, int], use_fake: bool) -> None:
+    """The fake WeCom (when used), the three services, then the example consumers."""
+    if use_fake:
+        stack.spawn("fake-wecom", "--host", "127.0.0.1", "--port", str(ports["fake-wecom"]))
+    for name in ("ingress", "responder", "sender"):
+        stack.spawn(name, "--host", "127.0.0.1", "--port", str(ports[name]))
+    if "aibot-echo" in ports:
+        echo = ("--group", "aibot-echo", "--handlers", "examples.aibot.router:router")
+        port = ("--host", "127.0.0.1", "--port", str(ports["aibot-echo"]))
+        stack.spawn("responder", *echo, *port, label="aibot-echo")
 
 
 def _banner(
