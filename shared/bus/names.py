@@ -25,6 +25,8 @@ key                                         type    role (lifetime)
 ``<stream>:retry:<group>``                  zset    entries a handler deferred with ``Retry``
                                                     (member = entry id, score = due unix ms)
 ``<prefix>:health:<group>:<host>``          string  consumer heartbeat (JSON), TTL
+``<prefix>:conv:{<app>}:<behaviour>:<user>``  list    a member's recent turns with one behaviour
+                                                    (bounded by turns and bytes; TTL)
 ==========================================  ======  =============================================
 
 Nothing else builds a key: ``tests/test_names.py`` fails when a key is formatted elsewhere.
@@ -145,3 +147,15 @@ def health(prefix: str, group: str, host: str) -> str:
 def health_pattern(prefix: str, group: str) -> str:
     """SCAN pattern matching every heartbeat of ``group``."""
     return f"{prefix}:health:{group}:*"
+
+
+def conversation(prefix: str, app: str, behaviour: str, user: str) -> str:
+    """One member's recent turns with one behaviour of one app (shared.bus.memory).
+
+    The app, the behaviour and the member are all in the key, so no conversation is shared.
+    """
+    if not behaviour or ":" in behaviour:
+        raise ValueError("behaviour must be non-empty and free of ':'")
+    if not user:
+        raise ValueError("user must be non-empty")
+    return f"{prefix}:conv:{_rate_tag(app)}:{behaviour}:{user}"
