@@ -1,14 +1,15 @@
 """Running a consumer service: the consumer loop and its small HTTP server in one event loop.
 
 SIGTERM/SIGINT stop the consumer (it drains in-flight work within ``BUS_DRAIN_TIMEOUT``);
-the HTTP server keeps answering /healthz meanwhile and stops last.
+the HTTP server keeps answering /healthz meanwhile and stops last. A router's startup hooks run
+before the consumer starts and its shutdown hooks after it drained (``lifespan``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Sequence
 from typing import Any, Literal
 
 import uvicorn
@@ -16,10 +17,11 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from shared.bus.delivery import Handler
+from shared.bus.router import Router, State
 from shared.bus.worker import Consumer, install_signal_handlers
 from shared.config import Settings
 
-__all__ = ["Background", "make_consumer", "run_async", "serve_consumer"]
+__all__ = ["Background", "lifespan", "make_consumer", "run_async", "serve_consumer"]
 
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -46,6 +48,20 @@ def make_consumer(
         drain_timeout=settings.drain_timeout,
         maxlen=settings.stream_maxlen,
     )
+
+
+@contextlib.asynccontextmanager
+async def lifespan(router: Router, state: State) -> AsyncIterator[State]:
+    """Run ``router``'s startup hooks, yield ``state``, then its shutdown hooks.
+
+    Use it around building and running the consumer, so hooks run before the first event and
+    after the drain. A startup hook that raises stops the service before anything is consumed.
+    """
+    await router.startup(state)
+    try:
+        yield state
+    finally:
+        await router.shutdown(state)
 
 
 class _Server(uvicorn.Server):

@@ -24,12 +24,42 @@ async def test_a_text_that_becomes_empty_gets_no_reply(redis: Redis) -> None:
     assert await run_events(redis, router, [text_message("吗吗")]) == []
 
 
-async def test_help_lists_every_behaviour(redis: Redis) -> None:
+async def test_help_lists_what_members_can_do_not_handler_names(redis: Redis) -> None:
     for command in ("/help", "帮助", " /help "):
         [entry] = await run_events(redis, router, [text_message(command)])
         [reply] = texts([entry])
-        assert "help.show_help" in reply and "echo.reply_rule" in reply
-        assert "fallback.other_messages" in reply
+        assert reply.splitlines() == [
+            "我能做这些 / What I can do:",
+            "• /help 或 帮助：列出这些 / this list",
+            "• 发一句话，我回一句 / say something, I answer",
+        ]
+        assert "help.show_help" not in reply and "echo." not in reply
+
+
+async def test_help_lists_docstrings_and_skips_undescribed_routes(redis: Redis) -> None:
+    from services.responder.handlers.help import help_router
+    from shared.bus import Context, Router
+    from shared.schemas.inbound import TextMessage
+
+    top = Router("team")
+    top.include(help_router(top))
+
+    @top.on(TextMessage, when=lambda m, c: m.content.startswith("报修"))
+    async def repair(msg: TextMessage, ctx: Context) -> None:
+        """报修 …：开一张工单
+
+        Details that stay out of /help.
+        """
+
+    @top.on(TextMessage, stop=False, description="")
+    async def audit(msg: TextMessage, ctx: Context) -> None:
+        """Logs every text."""
+
+    [reply] = texts(await run_events(redis, top, [text_message("帮助")]))
+    assert reply.splitlines()[1:] == [
+        "• /help 或 帮助：列出这些 / this list",
+        "• 报修 …：开一张工单",
+    ]
 
 
 async def test_events_and_other_messages_are_acknowledged_without_reply(redis: Redis) -> None:
@@ -50,19 +80,11 @@ def test_handlers_option_is_checked() -> None:
             load_router(spec)
 
 
-async def test_other_reply_is_configurable(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib
-
-    from services.responder.handlers import fallback
-
-    monkeypatch.setenv("RESPONDER_OTHER_REPLY", "收到，我们只看得懂文字")
-    configured = importlib.reload(fallback)
-    try:
-        image = ImageMessage(
-            to_user="corp", from_user="bob", create_time=1, msg_id=10, pic_url="u", media_id="m"
-        )
-        out = await run_events(redis, configured.router, [image, click_event("menu")])
-        assert texts(out) == ["收到，我们只看得懂文字"]
-    finally:
-        monkeypatch.delenv("RESPONDER_OTHER_REPLY")
-        importlib.reload(fallback)
+async def test_other_reply_comes_from_the_services_settings(redis: Redis) -> None:
+    image = ImageMessage(
+        to_user="corp", from_user="bob", create_time=1, msg_id=10, pic_url="u", media_id="m"
+    )
+    environ = {"RESPONDER_OTHER_REPLY": "收到，我们只看得懂文字"}
+    out = await run_events(redis, router, [image, click_event("menu")], environ=environ)
+    assert texts(out) == ["收到，我们只看得懂文字"]
+    assert await run_events(redis, router, [image]) == []  # same module, no setting: silent

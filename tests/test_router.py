@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
@@ -13,6 +13,7 @@ from shared.bus.router import (
     Context,
     Predicate,
     Router,
+    State,
     app,
     event,
     event_key,
@@ -20,6 +21,7 @@ from shared.bus.router import (
     sender,
     text,
 )
+from shared.config import Settings
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_outbox, encode_envelope
 from shared.schemas.inbound import (
     ClickEvent,
@@ -252,3 +254,99 @@ async def test_worker_handler_rejects_what_is_not_an_envelope() -> None:
         await handle(Delivery("1-0", "s", {b"other": b"x"}, 1))
     with pytest.raises(Reject, match="not an event envelope"):
         await handle(Delivery("1-0", "s", {b"data": b"{not json"}, 1))
+
+
+# ------------------------------------------------------------------ lifecycle and state
+
+
+async def test_hooks_run_in_include_order_and_shutdown_in_reverse() -> None:
+    calls: list[str] = []
+
+    def hook(label: str) -> Callable[[State], Awaitable[None]]:
+        async def run(state: State) -> None:
+            calls.append(label)
+
+        return run
+
+    top, a, b = Router("top"), Router("a"), Router("b")
+    top.on_startup(hook("top-1"))
+    top.include(a)
+    top.on_startup(hook("top-2"))
+    a.on_startup(hook("a"))  # added after the include: still seen, at a's place
+    top.include(b)
+    b.on_startup(hook("b"))
+    for r in (top, a, b):  # flattened order: a-down, b-down (included earlier), top-down
+        r.on_shutdown(hook(f"{r.name}-down"))
+
+    await top.startup(State())
+    assert calls == ["top-1", "a", "top-2", "b"]
+    calls.clear()
+    await top.shutdown(State())
+    assert calls == ["top-down", "b-down", "a-down"]
+
+
+async def test_a_failing_shutdown_hook_does_not_stop_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    router, done = Router("r"), []
+
+    @router.on_shutdown
+    async def closes(state: State) -> None:
+        done.append("closed")
+
+    @router.on_shutdown
+    async def breaks(state: State) -> None:
+        raise RuntimeError("boom")
+
+    await router.shutdown(State())
+    assert done == ["closed"]
+    assert any(r.message == "shutdown hook failed" for r in caplog.records)
+
+
+async def test_a_failing_startup_hook_stops_the_start() -> None:
+    router, later = Router("r"), []
+
+    @router.on_startup
+    async def fails(state: State) -> None:
+        raise ValueError("no model configured")
+
+    @router.on_startup
+    async def after(state: State) -> None:
+        later.append(1)
+
+    with pytest.raises(ValueError, match="no model configured"):
+        await router.startup(State())
+    assert later == []
+
+
+async def test_handlers_see_what_startup_hooks_put_on_the_state() -> None:
+    router = Router("r")
+
+    @router.on_startup
+    async def open_client(state: State) -> None:
+        state.greeting = state.environ["GREETING"] + " " + state.settings.prefix
+
+    @router.on(TextMessage)
+    async def greet(m: TextMessage, c: Context) -> TextSend:
+        return TextSend.reply_to(m, c.state.greeting)
+
+    state = State(settings=Settings(prefix="p"), environ={"GREETING": "你好"})
+    await router.startup(state)
+    handle = router.handler("p", state=state)
+    envelope = EventEnvelope(
+        app="default", received_at=1.0, trace_id="t", dedup_key="k", event=msg("hi")
+    )
+    [out] = await handle(Delivery("1-0", "p:events", {b"data": encode_envelope(envelope)}, 1))
+    data = out.fields["data"]
+    assert isinstance(data, bytes)
+    assert decode_outbox(data).request.text.content == "你好 p"  # type: ignore[union-attr]
+
+
+def test_state_says_what_is_missing_and_never_shows_values() -> None:
+    state = State(environ={"SECRET": "hunter2"})
+    with pytest.raises(AttributeError, match="'client': no startup hook set it"):
+        state.client  # noqa: B018
+    with pytest.raises(RuntimeError, match="no Redis client"):
+        state.redis  # noqa: B018
+    state.client = "hunter2"
+    assert "hunter2" not in repr(state) and "client" in repr(state)

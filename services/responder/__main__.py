@@ -9,18 +9,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from services.health import health_routes
-from services.runtime import make_consumer, run_async, serve_consumer
+from services.runtime import lifespan, make_consumer, run_async, serve_consumer
 from shared import logs
 from shared.bus import names
-from shared.bus.router import Router
+from shared.bus.router import Router, State
 from shared.bus.worker import Consumer
-from shared.config import Settings, load_settings
+from shared.config import load_settings
 from shared.errors import ConfigError
 
 log = logging.getLogger("wecom_bus.responder")
@@ -43,15 +44,14 @@ def load_router(spec: str) -> Router:
     return router
 
 
-def build_consumer(
-    settings: Settings, redis: Redis, router: Router, group: str, start: str
-) -> Consumer:
+def build_consumer(state: State, router: Router, group: str, start: str) -> Consumer:
+    settings = state.settings
     return make_consumer(
         settings,
-        redis,
+        state.redis,
         stream=names.events(settings.prefix),
         group=group,
-        handler=router.handler(prefix=settings.prefix, maxlen=settings.stream_maxlen),
+        handler=router.handler(prefix=settings.prefix, maxlen=settings.stream_maxlen, state=state),
         start="backlog" if start == "backlog" else "new",
     )
 
@@ -62,20 +62,22 @@ def run(args: argparse.Namespace) -> int:
     router = load_router(args.handlers)
     url = settings.require_redis()
     # Built-in groups start at the retained backlog so nothing accepted before they first ran
-    # goes unanswered (DESIGN §4.3); a team's new group starts at new entries unless asked.
+    # goes unanswered; a team's new group starts at new entries unless asked.
     start = args.start or ("backlog" if args.group in BUILTIN_GROUPS else "new")
 
     async def main() -> None:
         redis = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=3)
-        consumer = build_consumer(settings, redis, router, args.group, start)
-        log.info("consuming", extra={"group": args.group, "routes": len(router.routes)})
+        state = State(settings=settings, redis=redis, environ=dict(os.environ))
         try:
-            if args.burst:
-                stats = await consumer.run_burst()
-                log.info("burst done", extra=stats)
-            else:
-                app = Starlette(routes=health_routes(redis, lambda: consumer.healthy))
-                await serve_consumer(consumer, app, host=args.host, port=args.port)
+            async with lifespan(router, state):
+                consumer = build_consumer(state, router, args.group, start)
+                log.info("consuming", extra={"group": args.group, "routes": len(router.routes)})
+                if args.burst:
+                    stats = await consumer.run_burst()
+                    log.info("burst done", extra=stats)
+                else:
+                    app = Starlette(routes=health_routes(redis, lambda: consumer.healthy))
+                    await serve_consumer(consumer, app, host=args.host, port=args.port)
         finally:
             await redis.aclose()
 

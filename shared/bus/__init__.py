@@ -8,7 +8,17 @@ runtime (``Consumer``, ``Retry``, ``Reject``); ``router`` the handler API (``Rou
 from __future__ import annotations
 
 from shared.bus.delivery import Delivery, Output, Reject, Retry
-from shared.bus.router import Context, Predicate, Router, app, event, event_key, sender, text
+from shared.bus.router import (
+    Context,
+    Predicate,
+    Router,
+    State,
+    app,
+    event,
+    event_key,
+    sender,
+    text,
+)
 from shared.bus.streams import publish
 from shared.bus.worker import (
     Consumer,
@@ -26,6 +36,7 @@ __all__ = [
     "Reject",
     "Retry",
     "Router",
+    "State",
     "app",
     "check_health",
     "event",

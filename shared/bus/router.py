@@ -23,6 +23,13 @@ its ids, which matters only for events in flight during the deploy.
 
 Handlers steer delivery by raising ``Retry(defer=…)`` or ``Reject(reason)`` (shared.bus.worker).
 An event no route matches is acknowledged with no output.
+
+Lifecycle: ``@router.on_startup`` and ``@router.on_shutdown`` register ``async def hook(state)``.
+The service runs every startup hook (included routers' too, in include order) before it reads
+the first event, and the shutdown hooks (in reverse order) after draining. ``State`` carries the
+settings, the Redis client and the environment, and whatever a startup hook sets on it (an HTTP
+client, a loaded rules file); handlers see it as ``ctx.state``. So nothing needs configuration
+at import time.
 """
 
 from __future__ import annotations
@@ -30,28 +37,32 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 import msgspec
+from redis.asyncio import Redis
 
 from shared.bus import names
 from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.delivery import Handler as WorkerHandler
+from shared.bus.predicates import Predicate, app, event, event_key, sender, text
+from shared.config import Settings
 from shared.schemas.envelope import OutboxEntry, decode_envelope, encode_outbox
-from shared.schemas.inbound import Event, InboundEvent, TextMessage
+from shared.schemas.inbound import InboundEvent
 from shared.schemas.outbound import SendRequest, SendRequestType
 
 __all__ = [
     "Context",
     "Handler",
+    "Hook",
     "Predicate",
     "Published",
     "Reply",
     "Route",
     "Router",
+    "State",
     "app",
     "event",
     "event_key",
@@ -65,6 +76,45 @@ log = logging.getLogger("wecom_bus.router")
 E = TypeVar("E", bound=InboundEvent)
 Reply: TypeAlias = SendRequest | Sequence[SendRequest] | None
 Handler: TypeAlias = Callable[[E, "Context"], Awaitable[Reply]]
+Hook: TypeAlias = Callable[["State"], Awaitable[None]]
+
+
+class State:
+    """What a service hands its routers' hooks and handlers: shared for the process's life.
+
+    ``settings`` (the checked configuration), ``redis`` (the service's client) and ``environ``
+    (the environment the service started with, ``.env`` applied: a behaviour's own variables)
+    are always there. A startup hook may set any other attribute (``state.http = …``); reading
+    one nobody set raises AttributeError naming it.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        redis: Redis | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings()
+        self.environ: Mapping[str, str] = dict(environ or {})
+        self._redis = redis
+
+    @property
+    def redis(self) -> Redis:
+        if self._redis is None:
+            raise RuntimeError("this State has no Redis client (made outside a service?)")
+        return self._redis
+
+    def __setattr__(self, name: str, value: Any) -> None:  # declared so hooks may set anything
+        super().__setattr__(name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes that are not set: say which, and where they come from.
+        raise AttributeError(f"state has no {name!r}: no startup hook set it")
+
+    def __repr__(self) -> str:  # attribute names only: values may hold secrets
+        extra = sorted(k for k in vars(self) if not k.startswith("_"))
+        return f"State({', '.join(extra)})"
 
 
 def request_id(stream: str, entry_id: str, handler: str, index: int) -> str:
@@ -108,6 +158,7 @@ class Context:
     delivery: int = 1  # 1 on the first attempt
     received_at: float = 0.0  # unix time the ingress accepted the callback
     handler: str = ""  # the running handler's name; "" while routes are matched
+    state: State = dataclasses.field(default_factory=State, repr=False, compare=False)
     _outbox: _Outbox = dataclasses.field(default_factory=_Outbox, repr=False, compare=False)
 
     def publish(self, request: SendRequest) -> str:
@@ -123,74 +174,6 @@ class Context:
         return list(self._outbox.items)
 
 
-class Predicate:
-    """A condition on ``(event, ctx)``; combine with ``&``, ``|``, ``~``."""
-
-    __slots__ = ("_fn", "_label")
-
-    def __init__(self, fn: Callable[[Any, Context], bool], label: str = "") -> None:
-        self._fn = fn
-        self._label = label or getattr(fn, "__qualname__", "predicate")
-
-    def __call__(self, event: InboundEvent, ctx: Context) -> bool:
-        return bool(self._fn(event, ctx))
-
-    def __and__(self, other: Predicate) -> Predicate:
-        return Predicate(lambda e, c: self(e, c) and other(e, c), f"({self} & {other})")
-
-    def __or__(self, other: Predicate) -> Predicate:
-        return Predicate(lambda e, c: self(e, c) or other(e, c), f"({self} | {other})")
-
-    def __invert__(self) -> Predicate:
-        return Predicate(lambda e, c: not self(e, c), f"~{self}")
-
-    def __repr__(self) -> str:
-        return self._label
-
-
-def text(pattern: str | re.Pattern[str], flags: int = 0) -> Predicate:
-    """A text message whose content contains a match of ``pattern`` (``re.search``)."""
-    rx = re.compile(pattern, flags)
-    return Predicate(
-        lambda e, _: isinstance(e, TextMessage) and rx.search(e.content) is not None,
-        f"text({rx.pattern!r})",
-    )
-
-
-def event(*names_: str) -> Predicate:
-    """An event whose Event is one of ``names_`` (case-insensitive: WeCom mixes "LOCATION")."""
-    wanted = {n.casefold() for n in names_}
-    return Predicate(
-        lambda e, _: isinstance(e, Event) and e.event.casefold() in wanted,
-        f"event{names_!r}",
-    )
-
-
-def event_key(key: str | re.Pattern[str]) -> Predicate:
-    """An event whose EventKey equals ``key``, or contains a match of a compiled pattern."""
-
-    def check(e: InboundEvent, _: Context) -> bool:
-        value = e.event_key if isinstance(e, Event) else None
-        if value is None:
-            return False
-        return value == key if isinstance(key, str) else key.search(value) is not None
-
-    label = key if isinstance(key, str) else key.pattern
-    return Predicate(check, f"event_key({label!r})")
-
-
-def sender(*user_ids: str) -> Predicate:
-    """Sent by one of these members (FromUserName)."""
-    wanted = frozenset(user_ids)
-    return Predicate(lambda e, _: e.from_user in wanted, f"sender{user_ids!r}")
-
-
-def app(*app_names: str) -> Predicate:
-    """Received by one of these apps (names of the apps file; "default" otherwise)."""
-    wanted = frozenset(app_names)
-    return Predicate(lambda _, c: c.app in wanted, f"app{app_names!r}")
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class Route(Generic[E]):
     event_type: type[E]
@@ -198,6 +181,7 @@ class Route(Generic[E]):
     handler: Handler[E]
     name: str
     stop: bool
+    description: str = ""  # what the route does, in the members' words (shown by /help)
 
     def matches(self, event: InboundEvent, ctx: Context) -> bool:
         return isinstance(event, self.event_type) and (self.when is None or self.when(event, ctx))
@@ -212,6 +196,8 @@ class Router:
         self.name = name
         self._items: list[Route[Any] | Router] = []
         self._names: set[str] = set()
+        self._startup: list[Hook | Router] = []
+        self._shutdown: list[Hook | Router] = []
 
     def on(
         self,
@@ -219,8 +205,13 @@ class Router:
         *,
         when: Predicate | Callable[[E, Context], bool] | None = None,
         stop: bool = True,
+        description: str | None = None,
     ) -> Callable[[Handler[E]], Handler[E]]:
-        """Register a handler for events of ``event_type`` (and subclasses) matching ``when``."""
+        """Register a handler for events of ``event_type`` (and subclasses) matching ``when``.
+
+        ``description`` says what it does for a member (``/help`` lists it); by default the
+        first line of the handler's docstring, "" when it has none.
+        """
         predicate = when if isinstance(when, Predicate) or when is None else Predicate(when)
 
         def register(fn: Handler[E]) -> Handler[E]:
@@ -230,10 +221,45 @@ class Router:
                 n += 1
                 name = f"{base}#{n}"
             self._names.add(name)
-            self._items.append(Route(event_type, predicate, fn, name, stop))
+            doc = (fn.__doc__ or "").strip().splitlines()
+            about = description if description is not None else (doc[0] if doc else "")
+            self._items.append(Route(event_type, predicate, fn, name, stop, about))
             return fn
 
         return register
+
+    def on_startup(self, hook: Hook) -> Hook:
+        """Run ``await hook(state)`` when the service starts, before the first event."""
+        self._startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        """Run ``await hook(state)`` when the service stops, after in-flight work drained."""
+        self._shutdown.append(hook)
+        return hook
+
+    def _hooks(self, kind: str) -> list[Hook]:
+        out: list[Hook] = []
+        for item in self._startup if kind == "startup" else self._shutdown:
+            out.extend(item._hooks(kind) if isinstance(item, Router) else [item])
+        return out
+
+    async def startup(self, state: State) -> None:
+        """Run every startup hook, included routers' too, in registration/include order.
+
+        An exception stops the start (the service exits); later hooks do not run.
+        """
+        for hook in self._hooks("startup"):
+            await hook(state)
+
+    async def shutdown(self, state: State) -> None:
+        """Run every shutdown hook in reverse order; one failing is logged, the rest still run."""
+        for hook in reversed(self._hooks("shutdown")):
+            try:
+                await hook(state)
+            except Exception as exc:
+                name = getattr(hook, "__qualname__", repr(hook))
+                log.error("shutdown hook failed", exc_info=exc, extra={"hook": name})
 
     def include(self, *routers: Router) -> Router:
         """Append routers here, in order; routes they gain later are seen too. Returns self."""
@@ -241,6 +267,8 @@ class Router:
             if router is self or self in router._walk():
                 raise ValueError(f"including {router.name!r} in {self.name!r} makes a cycle")
             self._items.append(router)
+            self._startup.append(router)
+            self._shutdown.append(router)
         return self
 
     def _walk(self) -> Iterator[Router]:
@@ -281,13 +309,19 @@ class Router:
         return ctx.published
 
     def handler(
-        self, prefix: str = names.DEFAULT_PREFIX, *, maxlen: int | None = None
+        self,
+        prefix: str = names.DEFAULT_PREFIX,
+        *,
+        maxlen: int | None = None,
+        state: State | None = None,
     ) -> WorkerHandler:
         """The worker handler: decode the EventEnvelope, dispatch, return outbox outputs.
 
-        ``maxlen`` trims the outbox (None: the consumer's maxlen). An entry that is not an
+        ``maxlen`` trims the outbox (None: the consumer's maxlen). ``state`` is what handlers
+        see as ``ctx.state`` (run :meth:`startup` on it first). An entry that is not an
         EventEnvelope is rejected (dead letter).
         """
+        shared = state if state is not None else State()
         outbox = names.outbox(prefix)
 
         async def handle(delivery: Delivery) -> Sequence[Output]:
@@ -306,6 +340,7 @@ class Router:
                 trace_id=envelope.trace_id,
                 delivery=delivery.delivery_count,
                 received_at=envelope.received_at,
+                state=shared,
             )
             published = await self.dispatch(envelope.event, ctx)
             log.debug(

@@ -22,14 +22,16 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
+import msgspec
 from redis.asyncio import Redis
 
 from shared.bus import names, streams
-from shared.bus.router import Router
+from shared.bus.router import Router, State
 from shared.bus.worker import Consumer
+from shared.config import load_settings
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_outbox, encode_envelope
 from shared.schemas.inbound import (
     ClickEvent,
@@ -162,8 +164,12 @@ async def run_events(
     app: str = "default",
     prefix: str = DEFAULT_PREFIX,
     max_deliveries: int = 1,
+    environ: Mapping[str, str] | None = None,
 ) -> list[OutboxEntry]:
     """Publish ``events`` for ``app``, run ``router`` over them once, return its outbox entries.
+
+    The router's startup hooks run first and its shutdown hooks last, on a ``State`` whose
+    settings are read from ``environ`` (default: none set, so every default) with ``prefix``.
 
     Events are handled one at a time, in order, so the entries come back in event order. Only
     these events are handled (the group starts after what the stream already holds), and only
@@ -176,13 +182,16 @@ async def run_events(
     await streams.ensure_group(redis, stream, group, start="new")
     last: Any = await redis.xrevrange(outbox, count=1)
     after = last[0][0].decode() if last else None
+    settings = msgspec.structs.replace(load_settings(environ or {}), prefix=prefix)
+    state = State(settings=settings, redis=redis, environ=environ)
+    await router.startup(state)
     try:
         await publish_events(redis, events, app=app, prefix=prefix)
         consumer = Consumer(
             redis,
             stream=stream,
             group=group,
-            handler=router.handler(prefix),
+            handler=router.handler(prefix, state=state),
             concurrency=1,
             start="new",
             prefix=prefix,
@@ -194,6 +203,7 @@ async def run_events(
     finally:
         await redis.xgroup_destroy(stream, group)
         await redis.delete(names.retry(stream, group))
+        await router.shutdown(state)
     produced = await read_outbox(redis, prefix=prefix, after=after)
     letters: Any = await redis.xrange(names.deadletter(prefix))
     errors = [

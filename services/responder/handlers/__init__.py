@@ -10,6 +10,6 @@ from services.responder.handlers import echo, fallback, help
 from shared.bus import Router
 
 router = Router("responder")
-router.include(help.lists(router), echo.router, fallback.router)
+router.include(help.help_router(router), echo.router, fallback.router)
 
 __all__ = ["router"]

@@ -13,7 +13,7 @@ from shared.schemas.outbound import TextSend
 router = Router("echo")
 
 
-@router.on(TextMessage)
+@router.on(TextMessage, description="发一句话，我回一句 / say something, I answer")
 async def reply_rule(msg: TextMessage, ctx: Context) -> TextSend | None:
     """Any text: the same text without 吗, with ?→! and ？→！."""
     reply = echo_reply(msg.content)

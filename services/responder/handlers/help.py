@@ -1,4 +1,8 @@
-"""``/help`` (or 帮助): list the behaviours this responder runs, from their docstrings."""
+"""``/help`` (or 帮助): tell a member what this responder does, in words a member understands.
+
+Each route's ``description`` is listed (by default the first line of its handler's docstring);
+routes with none (audits, fallbacks) are left out. Internal handler names are never shown.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,29 @@ from shared.bus import Context, Router, text
 from shared.schemas.inbound import TextMessage
 from shared.schemas.outbound import TextSend
 
-router = Router("help")
-_top: list[Router] = [router]  # the router whose routes /help lists; set by lists()
+__all__ = ["describe", "help_router"]
 
-
-def lists(top: Router) -> Router:
-    """This router, answering /help with the routes of ``top`` (the router it is included in)."""
-    _top[0] = top
-    return router
+HEADER = "我能做这些 / What I can do:"
 
 
 def describe(top: Router) -> str:
-    lines = ["我能做这些 / What I do:"]
-    for route in top.routes:
-        doc = (route.handler.__doc__ or "").strip().splitlines()
-        lines.append(f"• {route.name}: {doc[0] if doc else route.event_type.__name__}")
+    """The /help answer for ``top``: one line per described route, in matching order."""
+    lines = [HEADER]
+    lines += [f"• {route.description}" for route in top.routes if route.description]
     return "\n".join(lines)
 
 
-@router.on(TextMessage, when=text(r"^\s*(/help|帮助)\s*$"))
-async def show_help(msg: TextMessage, ctx: Context) -> TextSend:
-    """/help or 帮助: this list."""
-    return TextSend.reply_to(msg, describe(_top[0]))
+def help_router(top: Router) -> Router:
+    """A router answering /help with the routes of ``top`` (the router it is included in)."""
+    router = Router("help")
+
+    async def show_help(msg: TextMessage, ctx: Context) -> TextSend:
+        return TextSend.reply_to(msg, describe(top))
+
+    show_help.__qualname__ = show_help.__name__  # its name goes into reply ids: no "<locals>"
+    router.on(
+        TextMessage,
+        when=text(r"^\s*(/help|帮助)\s*$"),
+        description="/help 或 帮助：列出这些 / this list",
+    )(show_help)
+    return router
