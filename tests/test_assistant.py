@@ -57,6 +57,7 @@ class Model:
             "LLM_API_KEY": DEFAULT_KEY,
             "LLM_MODEL": DEFAULT_MODEL,
             "ASSISTANT_INTERIM_AFTER": "0",
+            "ASSISTANT_PART_WAIT": "0",  # no sender here to deliver the parts
             **more,
         }
 

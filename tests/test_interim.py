@@ -7,7 +7,7 @@ import asyncio
 from redis.asyncio import Redis
 
 from shared.bus import names
-from shared.bus.interim import Interim, early_id, send_now
+from shared.bus.interim import Interim, delivered, early_id, send_now
 from shared.bus.router import Context, Router
 from shared.bus.testing import read_outbox, run_events, text_message, texts
 from shared.schemas.inbound import TextMessage
@@ -101,3 +101,16 @@ async def test_comes_before_the_answer_of_a_real_handler(redis: Redis) -> None:
     assert [e.request.touser for e in entries] == ["bob", "bob"]
     assert entries[0].origin == entries[1].origin
     assert entries[0].origin.startswith("handler:demo.") and entries[0].origin.endswith(".slow")
+
+
+async def test_delivered_waits_for_the_senders_mark(redis: Redis) -> None:
+    rid = early_id(context(), "part", 0)
+    assert not await delivered(redis, rid, prefix=PREFIX, patience=0.05, poll=0.01)
+
+    async def sender_marks_it() -> None:
+        await asyncio.sleep(0.05)
+        await redis.set(names.sent(PREFIX, rid), b"msgid")
+
+    marking = asyncio.create_task(sender_marks_it())
+    assert await delivered(redis, rid, prefix=PREFIX, patience=10, poll=0.01)
+    await marking

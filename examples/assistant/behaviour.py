@@ -28,7 +28,7 @@ from examples.assistant.config import AssistantConfig
 from examples.assistant.llm import ChatClient, Message, ModelError
 from examples.assistant.parts import Parts
 from shared.bus import Context, Retry
-from shared.bus.interim import Interim, send_now
+from shared.bus.interim import Interim, delivered, early_id, send_now
 from shared.bus.memory import Memory, Turn
 from shared.bus.router import Reply
 from shared.config import Settings
@@ -135,41 +135,30 @@ class Assistant:
         return messages
 
     async def _answer(self, msg: TextMessage, ctx: Context, messages: list[Message]) -> str:
-        """Stream the answer to the member part by part; return it whole."""
-        redis = self.memory.redis
+        """Stream the answer to the member part by part, in order; return it whole."""
         parts = Parts(max_bytes=self.config.part_bytes, min_bytes=min(300, self.config.part_bytes))
         pieces: list[str] = []
-
-        async def send(ready: list[str]) -> None:
-            for index, part in enumerate(ready, start=parts.sent - len(ready)):
-                interim.cancel()
-                request = TextSend.reply_to(msg, part)
-                prefix = self.memory.prefix
-                await send_now(
-                    redis,
-                    ctx,
-                    request,
-                    label="part",
-                    index=index,
-                    prefix=prefix,
-                    maxlen=self.maxlen,
-                )
-
         thinking = TextSend.reply_to(msg, self.config.interim_text)
         after = self.config.interim_after or None
         async with Interim(
-            redis, ctx, thinking, after=after, prefix=self.memory.prefix, maxlen=self.maxlen
+            self.memory.redis,
+            ctx,
+            thinking,
+            after=after,
+            prefix=self.memory.prefix,
+            maxlen=self.maxlen,
         ) as interim:
+            outbox = _PartSender(self, msg, ctx, interim)
             try:
                 async with asyncio.timeout(self.config.timeout):
                     async for piece in self._pieces(messages):
                         pieces.append(piece)
-                        await send(parts.feed(piece))
+                        await outbox.send(parts.feed(piece))
             except TimeoutError:
                 raise ModelError(
                     "down", f"no full answer within {self.config.timeout:g} s"
                 ) from None
-            await send(parts.finish())
+            await outbox.send(parts.finish())
         return "".join(pieces).strip()
 
     async def _pieces(self, messages: list[Message]) -> AsyncIterator[str]:
@@ -194,3 +183,34 @@ class Assistant:
             raise Retry(defer=min(RATE_MAX_WAIT, max(1.0, wait)), reason="model API rate limit")
         wait = backoff(ctx.delivery, self.config.retry_base)
         raise Retry(defer=wait, reason="model API unavailable")
+
+
+class _PartSender:
+    """Puts an answer's parts on the outbox at once, one after the other's delivery.
+
+    The sender handles outbox entries concurrently, so each part waits (up to
+    ``ASSISTANT_PART_WAIT`` seconds) for the previous one — or the interim reply — to be
+    delivered: the member reads the parts in order.
+    """
+
+    def __init__(self, assistant: Assistant, msg: TextMessage, ctx: Context, interim: Interim):
+        self.assistant, self.msg, self.ctx, self.interim = assistant, msg, ctx, interim
+        self.count = 0
+        self.previous: str | None = None
+
+    async def send(self, ready: list[str]) -> None:
+        a = self.assistant
+        redis, prefix, wait = a.memory.redis, a.memory.prefix, a.config.part_wait
+        for part in ready:
+            if self.count == 0:
+                await self.interim.settle()
+                self.previous = self.interim.id if self.interim.sent else None
+            if self.previous is not None and wait > 0:
+                await delivered(redis, self.previous, prefix=prefix, patience=wait)
+            request = TextSend.reply_to(self.msg, part)
+            label, index = "part", self.count
+            await send_now(
+                redis, self.ctx, request, label=label, index=index, prefix=prefix, maxlen=a.maxlen
+            )
+            self.previous = early_id(self.ctx, label, index)
+            self.count += 1

@@ -58,6 +58,7 @@ class AssistantConfig:
     interim_after: float = 5.0  # ASSISTANT_INTERIM_AFTER: seconds before "正在思考…"; 0 = never
     interim_text: str = "正在思考…"  # ASSISTANT_INTERIM_TEXT
     retry_base: float = 5.0  # ASSISTANT_RETRY_BASE: first backoff after a 5xx or timeout
+    part_wait: float = 30.0  # ASSISTANT_PART_WAIT: most seconds a part waits for the previous
     part_bytes: int = 1800  # ASSISTANT_PART_BYTES: largest part sent (WeCom takes 2048)
     memory_turns: int = 10  # ASSISTANT_MEMORY_TURNS
     memory_bytes: int = 16_000  # ASSISTANT_MEMORY_BYTES
@@ -92,6 +93,7 @@ class AssistantConfig:
             interim_after=_number(env, "ASSISTANT_INTERIM_AFTER", 5.0, float, 0.0),
             interim_text=env.get("ASSISTANT_INTERIM_TEXT", "").strip() or "正在思考…",
             retry_base=_number(env, "ASSISTANT_RETRY_BASE", 5.0, float, 0.1),
+            part_wait=_number(env, "ASSISTANT_PART_WAIT", 30.0, float, 0.0),
             part_bytes=min(_number(env, "ASSISTANT_PART_BYTES", 1800, int, 200), 2048),
             memory_turns=_number(env, "ASSISTANT_MEMORY_TURNS", 10, int, 1),
             memory_bytes=_number(env, "ASSISTANT_MEMORY_BYTES", 16_000, int, 1000),

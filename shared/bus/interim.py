@@ -16,6 +16,7 @@ same script as the XADD, so a second delivery adds nothing; the sender's sent-ma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -30,7 +31,7 @@ from shared.bus.scripts import Script
 from shared.schemas.envelope import encode_outbox, outbox_entry
 from shared.schemas.outbound import SendRequest
 
-__all__ = ["Interim", "early_id", "send_now"]
+__all__ = ["Interim", "delivered", "early_id", "send_now"]
 
 log = logging.getLogger("wecom_bus.interim")
 
@@ -75,6 +76,30 @@ async def send_now(
     return bool(await _ONCE(redis, keys, [IDEMPOTENCY_TTL, maxlen, encode_outbox(entry)]))
 
 
+async def delivered(
+    redis: Redis,
+    request_id: str,
+    *,
+    prefix: str = names.DEFAULT_PREFIX,
+    patience: float = 30.0,
+    poll: float = 0.1,
+) -> bool:
+    """Wait until the sender has delivered request ``request_id`` (its sent-mark exists).
+
+    The sender works on many outbox entries at once, so two entries for one member may reach
+    WeCom in either order; a handler that sends parts waits for each before enqueuing the next.
+    Returns False after ``patience`` seconds (the caller goes on: late beats never).
+    """
+    key = names.sent(prefix, request_id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while not await redis.exists(key):
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(poll)
+    return True
+
+
 class Interim:
     """Sends ``request`` once if the block is still running ``after`` seconds in (None: never).
 
@@ -99,10 +124,8 @@ class Interim:
         self._task: asyncio.Task[None] | None = None
 
     async def _fire(self) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), self.after or 0.0)
-        except TimeoutError:
-            pass
         if self._stop.is_set():
             return  # answered (or cancelled) in time
         try:
@@ -117,6 +140,17 @@ class Interim:
             self.sent = True
         except Exception as exc:  # an interim reply is a courtesy: never fail the handler
             log.warning("interim reply not sent", extra={"error": type(exc).__name__})
+
+    @property
+    def id(self) -> str:
+        """The interim reply's request id (whether or not it was sent)."""
+        return early_id(self.ctx, "interim")
+
+    async def settle(self) -> None:
+        """Stop the timer and wait until a send under way has finished; ``sent`` is then final."""
+        self.cancel()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
 
     def cancel(self) -> None:
         """Stop the timer (a send already under way completes; it is never cut mid-command)."""
@@ -133,6 +167,4 @@ class Interim:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.cancel()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self.settle()
