@@ -211,3 +211,11 @@ async def test_nothing_reaches_the_dead_letter_on_failures(redis: Redis, model: 
     except DeadLettered as exc:  # pragma: no cover - the assertion names the failure
         raise AssertionError(f"dead-lettered: {exc.errors}") from None
     assert texts(entries) == [REPLIES["down"]]
+
+
+async def test_only_the_configured_apps_are_answered(redis: Redis, model: Model) -> None:
+    env = model.env(ASSISTANT_APPS="hr, it", BUS_MAX_DELIVERIES="1")
+    hr = await run_events(redis, router, [text_message("hi")], app="hr", prefix=PREFIX, environ=env)
+    assert texts(hr) == ["收到：hi"]
+    other = await run_events(redis, router, [text_message("hi")], prefix=PREFIX, environ=env)
+    assert other == [] and len(model.fake.requests) == 1

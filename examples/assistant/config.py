@@ -60,6 +60,7 @@ class AssistantConfig:
     retry_base: float = 5.0  # ASSISTANT_RETRY_BASE: first backoff after a 5xx or timeout
     part_wait: float = 30.0  # ASSISTANT_PART_WAIT: most seconds a part waits for the previous
     part_bytes: int = 1800  # ASSISTANT_PART_BYTES: largest part sent (WeCom takes 2048)
+    apps: frozenset[str] = frozenset()  # ASSISTANT_APPS: answer only these apps ("" = every app)
     memory_turns: int = 10  # ASSISTANT_MEMORY_TURNS
     memory_bytes: int = 16_000  # ASSISTANT_MEMORY_BYTES
     memory_ttl: float = 86_400.0  # ASSISTANT_MEMORY_TTL: seconds a quiet conversation is kept
@@ -95,6 +96,9 @@ class AssistantConfig:
             retry_base=_number(env, "ASSISTANT_RETRY_BASE", 5.0, float, 0.1),
             part_wait=_number(env, "ASSISTANT_PART_WAIT", 30.0, float, 0.0),
             part_bytes=min(_number(env, "ASSISTANT_PART_BYTES", 1800, int, 200), 2048),
+            apps=frozenset(
+                a.strip() for a in env.get("ASSISTANT_APPS", "").split(",") if a.strip()
+            ),
             memory_turns=_number(env, "ASSISTANT_MEMORY_TURNS", 10, int, 1),
             memory_bytes=_number(env, "ASSISTANT_MEMORY_BYTES", 16_000, int, 1000),
             memory_ttl=_number(env, "ASSISTANT_MEMORY_TTL", 86_400.0, float, 60.0),

@@ -2,13 +2,15 @@
 
 Nothing is read at import: the startup hook reads ``LLM_*`` and ``ASSISTANT_*`` from the
 environment the service started with (``state.environ``) and opens one pooled HTTP client for
-the process; the shutdown hook closes it after in-flight messages drained.
+the process; the shutdown hook closes it after in-flight messages drained. With
+``ASSISTANT_APPS`` set, only text messages to those apps are answered; the others are left to
+later routes (so the router can be included in another).
 """
 
 from __future__ import annotations
 
 from examples.assistant.behaviour import Assistant
-from shared.bus import Context, Router
+from shared.bus import Context, Predicate, Router
 from shared.bus.router import Reply, State
 from shared.schemas.inbound import TextMessage
 
@@ -31,7 +33,12 @@ async def close_assistant(state: State) -> None:
         await assistant.close()
 
 
-@router.on(TextMessage)
+def _serves(_: TextMessage, ctx: Context) -> bool:
+    apps: frozenset[str] = ctx.state.assistant.config.apps
+    return not apps or ctx.app in apps
+
+
+@router.on(TextMessage, when=Predicate(_serves, "assistant apps"))
 async def chat(msg: TextMessage, ctx: Context) -> Reply:
     """和大模型助手对话；发送“新对话”或 /reset 重新开始"""
     assistant: Assistant = ctx.state.assistant
