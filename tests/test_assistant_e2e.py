@@ -63,11 +63,10 @@ def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def texts_to(system: System, user: str) -> list[str]:
-    return [
-        m["body"]["text"]["content"]
-        for m in system.sends()
-        if m["body"].get("touser") == user and m["body"].get("msgtype") == "text"
-    ]
+    """The texts the fake WeCom delivered to ``user``, in the order it received them."""
+    delivered = (m for m in system.sends() if m["status"] == "delivered")
+    bodies = (m["body"] for m in delivered if m["body"].get("touser") == user)
+    return [b["text"]["content"] for b in bodies if b.get("msgtype") == "text"]
 
 
 def ask(system: System, user: str, text: str, count: int = 1) -> list[str]:

@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import logging
 import time
-from types import TracebackType
 
 from redis.asyncio import Redis
 
@@ -161,10 +160,5 @@ class Interim:
             self._task = asyncio.create_task(self._fire())
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_: object) -> None:
         await self.settle()
