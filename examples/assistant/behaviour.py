@@ -135,30 +135,43 @@ class Assistant:
         return messages
 
     async def _answer(self, msg: TextMessage, ctx: Context, messages: list[Message]) -> str:
-        """Stream the answer to the member part by part, in order; return it whole."""
-        parts = Parts(max_bytes=self.config.part_bytes, min_bytes=min(300, self.config.part_bytes))
-        pieces: list[str] = []
+        """Stream the answer to the member part by part, in order; return it whole.
+
+        The model is read by its own task, so ``LLM_TIMEOUT`` counts the model's time only, not
+        the time parts wait for the sender.
+        """
+        ready: asyncio.Queue[str | None] = asyncio.Queue()
+        producer = asyncio.create_task(self._produce(messages, ready))
+        producer.add_done_callback(lambda _: ready.put_nowait(None))
         thinking = TextSend.reply_to(msg, self.config.interim_text)
         after = self.config.interim_after or None
-        async with Interim(
-            self.memory.redis,
-            ctx,
-            thinking,
-            after=after,
-            prefix=self.memory.prefix,
-            maxlen=self.maxlen,
-        ) as interim:
-            outbox = _PartSender(self, msg, ctx, interim)
-            try:
-                async with asyncio.timeout(self.config.timeout):
-                    async for piece in self._pieces(messages):
-                        pieces.append(piece)
-                        await outbox.send(parts.feed(piece))
-            except TimeoutError:
-                raise ModelError(
-                    "down", f"no full answer within {self.config.timeout:g} s"
-                ) from None
-            await outbox.send(parts.finish())
+        prefix, redis = self.memory.prefix, self.memory.redis
+        try:
+            async with Interim(
+                redis, ctx, thinking, after=after, prefix=prefix, maxlen=self.maxlen
+            ) as interim:
+                outbox = _PartSender(self, msg, ctx, interim)
+                while (part := await ready.get()) is not None:
+                    await outbox.send(part)
+            return await producer
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    async def _produce(self, messages: list[Message], ready: asyncio.Queue[str | None]) -> str:
+        """Read the model's answer, queueing each part as it completes; return the whole."""
+        parts = Parts(max_bytes=self.config.part_bytes, min_bytes=min(300, self.config.part_bytes))
+        pieces: list[str] = []
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                async for piece in self._pieces(messages):
+                    pieces.append(piece)
+                    for part in parts.feed(piece):
+                        ready.put_nowait(part)
+        except TimeoutError:
+            raise ModelError("down", f"no full answer within {self.config.timeout:g} s") from None
+        for part in parts.finish():
+            ready.put_nowait(part)
         return "".join(pieces).strip()
 
     async def _pieces(self, messages: list[Message]) -> AsyncIterator[str]:
@@ -198,19 +211,18 @@ class _PartSender:
         self.count = 0
         self.previous: str | None = None
 
-    async def send(self, ready: list[str]) -> None:
+    async def send(self, part: str) -> None:
         a = self.assistant
         redis, prefix, wait = a.memory.redis, a.memory.prefix, a.config.part_wait
-        for part in ready:
-            if self.count == 0:
-                await self.interim.settle()
-                self.previous = self.interim.id if self.interim.sent else None
-            if self.previous is not None and wait > 0:
-                await delivered(redis, self.previous, prefix=prefix, patience=wait)
-            request = TextSend.reply_to(self.msg, part)
-            label, index = "part", self.count
-            await send_now(
-                redis, self.ctx, request, label=label, index=index, prefix=prefix, maxlen=a.maxlen
-            )
-            self.previous = early_id(self.ctx, label, index)
-            self.count += 1
+        if self.count == 0:
+            await self.interim.settle()
+            self.previous = self.interim.id if self.interim.sent else None
+        if self.previous is not None and wait > 0:
+            await delivered(redis, self.previous, prefix=prefix, patience=wait)
+        request = TextSend.reply_to(self.msg, part)
+        label, index = "part", self.count
+        await send_now(
+            redis, self.ctx, request, label=label, index=index, prefix=prefix, maxlen=a.maxlen
+        )
+        self.previous = early_id(self.ctx, label, index)
+        self.count += 1
