@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from shared.bus.delivery import Handler
+from shared.bus.options import ConsumerOptions
 from shared.bus.router import Router, State
 from shared.bus.worker import Consumer, install_signal_handlers
 from shared.config import Settings
@@ -36,18 +37,8 @@ def make_consumer(
     start: Literal["new", "backlog"],
 ) -> Consumer:
     """A Consumer with the BUS_* settings every consumer service shares."""
-    return Consumer(
-        redis,
-        stream=stream,
-        group=group,
-        handler=handler,
-        start=start,
-        claim_idle_ms=int(settings.claim_idle * 1000),
-        max_deliveries=settings.max_deliveries,
-        prefix=settings.prefix,
-        drain_timeout=settings.drain_timeout,
-        maxlen=settings.stream_maxlen,
-    )
+    options = ConsumerOptions.from_settings(settings, start=start)
+    return Consumer(redis, stream=stream, group=group, handler=handler, options=options)
 
 
 @contextlib.asynccontextmanager

@@ -75,6 +75,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     apps: dict[str, AppSettings] = msgspec.field(default_factory=dict)
     stream_maxlen: int = 100_000
     claim_idle: float = 15.0
+    handler_timeout: float = 300.0  # BUS_HANDLER_TIMEOUT: a handler running longer fails
     max_deliveries: int = 5
     ingress_max_clock_skew: int = 3600
     ingress_max_body: int = 262_144
@@ -107,6 +108,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if not self.redis_url:
             raise ConfigError("REDIS_URL", "not set (e.g. redis://redis:6379/0)")
         return self.redis_url
+
+
+_BUS = Settings()  # the BUS_* defaults, stated once (ConsumerOptions shares them)
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -244,16 +248,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         prefix=prefix,
         api_base=api_base,
         apps=apps,
-        stream_maxlen=_number(env, "BUS_STREAM_MAXLEN", 100_000, int, 1000),
-        claim_idle=_number(env, "BUS_CLAIM_IDLE", 15.0, float, 0.1),
-        max_deliveries=_number(env, "BUS_MAX_DELIVERIES", 5, int, 1),
+        stream_maxlen=_number(env, "BUS_STREAM_MAXLEN", _BUS.stream_maxlen, int, 1000),
+        claim_idle=_number(env, "BUS_CLAIM_IDLE", _BUS.claim_idle, float, 0.1),
+        handler_timeout=_number(env, "BUS_HANDLER_TIMEOUT", _BUS.handler_timeout, float, 0.1),
+        max_deliveries=_number(env, "BUS_MAX_DELIVERIES", _BUS.max_deliveries, int, 1),
         ingress_max_clock_skew=_number(env, "INGRESS_MAX_CLOCK_SKEW", 3600, int, 0),
         ingress_max_body=_number(env, "INGRESS_MAX_BODY", 262_144, int, 1024),
         ingress_trusted_proxies=_get(env, "INGRESS_TRUSTED_PROXIES") or "127.0.0.1",
         sender_api_key=Secret(api_key) if api_key else None,
         sender_daily_quota=_number(env, "SENDER_DAILY_QUOTA", 0, int, 0),
         sender_rate_limited_wait=_number(env, "SENDER_RATE_LIMITED_WAIT", 60.0, float, 0),
-        drain_timeout=_number(env, "BUS_DRAIN_TIMEOUT", 20.0, float, 0),
+        drain_timeout=_number(env, "BUS_DRAIN_TIMEOUT", _BUS.drain_timeout, float, 0),
         responder_other_reply=_get(env, "RESPONDER_OTHER_REPLY") or "",
         log_level=level,
         log_format="json" if log_format == "json" else "console",

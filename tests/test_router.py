@@ -350,3 +350,39 @@ def test_state_says_what_is_missing_and_never_shows_values() -> None:
         state.redis  # noqa: B018
     state.client = "hunter2"
     assert "hunter2" not in repr(state) and "client" in repr(state)
+
+
+# ------------------------------------------------------------------ system events
+
+
+def sys_event() -> ClickEvent:
+    return ClickEvent(**{**BASE, "from_user": "sys"}, event="change_contact")  # type: ignore[arg-type]
+
+
+async def test_a_reply_to_a_sys_event_is_never_sent_to_sys(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    router = Router("r")
+
+    @router.on(Event)
+    async def answer_everything(ev: Event, c: Context) -> list[SendRequest]:
+        return [TextSend.reply_to(ev, "收到"), TextSend.to(["sys", "admin"], "通讯录变更")]
+
+    ev = sys_event()
+    published = await router.dispatch(ev, ctx(ev))
+    assert [p.request.touser for p in published] == ["admin"]  # "sys" left out, never sent to
+    assert sum("addressed to 'sys'" in r.getMessage() for r in caplog.records) == 2
+
+
+async def test_a_member_may_still_be_answered_and_a_sys_event_may_notify_others() -> None:
+    router = Router("r")
+
+    @router.on(InboundEvent)
+    async def reply(ev: InboundEvent, c: Context) -> SendRequest:
+        return TextSend.reply_to(ev, "ok")
+
+    assert [p.request.touser for p in await router.dispatch(msg("x"), ctx(msg("x")))] == ["alice"]
+    member_sys = msg("x", from_user="sysadmin")
+    assert [p.request.touser for p in await router.dispatch(member_sys, ctx(member_sys))] == [
+        "sysadmin"
+    ]

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from services.sender.api import create_api
 from services.sender.handler import OutboxHandler
 from shared.bus import delayed, names
+from shared.bus.options import ConsumerOptions
 from shared.bus.outbox import enqueue
 from shared.bus.worker import Consumer
 from shared.config import Settings
@@ -130,9 +131,7 @@ async def make_sender(
             stream=names.outbox(),
             group=names.SENDER_GROUP,
             handler=handler,
-            start="backlog",
-            claim_idle_ms=500,
-            max_deliveries=5,
+            options=ConsumerOptions(start="backlog", claim_idle=0.5, max_deliveries=5),
         )
         sender = Sender(redis, client, consumer)
         made.append(sender)

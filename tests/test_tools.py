@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from services.cli import main
 from shared.bus import names
 from shared.bus.delivery import Delivery, Output, Reject
+from shared.bus.options import ConsumerOptions
 from shared.bus.worker import Consumer
 from shared.config import load_settings
 from shared.embedded_redis import free_port
@@ -95,7 +96,8 @@ async def _dead_letters(redis: Redis) -> None:
 
     for n in range(2):
         await redis.xadd(names.events(), {"data": json.dumps({"n": n})})
-    consumer = Consumer(redis, stream=names.events(), group="team", handler=reject, start="backlog")
+    options = ConsumerOptions(start="backlog")
+    consumer = Consumer(redis, stream=names.events(), group="team", handler=reject, options=options)
     await consumer.run_burst()
     assert await redis.xlen(names.deadletter()) == 2
 

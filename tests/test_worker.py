@@ -19,8 +19,10 @@ from redis.asyncio import Redis
 
 from shared.bus import names, streams
 from shared.bus.delivery import Delivery, Output, Reject, Retry
-from shared.bus.worker import Consumer, check_health, observe_groups
+from shared.bus.options import ConsumerOptions
+from shared.bus.worker import Consumer, observe_groups
 from shared.embedded_redis import EmbeddedRedis
+from shared.errors import SchemaError
 
 S, G, OUT, LOG = "t:events", "g", "t:out", "t:log"
 DLQ = names.deadletter("t")
@@ -51,16 +53,16 @@ async def pending(redis: Redis, group: str = G) -> int:
 def consumer(
     redis: Redis, handler: Callable[[Delivery], Awaitable[Sequence[Output]]], **kw: Any
 ) -> Consumer:
+    """A consumer of S/G; ``kw`` are ConsumerOptions (or ``stream``/``group``) over fast ones."""
+    where = {"stream": kw.pop("stream", S), "group": kw.pop("group", G)}
     options: dict[str, Any] = {
-        "stream": S,
-        "group": G,
         "prefix": "t",
         "block_ms": 100,
-        "claim_idle_ms": 200,
+        "claim_idle": 0.2,
         "start": "backlog",
-        "heartbeat_interval": 0.1,
+        "housekeeping_interval": 0.1,
     }
-    return Consumer(redis, handler=handler, **{**options, **kw})
+    return Consumer(redis, handler=handler, options=ConsumerOptions(**{**options, **kw}), **where)
 
 
 @pytest.fixture
@@ -109,7 +111,7 @@ async def test_output_exists_if_and_only_if_the_entry_was_acked(redis: Redis) ->
         target = OUT if d.entry_id == good else "t:not-a-stream"
         return [Output(target, {"id": d.entry_id})]
 
-    c = consumer(redis, handler, max_deliveries=2, claim_idle_ms=50)
+    c = consumer(redis, handler, max_deliveries=2, claim_idle=0.05)
     await asyncio.wait_for(c.run_burst(), 10)
 
     assert await output_ids(redis) == [good]
@@ -127,7 +129,7 @@ async def test_poison_entry_is_dead_lettered_after_max_deliveries(redis: Redis) 
         seen.append(d.delivery_count)
         raise ValueError(f"cannot parse\nattempt {d.delivery_count}")
 
-    c = consumer(redis, handler, max_deliveries=3, claim_idle_ms=50)
+    c = consumer(redis, handler, max_deliveries=3, claim_idle=0.05)
     stats = await asyncio.wait_for(c.run_burst(), 10)
 
     assert seen == [1, 2, 3]
@@ -159,6 +161,25 @@ async def test_reject_dead_letters_at_once(redis: Redis) -> None:
     assert (letter[b"attempts"], letter[b"error"]) == (b"1", b"Reject: unknown member")
 
 
+async def test_a_schema_error_is_dead_lettered_at_once_with_its_reason(redis: Redis) -> None:
+    await streams.publish(redis, S, {"data": b"x"})
+    calls = 0
+
+    async def handler(d: Delivery) -> Sequence[Output]:
+        nonlocal calls
+        calls += 1
+        raise SchemaError("$.text.content", "is 2100 bytes in UTF-8; WeCom accepts 2048")
+
+    stats = await asyncio.wait_for(consumer(redis, handler, max_deliveries=5).run_burst(), 10)
+
+    assert (calls, stats) == (1, {"rejected": 1})  # not five deliveries
+    (letter,) = await records(redis, DLQ)
+    assert letter[b"attempts"] == b"1"
+    assert letter[b"error"] == (
+        b"SchemaError: $.text.content: is 2100 bytes in UTF-8; WeCom accepts 2048"
+    )
+
+
 async def test_slow_handler_times_out_and_counts_as_a_failure(redis: Redis) -> None:
     await streams.publish(redis, S, {"data": b"x"})
 
@@ -184,7 +205,7 @@ async def test_entry_whose_consumers_keep_dying_is_dead_lettered(redis: Redis) -
         calls += 1
         return []
 
-    c = consumer(redis, handler, max_deliveries=3, claim_idle_ms=20)
+    c = consumer(redis, handler, max_deliveries=3, claim_idle=0.02)
     assert await asyncio.wait_for(c.run_burst(), 10) == {"deadlettered": 1}
     assert calls == 0
     (letter,) = await records(redis, DLQ)
@@ -195,12 +216,12 @@ async def test_entry_whose_consumers_keep_dying_is_dead_lettered(redis: Redis) -
 
 
 @pytest.mark.parametrize(
-    ("defer", "claim_idle_ms"),
-    [(0.6, 100), (0.1, 30_000)],
+    ("defer", "claim_idle"),
+    [(0.6, 0.1), (0.1, 30.0)],
     ids=["defer-longer-than-claim-idle", "defer-shorter-than-claim-idle"],
 )
 async def test_retry_redelivers_the_same_entry_after_the_delay(
-    redis: Redis, defer: float, claim_idle_ms: int
+    redis: Redis, defer: float, claim_idle: float
 ) -> None:
     entry_id = await streams.publish(redis, S, {"data": b"x"})
     attempts: list[tuple[str, int, float]] = []
@@ -211,7 +232,7 @@ async def test_retry_redelivers_the_same_entry_after_the_delay(
             raise Retry(defer=defer)
         return []
 
-    c = consumer(redis, handler, claim_idle_ms=claim_idle_ms)
+    c = consumer(redis, handler, claim_idle=claim_idle)
     # Within 10 s even when claim_idle is 30 s: a due retry does not wait for claim_idle.
     stats = await asyncio.wait_for(c.run_burst(), 10)
 
@@ -292,21 +313,19 @@ async def test_dead_consumers_are_removed_but_not_those_with_pending_work(
     async def hold(d: Delivery) -> Sequence[Output]:
         raise Retry(defer=60)  # keeps "holder"'s entry pending, whoever claims it
 
-    await running(consumer(redis, hold, dead_consumer_idle_ms=100, claim_idle_ms=60_000))
+    await running(consumer(redis, hold, dead_consumer_idle=0.1, claim_idle=60))
     await eventually(ghost_gone)
 
 
-async def test_health_key_and_metrics(
+async def test_health_and_metrics(
     redis: Redis, running: Callable[[Consumer], Awaitable[None]]
 ) -> None:
-    assert not await check_health(redis, group=G, prefix="t")
     c = consumer(redis, echo_to(OUT))
     await running(c)
     await streams.publish(redis, S, {"data": b"x"})
     await eventually(lambda: _equals(redis.xlen(OUT), 1))
 
     assert c.healthy
-    assert await check_health(redis, group=G, prefix="t")
     ok = REGISTRY.get_sample_value(
         "wecom_consumer_processed_total", {"stream": S, "group": G, "outcome": "ok"}
     )
@@ -319,19 +338,39 @@ async def test_health_key_and_metrics(
 
     c.stop()
     await eventually(lambda: _true(not c.healthy))
-    await eventually(lambda: _equals(redis.exists(names.health("t", G, _host())), 0))
 
 
-def _host() -> str:
-    import socket
+def _gauge(name: str, group: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"stream": S, "group": group})
 
-    return socket.gethostname()
+
+async def test_entries_trimmed_before_a_group_read_them_are_counted_and_logged(
+    redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    await streams.ensure_group(redis, S, "slow", start="new")
+    for n in range(10):
+        await streams.publish(redis, S, {"n": n}, maxlen=None)
+    await streams.read_group(redis, S, "slow", "c", count=2, block_ms=None)  # read 2 of 10
+    await redis.xtrim(S, maxlen=3, approximate=False)  # 5 it never read are gone
+
+    with caplog.at_level(logging.WARNING, logger="wecom_bus.bus"):
+        await observe_groups(redis, S)
+    assert _gauge("wecom_stream_group_trimmed_unread", "slow") == 5
+    assert _gauge("wecom_stream_group_lag", "slow") == 3  # what is left to read, not 8
+    (record,) = [r for r in caplog.records if "trimming removed" in r.getMessage()]
+    assert record.__dict__["trimmed_unread"] == 5
+
+    await streams.read_group(redis, S, "slow", "c", count=10, block_ms=None)  # caught up
+    await observe_groups(redis, S)
+    assert _gauge("wecom_stream_group_trimmed_unread", "slow") == 5  # the loss is remembered
+    assert _gauge("wecom_stream_group_lag", "slow") == 0
 
 
 async def test_survives_a_redis_outage(caplog: pytest.LogCaptureFixture) -> None:
     server = EmbeddedRedis()
     client: Redis = Redis.from_url(server.url)
-    c = Consumer(client, stream=S, group=G, handler=echo_to(OUT), block_ms=100, start="backlog")
+    options = ConsumerOptions(block_ms=100, start="backlog")
+    c = Consumer(client, stream=S, group=G, handler=echo_to(OUT), options=options)
     with caplog.at_level(logging.WARNING, logger="wecom_bus.bus"):
         task = asyncio.create_task(c.run())  # Redis is not there yet
         await eventually(
@@ -397,7 +436,7 @@ async def test_sigkilled_process_work_is_claimed_and_completed(
         claimed.append(d.delivery_count)
         return [Output(OUT, {"id": d.entry_id, "data": d.fields[b"data"]})]
 
-    c = consumer(redis, survivor, name="survivor", claim_idle_ms=300)
+    c = consumer(redis, survivor, name="survivor", claim_idle=0.3)
     await asyncio.wait_for(c.run_burst(), 20)
 
     out_ids = await output_ids(redis)

@@ -8,6 +8,7 @@ runtime (``Consumer``, ``Retry``, ``Reject``); ``router`` the handler API (``Rou
 from __future__ import annotations
 
 from shared.bus.delivery import Delivery, Output, Reject, Retry
+from shared.bus.options import ConsumerOptions
 from shared.bus.router import (
     Context,
     Predicate,
@@ -20,15 +21,11 @@ from shared.bus.router import (
     text,
 )
 from shared.bus.streams import publish
-from shared.bus.worker import (
-    Consumer,
-    check_health,
-    install_signal_handlers,
-    run_consumer,
-)
+from shared.bus.worker import Consumer, install_signal_handlers
 
 __all__ = [
     "Consumer",
+    "ConsumerOptions",
     "Context",
     "Delivery",
     "Output",
@@ -38,12 +35,10 @@ __all__ = [
     "Router",
     "State",
     "app",
-    "check_health",
     "event",
     "event_key",
     "install_signal_handlers",
     "publish",
-    "run_consumer",
     "sender",
     "text",
 ]

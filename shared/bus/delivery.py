@@ -1,8 +1,9 @@
 """What a handler receives and how it answers: ``Delivery`` in, ``Output`` out, or a signal.
 
 Handlers steer delivery by raising: ``Retry(defer)`` (transient: deliver again later, same
-entry id) or ``Reject(reason)`` (poison: dead letter now). Any other exception counts as a
-failed delivery. The consumer runtime (``shared.bus.worker``) and its metrics use these.
+entry id) or ``Reject(reason)`` (poison: dead letter now). A ``SchemaError`` (a reply WeCom
+would refuse) can never succeed either, so it too goes to the dead letter at once. Any other
+exception counts as a failed delivery. The consumer runtime is ``shared.bus.worker``.
 """
 
 from __future__ import annotations
@@ -10,16 +11,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
-from prometheus_client import Counter, Gauge, Histogram
 
 from shared.bus.streams import FieldMap
 
 __all__ = [
-    "GROUP_LAG",
-    "GROUP_PENDING",
-    "HANDLER_SECONDS",
-    "LOST",
-    "PROCESSED",
     "Delivery",
     "Handler",
     "Output",
@@ -29,29 +24,6 @@ __all__ = [
 ]
 
 _ERROR_CHARS = 300
-
-PROCESSED = Counter(
-    "wecom_consumer_processed",
-    "Deliveries by outcome: ok, retry, rejected, failed (left pending), deadlettered",
-    ["stream", "group", "outcome"],
-)
-HANDLER_SECONDS = Histogram(
-    "wecom_consumer_handler_seconds",
-    "Handler run time, whatever the outcome",
-    ["stream", "group"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-LOST = Counter(
-    "wecom_consumer_lost",
-    "Pending entries trimmed or deleted from the stream before anyone processed them",
-    ["stream", "group"],
-)
-GROUP_LAG = Gauge(
-    "wecom_stream_group_lag", "Entries not yet delivered to the group", ["stream", "group"]
-)
-GROUP_PENDING = Gauge(
-    "wecom_stream_group_pending", "Entries delivered but not acknowledged", ["stream", "group"]
-)
 
 
 class Retry(Exception):

@@ -24,9 +24,8 @@ key                                         type    role (lifetime)
 ``<prefix>:circuit:{<app>}``                 hash    an app's send circuit (state, reason, until)
 ``<stream>:retry:<group>``                  zset    entries a handler deferred with ``Retry``
                                                     (member = entry id, score = due unix ms)
-``<prefix>:health:<group>:<host>``          string  consumer heartbeat (JSON), TTL
-``<prefix>:conv:{<app>}:<behaviour>:<user>``  list    a member's recent turns with one behaviour
-                                                    (bounded by turns and bytes; TTL)
+``<prefix>:conv:{<app>}:<router>:<user>``   list    a member's recent turns with one behaviour
+                                                    (its router's name); bounded, TTL
 ==========================================  ======  =============================================
 
 Nothing else builds a key: ``tests/test_names.py`` fails when a key is formatted elsewhere.
@@ -43,8 +42,6 @@ __all__ = [
     "delayed",
     "delayed_data",
     "events",
-    "health",
-    "health_pattern",
     "idempotency",
     "outbox",
     "rate_day",
@@ -137,16 +134,6 @@ def retry(stream: str, group: str) -> str:
     Derived from the stream key rather than the prefix so it shares the stream's hash tag.
     """
     return f"{stream}:retry:{group}"
-
-
-def health(prefix: str, group: str, host: str) -> str:
-    """Heartbeat of the consumer of ``group`` running on ``host`` (the pod name in k8s)."""
-    return f"{prefix}:health:{group}:{host}"
-
-
-def health_pattern(prefix: str, group: str) -> str:
-    """SCAN pattern matching every heartbeat of ``group``."""
-    return f"{prefix}:health:{group}:*"
 
 
 def conversation(prefix: str, app: str, behaviour: str, user: str) -> str:

@@ -44,7 +44,7 @@ from typing import Any, Generic, TypeAlias, TypeVar, cast
 import msgspec
 from redis.asyncio import Redis
 
-from shared.bus import names
+from shared.bus import metrics, names
 from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.delivery import Handler as WorkerHandler
 from shared.bus.predicates import Predicate, app, event, event_key, sender, text
@@ -131,6 +131,17 @@ class Published(msgspec.Struct, frozen=True, kw_only=True):
     request: SendRequest
 
 
+SYS = "sys"  # the FromUserName of WeCom's system events (contact changes…): not a member
+
+
+def _without_sys(request: SendRequest) -> SendRequest | None:
+    """``request`` without the recipient "sys"; None when nobody else is left."""
+    users = "|".join(u for u in (request.touser or "").split("|") if u and u != SYS)
+    if not (users or request.toparty or request.totag):
+        return None
+    return msgspec.structs.replace(request, touser=users or None)
+
+
 class _Outbox:
     """Collects the requests of one dispatch; shared by the contexts of its handlers."""
 
@@ -140,6 +151,17 @@ class _Outbox:
     def add(self, ctx: Context, request: SendRequest) -> str:
         if not isinstance(request, SendRequest):
             raise TypeError(f"{ctx.handler}: expected a SendRequest, got {type(request).__name__}")
+        if ctx.event.from_user == SYS and SYS in (request.touser or "").split("|"):
+            kept = _without_sys(request)
+            log.warning(
+                "reply to a sys event addressed to 'sys' (not a member): %s",
+                "dropped" if kept is None else "'sys' left out",
+                extra={"handler": ctx.handler, "trace_id": ctx.trace_id},
+            )
+            metrics.REPLIES_TO_SYS.labels(ctx.handler).inc()
+            if kept is None:
+                return ""
+            request = kept
         index = sum(p.handler == ctx.handler for p in self.items)
         rid = request_id(ctx.stream, ctx.entry_id, ctx.handler, index)
         self.items.append(Published(id=rid, handler=ctx.handler, request=request))
@@ -165,6 +187,8 @@ class Context:
         """Queue ``request`` to be sent; returns its id.
 
         It reaches the outbox with the event's ack, only if every matched handler succeeds.
+        A reply to a system event (FromUserName "sys") is never sent to "sys": that recipient
+        is left out, and a request with no other recipient is dropped (logged; id "").
         """
         return self._outbox.add(self, request)
 

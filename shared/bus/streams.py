@@ -16,13 +16,15 @@ On Redis Cluster every key a script touches must share a slot: give ``BUS_PREFIX
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
+
+from shared.bus.scripts import Script
+from shared.config import Settings
 
 __all__ = [
     "DEFAULT_MAXLEN",
@@ -33,6 +35,7 @@ __all__ = [
     "FieldValue",
     "GroupInfo",
     "Start",
+    "StreamInfo",
     "ack",
     "claim",
     "claim_stale",
@@ -43,16 +46,19 @@ __all__ = [
     "delivery_counts",
     "ensure_group",
     "groups",
+    "id_before",
+    "id_key",
     "is_nogroup",
     "publish",
     "read_group",
     "remove_idle_consumers",
     "schedule_retry",
     "set_delivery_count",
+    "stream_info",
     "take_due",
 ]
 
-DEFAULT_MAXLEN = 100_000
+DEFAULT_MAXLEN = Settings().stream_maxlen  # BUS_STREAM_MAXLEN's default, stated once
 Start = Literal["new", "backlog"]
 FieldValue = bytes | str | int | float
 # Keys are str or bytes. Spelled Any because Mapping is invariant in its key type, so neither
@@ -77,6 +83,14 @@ class GroupInfo(msgspec.Struct, frozen=True, kw_only=True):
     pending: int
     lag: int | None  # None when Redis cannot tell (after XDEL / trimming past the group)
     last_delivered_id: str
+    entries_read: int | None = None  # Redis >= 7: entries the group has read (None: unknown)
+
+
+class StreamInfo(msgspec.Struct, frozen=True, kw_only=True):
+    length: int
+    entries_added: int  # ever added (Redis >= 7; else the length)
+    first_id: str | None  # the oldest entry still in the stream; None when empty
+    last_id: str  # the newest id ever added (last-generated-id)
 
 
 class ConsumerInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,21 +99,9 @@ class ConsumerInfo(msgspec.Struct, frozen=True, kw_only=True):
     idle_ms: int
 
 
-class _Script:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
-
-    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await redis.eval(self.text, len(keys), *keys, *args)
-
-
 # KEYS: input stream, retry zset, output streams...   ARGV: group, id, then per output:
 # maxlen ("" = none), number of fields, field, value, ...
-_COMMIT = _Script("""
+_COMMIT = Script("""
 local group, id = ARGV[1], ARGV[2]
 if #redis.call('XPENDING', KEYS[1], group, id, id, 1) == 0 then return 0 end
 local a = 3
@@ -119,7 +121,7 @@ return 1
 """)
 
 # KEYS: input stream, retry zset, dead-letter stream.   ARGV: group, id, maxlen, field, value...
-_DEAD_LETTER = _Script("""
+_DEAD_LETTER = Script("""
 local group, id = ARGV[1], ARGV[2]
 if #redis.call('XPENDING', KEYS[1], group, id, id, 1) == 0 then return false end
 local cmd = {'XADD', KEYS[3]}
@@ -134,7 +136,7 @@ return dlq_id
 
 # KEYS: stream.   ARGV: group, min idle ms, consumer to keep.   Atomic, so a consumer cannot
 # take an entry between the check "nothing pending" and DELCONSUMER (which drops its PEL).
-_REMOVE_IDLE = _Script("""
+_REMOVE_IDLE = Script("""
 local removed = {}
 for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   local f = {}
@@ -149,7 +151,7 @@ return removed
 
 # KEYS: retry zset.   ARGV: now ms, limit.   Removing the ids is what makes one replica their
 # owner: two replicas never both take the same due retry.
-_TAKE_DUE = _Script("""
+_TAKE_DUE = Script("""
 local ids = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
 if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
 return ids
@@ -167,6 +169,20 @@ def _entries(raw: Sequence[Any]) -> list[Entry]:
 
 def _maxlen_arg(maxlen: int | None) -> str:
     return "" if maxlen is None else str(maxlen)
+
+
+def id_key(entry_id: str) -> tuple[int, int]:
+    """An entry id as a sortable pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def id_before(entry_id: str) -> str:
+    """The id just before ``entry_id``: a group created there delivers ``entry_id`` next."""
+    ms, _, seq = entry_id.partition("-")
+    if int(seq or 0) > 0:
+        return f"{ms}-{int(seq) - 1}"
+    return f"{int(ms) - 1}-{2**64 - 1}" if int(ms) > 0 else "0"
 
 
 def is_nogroup(exc: BaseException) -> bool:
@@ -342,9 +358,28 @@ async def groups(redis: Redis, stream: str) -> list[GroupInfo]:
             pending=int(g["pending"]),
             lag=None if g.get("lag") is None else int(g["lag"]),
             last_delivered_id=_str(g["last-delivered-id"]),
+            entries_read=None if g.get("entries-read") is None else int(g["entries-read"]),
         )
         for g in reply
     ]
+
+
+async def stream_info(redis: Redis, stream: str) -> StreamInfo | None:
+    """XINFO STREAM's length, entries-added and first entry id; None when there is no stream."""
+    try:
+        reply = await redis.xinfo_stream(stream)
+    except ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return None
+        raise
+    first = reply.get("first-entry")
+    length = int(reply["length"])
+    return StreamInfo(
+        length=length,
+        entries_added=int(reply.get("entries-added", length)),
+        first_id=_str(first[0]) if first else None,
+        last_id=_str(reply["last-generated-id"]),
+    )
 
 
 async def consumers(redis: Redis, stream: str, group: str) -> list[ConsumerInfo]:

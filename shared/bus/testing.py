@@ -29,6 +29,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from shared.bus import names, streams
+from shared.bus.options import ConsumerOptions
 from shared.bus.router import Router, State
 from shared.bus.worker import Consumer
 from shared.config import load_settings
@@ -192,12 +193,14 @@ async def run_events(
             stream=stream,
             group=group,
             handler=router.handler(prefix, state=state),
-            concurrency=1,
-            start="new",
-            prefix=prefix,
-            max_deliveries=max_deliveries,
-            claim_idle_ms=500,  # a failed delivery is tried again soon
-            handler_timeout=30.0,
+            options=ConsumerOptions(
+                concurrency=1,
+                start="new",
+                prefix=prefix,
+                max_deliveries=max_deliveries,
+                claim_idle=0.5,  # a failed delivery is tried again soon
+                handler_timeout=30.0,
+            ),
         )
         await consumer.run_burst()
     finally:

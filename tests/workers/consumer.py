@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 
 from shared.bus.delivery import Delivery, Output
+from shared.bus.options import ConsumerOptions
 from shared.bus.worker import Consumer, install_signal_handlers
 
 
@@ -33,14 +34,16 @@ async def main(args: argparse.Namespace) -> None:
         stream=args.stream,
         group=args.group,
         handler=handler,
-        name=args.name,
-        concurrency=args.concurrency,
-        batch=args.concurrency,
-        block_ms=200,
-        claim_idle_ms=args.claim_idle_ms,
-        handler_timeout=args.sleep + 5,
-        drain_timeout=args.drain_timeout,
-        start="backlog",
+        options=ConsumerOptions(
+            name=args.name,
+            concurrency=args.concurrency,
+            batch=args.concurrency,
+            block_ms=200,
+            claim_idle=args.claim_idle_ms / 1000,
+            handler_timeout=args.sleep + 5,
+            drain_timeout=args.drain_timeout,
+            start="backlog",
+        ),
     )
     install_signal_handlers(consumer)
     await consumer.run()

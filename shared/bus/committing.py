@@ -1,0 +1,142 @@
+"""Recording what became of a delivery: commit, retry or dead letter, each one atomic write.
+
+Every write first checks the entry is still pending, so when two consumers end up handling the
+same entry only the first to finish records anything. Writes are retried through short Redis
+outages; if Redis stays away the entry simply stays pending and is delivered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+
+import msgspec
+from redis import exceptions as rex
+from redis.asyncio import Redis
+
+from shared.bus import metrics, names, streams
+from shared.bus.delivery import Delivery, Output
+from shared.bus.options import ConsumerOptions
+from shared.bus.outage import OUTAGE, RedisWatch
+from shared.bus.streams import FieldValue
+
+__all__ = ["Recorder"]
+
+log = logging.getLogger("wecom_bus.bus")
+_encode_json = msgspec.json.Encoder().encode
+
+
+class Recorder:
+    """Writes the outcomes of one consumer's deliveries and counts them (``stats``, metrics)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        options: ConsumerOptions,
+        watch: RedisWatch,
+        on_nogroup: Callable[[], None],
+    ) -> None:
+        self.redis, self.stream, self.group, self.consumer = redis, stream, group, consumer
+        self.options, self.watch, self._on_nogroup = options, watch, on_nogroup
+        self.retry_key = names.retry(stream, group)
+        self.deadletter = names.deadletter(options.prefix)
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    async def commit(self, delivery: Delivery, outputs: Sequence[Output]) -> None:
+        """XADD the outputs and XACK the entry, atomically."""
+        maxlen = self.options.maxlen
+        committed = await self._persist(
+            partial(
+                streams.commit,
+                stream=self.stream,
+                group=self.group,
+                entry_id=delivery.entry_id,
+                outputs=[(out.stream, out.fields, out.maxlen or maxlen) for out in outputs],
+                retry_key=self.retry_key,
+                maxlen=maxlen,
+            )
+        )
+        self.count("ok" if committed else "failed")
+
+    async def retry(self, delivery: Delivery, due_ms: int) -> bool:
+        """Leave the entry pending and due at ``due_ms``; False if that could not be written."""
+        put = partial(
+            streams.schedule_retry,
+            retry_key=self.retry_key,
+            entry_id=delivery.entry_id,
+            due_ms=due_ms,
+        )
+        done = await self._persist(put)
+        self.count("retry" if done else "failed")
+        return done
+
+    async def dead_letter(self, delivery: Delivery, error: str, outcome: str) -> None:
+        """Move the entry to the dead-letter stream with ``error``, and ack it, atomically."""
+        data = delivery.fields.get(b"data")
+        if data is None:  # not one of ours: keep every field, readable
+            raw = {
+                k.decode(errors="replace"): v.decode(errors="replace")
+                for k, v in delivery.fields.items()
+            }
+            data = _encode_json(raw)
+        fields: dict[str, FieldValue] = {
+            "stream": self.stream,
+            "group": self.group,
+            "id": delivery.entry_id,
+            "attempts": delivery.delivery_count,
+            "error": error,
+            "data": data,
+            "time": f"{time.time():.3f}",
+            "consumer": self.consumer,
+        }
+        moved = await self._persist(
+            partial(
+                streams.dead_letter,
+                deadletter=self.deadletter,
+                stream=self.stream,
+                group=self.group,
+                entry_id=delivery.entry_id,
+                fields=fields,
+                retry_key=self.retry_key,
+                maxlen=self.options.maxlen,
+            )
+        )
+        if moved:
+            extra = {"stream": self.stream, "group": self.group, "entry_id": delivery.entry_id}
+            log.warning("entry dead-lettered", extra={**extra, "reason": error.split(":")[0]})
+        self.count(outcome if moved else "failed")
+
+    def count(self, outcome: str) -> None:
+        self.stats[outcome] += 1
+        metrics.PROCESSED.labels(self.stream, self.group, outcome).inc()
+
+    async def _persist(self, op: Callable[[Redis], Awaitable[object]]) -> bool:
+        """Run one write, retrying through short outages; False: not done (stays pending).
+
+        Retrying is safe: the scripts do nothing once the entry is no longer pending.
+        """
+        for attempt in range(5):
+            try:
+                await op(self.redis)
+                self.watch.ok()
+                return True
+            except OUTAGE as exc:
+                self.watch.outage(exc)
+                await asyncio.sleep(random.uniform(0, 0.1 * 2**attempt))
+            except rex.ResponseError as exc:
+                if not streams.is_nogroup(exc):
+                    raise
+                self._on_nogroup()
+                return False
+        where = {"stream": self.stream, "group": self.group, "consumer": self.consumer}
+        log.warning("could not record an outcome; the entry stays pending", extra=where)
+        return False
