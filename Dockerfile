@@ -24,7 +24,8 @@ COPY examples ./examples
 
 # Build the project's wheel, then install it with the service extras into a venv that the
 # final stage copies whole. Every dependency ships manylinux wheels, so no compiler is needed.
-# The embedded Redis (extra "embedded") stays out: containers talk to a real Redis.
+# The dev kit (devkit/: fake WeCom, `wecom-bus dev`, embedded Redis) is never copied in: it is a
+# distribution of its own, and containers talk to a real Redis and a real WeCom.
 RUN python -m venv /opt/wecom-bus \
  && python -m pip wheel --no-deps --wheel-dir /tmp/wheels . \
  && /opt/wecom-bus/bin/pip install "$(ls /tmp/wheels/wecom_bus-*.whl)[ingress,responder,sender]" \
@@ -56,7 +57,8 @@ COPY --from=builder /opt/wecom-bus /opt/wecom-bus
 WORKDIR /app
 USER 10001:10001
 
-# ingress 8080, responder 8081, sender 8082, fake-wecom 9000 (demo only)
+# ingress 8080, responder 8081, sender 8082; 9000 is the fake WeCom's, in a demo image that adds
+# devkit (this image answers `fake-wecom` with one line saying devkit is not installed)
 EXPOSE 8080 8081 8082 9000
 STOPSIGNAL SIGTERM
 

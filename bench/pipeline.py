@@ -32,8 +32,8 @@ from bench.callbacks import (
 from bench.loadgen import LoadConfig, cpu_seconds, percentiles, run_load
 from bench.plan import QUICK, Context
 from bench.procs import cores, rss_mb
+from devkit.embedded_redis import EmbeddedRedis, free_port
 from shared.bus import names
-from shared.embedded_redis import EmbeddedRedis, free_port
 from tests.system import System, running_system
 
 __all__ = ["consumer_system", "fill_for", "run_pipeline"]

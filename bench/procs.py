@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.embedded_redis import EmbeddedRedis, die_with_parent, free_port
+from devkit.embedded_redis import EmbeddedRedis, die_with_parent, free_port
 
 __all__ = [
     "Cores",

@@ -69,12 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--port-base", type=int, default=8080, help="ingress; +1 responder, +2 sender")
     cmd.add_argument("--fake-port", type=int, default=9000)
     cmd.add_argument("--timeout", type=float, default=60.0)
-    cmd.set_defaults(run=_lazy("services.dev:run"))
+    cmd.set_defaults(run=_lazy("services.devcommands:dev"))
 
     cmd = sub.add_parser("fake-wecom", help="a stand-in for qyapi.weixin.qq.com with a chat page")
     cmd.add_argument("--host", default="127.0.0.1")
     cmd.add_argument("--port", type=int, default=9000)
-    cmd.set_defaults(run=_lazy("services.fakewecom.__main__:run"))
+    cmd.set_defaults(run=_lazy("services.devcommands:fake_wecom"))
 
     cmd = sub.add_parser("send", help="enqueue a message on the outbox")
     cmd.add_argument("--to", help="user ids joined by | (or @all)")

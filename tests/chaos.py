@@ -27,8 +27,8 @@ from typing import Any, cast
 import httpx
 from redis.asyncio import Redis
 
+from devkit.embedded_redis import EmbeddedRedis
 from shared.bus import names
-from shared.embedded_redis import EmbeddedRedis
 from tests.system import System
 
 __all__ = [

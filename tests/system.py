@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from services.dev import Stack, dev_credentials
-from shared.embedded_redis import free_port
+from devkit.dev import Stack, dev_credentials
+from devkit.embedded_redis import free_port
 
 SERVICES = ("fake-wecom", "ingress", "responder", "sender")
 

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from devkit.embedded_redis import free_port
 from devkit.fakellm import long_text
 from examples.assistant.behaviour import REPLIES
-from shared.embedded_redis import free_port
 from tests.system import System, running_system
 
 pytestmark = pytest.mark.slow

@@ -21,8 +21,8 @@ import httpx
 import pytest
 from redis import Redis
 
+from devkit.embedded_redis import EmbeddedRedis
 from shared.bus import names
-from shared.embedded_redis import EmbeddedRedis
 from tests.chaos import ChaosPlan, dump, kill, members_for, restart, run_chaos
 from tests.system import System, running_system
 

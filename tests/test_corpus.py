@@ -18,10 +18,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from services.dev import Stack
+from devkit.dev import Stack
+from devkit.embedded_redis import free_port
 from services.ingress.app import create_app
 from shared.bus import names
-from shared.embedded_redis import free_port
 from tests import helpers
 from tests.corpus import make_corpus
 

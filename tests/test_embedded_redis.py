@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.embedded_redis import ENV_BINARY, EmbeddedRedis, RedisBinaryNotFound, find_redis_server
+from devkit.embedded_redis import ENV_BINARY, EmbeddedRedis, RedisBinaryNotFound, find_redis_server
 
 
 def _alive(pid: int) -> bool:
@@ -65,7 +65,7 @@ def test_server_dies_with_its_parent(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys, time
-        from shared.embedded_redis import EmbeddedRedis
+        from devkit.embedded_redis import EmbeddedRedis
         server = EmbeddedRedis().start()
         print(server.process.pid, flush=True)
         time.sleep(60)

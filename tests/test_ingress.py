@@ -11,9 +11,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from devkit.embedded_redis import EmbeddedRedis
 from services.ingress.app import create_app
 from shared.config import Settings, load_settings
-from shared.embedded_redis import EmbeddedRedis
 from shared.schemas.envelope import decode_envelope
 from shared.schemas.inbound import TextMessage
 from tests import helpers

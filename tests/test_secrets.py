@@ -23,8 +23,8 @@ import httpx
 import pytest
 from redis import Redis
 
+from devkit.embedded_redis import EmbeddedRedis
 from shared.bus import names
-from shared.embedded_redis import EmbeddedRedis
 from shared.protocol.crypto import CallbackCrypto
 from tests.system import System, running_system
 from tests.test_chaos import dead_letters, ready

@@ -9,13 +9,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from devkit.embedded_redis import free_port
 from services.cli import main
 from shared.bus import names
 from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.options import ConsumerOptions
 from shared.bus.worker import Consumer
 from shared.config import load_settings
-from shared.embedded_redis import free_port
 from shared.protocol.crypto import CallbackCrypto
 from tests import helpers
 

@@ -1,4 +1,9 @@
-"""WeComClient against a stand-in qyapi (httpx.MockTransport): bodies, errcodes, token retry."""
+"""WeComClient against the project's fake WeCom in-process: bodies, errcodes, token retry.
+
+The fake (devkit.fakewecom) runs behind httpx.ASGITransport (the ``fake_wecom`` fixture); errcodes
+are injected through its fault API. Only failures below HTTP (timeouts, resets, a proxy's 502)
+are simulated with a MockTransport, because they are the network's, not WeCom's.
+"""
 
 from __future__ import annotations
 
@@ -26,69 +31,44 @@ from shared.wecom import (
     classify,
     raise_for_errcode,
 )
+from tests.inprocess_wecom import InProcessWeCom
 
-APP = AppSettings(name="default", corp_id="wwcorp", agent_id=1000002, secret=Secret("corp-s3cret"))
-Answer = dict[str, Any] | httpx.Response | Exception
-
-
-class FakeQyapi:
-    """Answers per path from a queue (the last answer repeats) and records every request."""
-
-    def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
-        self.answers: dict[str, list[Answer]] = {
-            "/cgi-bin/gettoken": [{"errcode": 0, "access_token": "fetched-1", "expires_in": 7200}],
-            "/cgi-bin/message/send": [{"errcode": 0, "errmsg": "ok", "msgid": "m-1"}],
-        }
-
-    def answer(self, path: str, *answers: Answer) -> None:
-        self.answers[f"/cgi-bin/{path}"] = list(answers)
-
-    def calls(self, path: str) -> list[httpx.Request]:
-        return [r for r in self.requests if r.url.path == f"/cgi-bin/{path}"]
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        queue = self.answers.get(request.url.path, [{"errcode": 0, "errmsg": "ok"}])
-        answer = queue.pop(0) if len(queue) > 1 else queue[0]
-        if isinstance(answer, Exception):
-            raise answer
-        if isinstance(answer, httpx.Response):
-            return answer
-        return httpx.Response(200, json=answer)
+Answer = httpx.Response | Exception
 
 
 class Tokens:
-    """A TokenSource that hands out tok-1, then tok-2 after tok-1 is invalidated, and so on."""
+    """A TokenSource handing out the fake's current token; invalidating one makes the fake
+    revoke it (what happened at WeCom when a token is refused), so the next get is a new one."""
 
-    def __init__(self) -> None:
-        self.n = 1
+    def __init__(self, fake: InProcessWeCom) -> None:
+        self.fake = fake
         self.invalidated: list[str] = []
 
     async def get(self) -> str:
-        return f"tok-{self.n}"
+        return self.fake.token()
 
     async def invalidate(self, failed: str) -> None:
         self.invalidated.append(failed)
-        if failed == f"tok-{self.n}":
-            self.n += 1
+        await self.fake.fault(revoke_tokens=True)
 
 
 @pytest.fixture
-def qyapi() -> FakeQyapi:
-    return FakeQyapi()
+def tokens(fake_wecom: InProcessWeCom) -> Tokens:
+    return Tokens(fake_wecom)
+
+
+def connect(fake: InProcessWeCom, token_source: Any, app: AppSettings | None = None) -> WeComClient:
+    return WeComClient(
+        app or fake.settings,
+        token_source=token_source,
+        base_url=fake.base_url,
+        transport=fake.transport,
+    )
 
 
 @pytest.fixture
-def tokens() -> Tokens:
-    return Tokens()
-
-
-@pytest.fixture
-async def client(qyapi: FakeQyapi, tokens: Tokens) -> AsyncIterator[WeComClient]:
-    async with WeComClient(
-        APP, token_source=tokens, base_url="http://qyapi.test", transport=httpx.MockTransport(qyapi)
-    ) as c:
+async def client(fake_wecom: InProcessWeCom, tokens: Tokens) -> AsyncIterator[WeComClient]:
+    async with connect(fake_wecom, tokens) as c:
         yield c
 
 
@@ -97,73 +77,80 @@ def body(request: httpx.Request) -> Any:
 
 
 TEXT = {"touser": "zhangsan|lisi", "msgtype": "text", "text": {"content": "你好"}}
+BUTTON_CARD = {
+    "touser": "zhangsan",
+    "msgtype": "template_card",
+    "template_card": {
+        "card_type": "button_interaction",
+        "task_id": "task-1",
+        "main_title": {"title": "Approve?"},
+        "button_list": [{"text": "Yes", "key": "yes"}],
+    },
+}
 
 
 async def test_send_posts_json_with_the_apps_agentid_and_the_token_in_the_query(
-    client: WeComClient, qyapi: FakeQyapi
+    client: WeComClient, fake_wecom: InProcessWeCom
 ) -> None:
     result = await client.send(TEXT)
 
-    (request,) = qyapi.requests
+    (request,) = fake_wecom.calls("message/send")
     assert request.method == "POST"
-    assert request.url.path == "/cgi-bin/message/send"
-    assert request.url.params["access_token"] == "tok-1"
+    assert request.url.params["access_token"] == fake_wecom.token()
     assert request.headers["content-type"].startswith("application/json")
     assert body(request) == {**TEXT, "agentid": 1000002}
     assert "你好".encode() in request.content  # UTF-8 on the wire, not \\u escapes
-    assert result.msgid == "m-1"
+    (record,) = fake_wecom.sends
+    assert record.status == "delivered" and record.delivered == ["zhangsan", "lisi"]
+    assert result.msgid == record.msgid and result.msgid
     assert not result.partial
 
 
 async def test_send_accepts_encoded_bytes_and_an_agentid_given_as_text(
-    client: WeComClient, qyapi: FakeQyapi
+    client: WeComClient, fake_wecom: InProcessWeCom
 ) -> None:
     await client.send(json.dumps({**TEXT, "agentid": "1000002"}).encode())
-    assert body(qyapi.requests[0])["agentid"] == 1000002
+    assert body(fake_wecom.requests[0])["agentid"] == 1000002
+    assert fake_wecom.sends[0].status == "delivered"
 
 
 async def test_send_refuses_another_apps_agentid_without_calling_wecom(
-    client: WeComClient, qyapi: FakeQyapi
+    client: WeComClient, fake_wecom: InProcessWeCom
 ) -> None:
     with pytest.raises(SchemaError) as caught:
         await client.send({**TEXT, "agentid": 1000099})
     assert caught.value.field == "$.agentid"
     with pytest.raises(SchemaError):
         await client.send(b"not json")
-    assert qyapi.requests == []
+    assert fake_wecom.requests == []
 
 
-async def test_partial_failure_lists_the_refused_recipients(
-    client: WeComClient, qyapi: FakeQyapi
-) -> None:
-    qyapi.answer(
-        "message/send",
-        {
-            "errcode": 0,
-            "errmsg": "ok",
-            "invaliduser": "ghost|gone",
-            "invalidparty": "42",
-            "invalidtag": "",
-            "unlicenseduser": "trial",
-            "msgid": "m-7",
-            "response_code": "rc-7",
-        },
-    )
-    result = await client.send(TEXT)
+async def test_partial_failure_lists_the_refused_recipients() -> None:
+    fake = InProcessWeCom(members=("zhangsan", "trial"), unlicensed=frozenset({"trial"}))
+    async with connect(fake, Tokens(fake)) as client:
+        result = await client.send({**TEXT, "touser": "zhangsan|Ghost|gone|trial", "toparty": "42"})
     assert result.partial
-    assert result.invaliduser == ["ghost", "gone"]
+    assert result.invaliduser == ["ghost", "gone"]  # lower-cased, as WeCom lists them
     assert result.invalidparty == ["42"]
     assert result.invalidtag == []
     assert result.unlicenseduser == ["trial"]
-    assert (result.msgid, result.response_code) == ("m-7", "rc-7")
+    assert result.msgid == fake.sends[0].msgid and not result.response_code
+    assert fake.sends[0].delivered == ["zhangsan"]
 
 
-# Reference §9: code -> (class, action).
+async def test_an_interactive_card_answer_carries_its_response_code(
+    client: WeComClient, fake_wecom: InProcessWeCom
+) -> None:
+    result = await client.send(BUTTON_CARD)
+    assert result.response_code and result.response_code == fake_wecom.sends[0].response_code
+
+
+# WeCom's documented errcodes (docs/architecture.md): code -> (class, action).
 T = (TokenInvalidError, "refresh_token")
 B_RATE = (RateLimitedError, "backoff")
 B_RETRY = (RetryableAPIError, "backoff")
 N = (PermanentAPIError, "permanent")
-SECTION_9 = {
+ERRCODES = {
     -1: B_RETRY, 6000: B_RETRY, 40001: N, 40003: N, 40007: N, 40008: N, 40013: N, 40014: T,
     40031: N, 40032: N, 40035: N, 40058: N, 40063: N, 40056: N, 41001: T, 41011: N, 41016: N,
     41033: N, 42001: T, 42009: N, 44004: N, 45002: N, 45008: N, 45009: B_RATE, 45033: B_RATE,
@@ -171,12 +158,12 @@ SECTION_9 = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("errcode", sorted(SECTION_9))
-async def test_every_section_9_errcode_raises_its_class(
-    errcode: int, client: WeComClient, qyapi: FakeQyapi
+@pytest.mark.parametrize("errcode", sorted(ERRCODES))
+async def test_every_documented_errcode_raises_its_class(
+    errcode: int, client: WeComClient, fake_wecom: InProcessWeCom
 ) -> None:
-    cls, action = SECTION_9[errcode]
-    qyapi.answer("message/send", {"errcode": errcode, "errmsg": "some text"})
+    cls, action = ERRCODES[errcode]
+    await fake_wecom.fault(errcode=errcode, errmsg="some text", count=2, path="message/send")
 
     with pytest.raises(WeComAPIError) as caught:
         await client.send(TEXT)
@@ -186,7 +173,8 @@ async def test_every_section_9_errcode_raises_its_class(
     assert (error.errcode, error.errmsg, error.action) == (errcode, "some text", action)
     assert error.advice and str(errcode) in str(error)
     # Only token errors are retried (once); everything else reaches WeCom exactly once.
-    assert len(qyapi.calls("message/send")) == (2 if cls is TokenInvalidError else 1)
+    assert len(fake_wecom.calls("message/send")) == (2 if cls is TokenInvalidError else 1)
+    assert [r.status for r in fake_wecom.sends] == ["faulted"] * len(fake_wecom.sends)
     if action == "backoff":
         assert error.retry_after is not None and error.retry_after > 0
 
@@ -212,61 +200,48 @@ def test_errcode_zero_or_absent_is_success_and_errmsg_is_never_judged() -> None:
         raise_for_errcode({"errcode": "42001", "errmsg": "ok"})
 
 
-async def test_60020_advice_names_the_ip_from_errmsg(client: WeComClient, qyapi: FakeQyapi) -> None:
-    errmsg = (
-        "not allow to access from your ip, hint: [1700000000_1_abc], from ip: 203.0.113.9, "
-        "more info at https://open.work.weixin.qq.com/devtool/query?e=60020"
-    )
-    qyapi.answer("message/send", {"errcode": 60020, "errmsg": errmsg})
+async def test_60020_advice_names_the_ip_from_errmsg(
+    client: WeComClient, fake_wecom: InProcessWeCom
+) -> None:
+    # The fake writes errmsg as WeCom does, naming the caller's address.
+    await fake_wecom.fault(errcode=60020, path="message/send")
     with pytest.raises(PermanentAPIError) as caught:
         await client.send(TEXT)
-    assert "203.0.113.9" in caught.value.advice
+    assert "from ip: 127.0.0.1" in caught.value.errmsg
+    assert "127.0.0.1" in caught.value.advice
     assert "企业可信IP" in caught.value.advice
 
 
-async def test_expired_token_mid_run_is_refreshed_once_and_the_request_retried_once(
-    redis: Redis, qyapi: FakeQyapi
+async def test_a_revoked_token_mid_run_is_refreshed_once_and_the_request_retried_once(
+    redis: Redis, fake_wecom: InProcessWeCom
 ) -> None:
-    qyapi.answer(
-        "gettoken",
-        {"errcode": 0, "access_token": "fetched-1", "expires_in": 7200},
-        {"errcode": 0, "access_token": "fetched-2", "expires_in": 7200},
-    )
-    qyapi.answer(
-        "message/send",
-        {"errcode": 0, "errmsg": "ok", "msgid": "m-1"},
-        {"errcode": 42001, "errmsg": "access_token expired"},
-        {"errcode": 0, "errmsg": "ok", "msgid": "m-2"},
-    )
-    transport = httpx.MockTransport(qyapi)
-
     def cache(fetch: Callable[[], Any]) -> TokenCache:
-        return TokenCache(redis, fetch, corp_id=APP.corp_id, agent_id=APP.agent_id)
+        return TokenCache(redis, fetch, corp_id="wwcorp", agent_id=1000002)
 
-    async with WeComClient(
-        APP, token_source=cache, base_url="http://qyapi.test", transport=transport
-    ) as client:
+    async with connect(fake_wecom, cache) as client:
         first = await client.send(TEXT)
+        await fake_wecom.fault(revoke_tokens=True)  # WeCom ends the token early
         second = await client.send(TEXT)
 
-    assert (first.msgid, second.msgid) == ("m-1", "m-2")
-    assert len(qyapi.calls("gettoken")) == 2
-    sent_with = [r.url.params["access_token"] for r in qyapi.calls("message/send")]
-    assert sent_with == ["fetched-1", "fetched-1", "fetched-2"]
-    assert await redis.get("wecom:token:{wwcorp:1000002}") == b"fetched-2"
-    gettoken = qyapi.calls("gettoken")[0].url.params
+    assert first.msgid and second.msgid and first.msgid != second.msgid
+    assert fake_wecom.gettoken_calls == 2
+    sent_with = [r.url.params["access_token"] for r in fake_wecom.calls("message/send")]
+    assert sent_with[0] == sent_with[1] != sent_with[2]
+    assert [r.errcode for r in fake_wecom.sends] == [0, 42001, 0]
+    assert await redis.get("wecom:token:{wwcorp:1000002}") == sent_with[2].encode()
+    gettoken = fake_wecom.calls("gettoken")[0].url.params
     assert (gettoken["corpid"], gettoken["corpsecret"]) == ("wwcorp", "corp-s3cret")
 
 
 async def test_a_second_token_failure_raises(
-    client: WeComClient, qyapi: FakeQyapi, tokens: Tokens
+    client: WeComClient, fake_wecom: InProcessWeCom, tokens: Tokens
 ) -> None:
-    qyapi.answer("message/send", {"errcode": 40014, "errmsg": "invalid access_token"})
+    await fake_wecom.fault(errcode=40014, count=2, path="message/send")
     with pytest.raises(TokenInvalidError):
         await client.send(TEXT)
-    sent_with = [r.url.params["access_token"] for r in qyapi.calls("message/send")]
-    assert sent_with == ["tok-1", "tok-2"]
-    assert tokens.invalidated == ["tok-1"]
+    sent_with = [r.url.params["access_token"] for r in fake_wecom.calls("message/send")]
+    assert len(sent_with) == 2 and sent_with[0] != sent_with[1]
+    assert tokens.invalidated == sent_with[:1]
 
 
 def _leak_free(error: BaseException, *secrets: str) -> None:
@@ -290,19 +265,25 @@ def _leak_free(error: BaseException, *secrets: str) -> None:
 async def test_transport_failures_are_unavailable_and_never_show_the_token(
     make_answer: Callable[[httpx.Request], Answer],
 ) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+    # The network (or a proxy in front of qyapi) failing: below what the fake WeCom plays.
+    def network(request: httpx.Request) -> httpx.Response:
         answer = make_answer(request)
         if isinstance(answer, Exception):
             raise answer
-        assert isinstance(answer, httpx.Response)
         return answer
 
-    class Secretive(Tokens):
+    class Secretive:
         async def get(self) -> str:
             return "AT-very-secret-token"
 
-    transport = httpx.MockTransport(handler)
-    async with WeComClient(APP, token_source=Secretive(), transport=transport) as client:
+        async def invalidate(self, failed: str) -> None:
+            raise AssertionError("a transport failure must not invalidate the token")
+
+    app = AppSettings(
+        name="default", corp_id="wwcorp", agent_id=1000002, secret=Secret("corp-s3cret")
+    )
+    transport = httpx.MockTransport(network)
+    async with WeComClient(app, token_source=Secretive(), transport=transport) as client:
         with pytest.raises(WeComUnavailableError) as caught:
             await client.send(TEXT)
         with pytest.raises(WeComUnavailableError) as caught_gettoken:
@@ -315,89 +296,89 @@ async def test_transport_failures_are_unavailable_and_never_show_the_token(
 
 
 async def test_httpx_request_logs_mask_the_token(
-    client: WeComClient, caplog: pytest.LogCaptureFixture
+    client: WeComClient, fake_wecom: InProcessWeCom, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="httpx"):
         await client.send(TEXT)
     assert "message/send" in caplog.text
-    assert "tok-1" not in caplog.text
+    assert fake_wecom.token() not in caplog.text
 
 
 async def test_media_upload_is_multipart_with_field_media_and_the_filename(
-    client: WeComClient, qyapi: FakeQyapi
+    client: WeComClient, fake_wecom: InProcessWeCom
 ) -> None:
-    qyapi.answer(
-        "media/upload",
-        {"errcode": 0, "errmsg": "", "type": "file", "media_id": "MID", "created_at": "1"},
-    )
     media_id = await client.upload_media("file", "report.pdf", b"%PDF-1.7 data", "application/pdf")
 
-    (request,) = qyapi.requests
-    assert media_id == "MID"
+    (request,) = fake_wecom.requests
     assert request.url.params["type"] == "file"
-    assert request.url.params["access_token"] == "tok-1"
+    assert request.url.params["access_token"] == fake_wecom.token()
     assert request.headers["content-type"].startswith("multipart/form-data; boundary=")
     content = request.content
     assert b'name="media"; filename="report.pdf"' in content
     assert b"Content-Type: application/pdf" in content
-    assert b"%PDF-1.7 data" in content
+    stored = fake_wecom.state.media[media_id]
+    assert (stored.type, stored.filename, stored.size) == ("file", "report.pdf", 13)
+    sent = await client.send({"touser": "lisi", "msgtype": "file", "file": {"media_id": media_id}})
+    assert sent.msgid and fake_wecom.sends[-1].delivered == ["lisi"]
 
 
 async def test_media_upload_refuses_what_wecom_would_refuse(
-    client: WeComClient, qyapi: FakeQyapi
+    client: WeComClient, fake_wecom: InProcessWeCom
 ) -> None:
     with pytest.raises(SchemaError):
         await client.upload_media("file", "tiny.txt", b"12345", "text/plain")  # must be > 5 bytes
     with pytest.raises(SchemaError):
         await client.upload_media("gif", "a.gif", b"GIF89a....", "image/gif")
-    assert qyapi.requests == []
+    assert fake_wecom.requests == []
 
 
 async def test_recall_and_update_template_card_bodies(
-    client: WeComClient, qyapi: FakeQyapi
+    client: WeComClient, fake_wecom: InProcessWeCom
 ) -> None:
-    qyapi.answer("message/update_template_card", {"errcode": 0, "invaliduser": "gone"})
-    await client.recall("m-1")
-    result = await client.update_template_card(
-        {"userids": ["zhangsan"], "response_code": "rc-1", "button": {"replace_name": "已处理"}}
-    )
+    sent = await client.send(BUTTON_CARD)
+    assert sent.msgid and sent.response_code
+    await client.recall(sent.msgid)
+    update = {"userids": ["zhangsan"], "response_code": sent.response_code}
+    result = await client.update_template_card({**update, "button": {"replace_name": "已处理"}})
 
-    recall, update = qyapi.requests
+    recall, update_request = fake_wecom.requests[-2:]
     assert recall.url.path == "/cgi-bin/message/recall"
-    assert body(recall) == {"msgid": "m-1"}
-    assert update.url.path == "/cgi-bin/message/update_template_card"
-    assert body(update) == {
-        "userids": ["zhangsan"],
-        "response_code": "rc-1",
-        "button": {"replace_name": "已处理"},
-        "agentid": 1000002,
-    }
-    assert result.invaliduser == ["gone"]
+    assert body(recall) == {"msgid": sent.msgid}
+    assert update_request.url.path == "/cgi-bin/message/update_template_card"
+    expected = {**update, "button": {"replace_name": "已处理"}, "agentid": 1000002}
+    assert body(update_request) == expected
+    (record,) = fake_wecom.sends
+    assert record.recalled and record.card_update == expected
+    assert not result.partial
+    with pytest.raises(PermanentAPIError) as caught:  # a response_code is single use
+        await client.update_template_card({**update, "button": {"replace_name": "again"}})
+    assert caught.value.errcode == 40035
 
 
-async def test_gettoken_returns_token_and_lifetime_and_needs_a_secret(qyapi: FakeQyapi) -> None:
-    transport = httpx.MockTransport(qyapi)
-    async with WeComClient(APP, token_source=Tokens(), transport=transport) as client:
-        assert await client.gettoken() == ("fetched-1", 7200)
+async def test_gettoken_returns_token_and_lifetime_and_needs_a_secret(
+    fake_wecom: InProcessWeCom, tokens: Tokens
+) -> None:
+    async with connect(fake_wecom, tokens) as client:
+        token, expires_in = await client.gettoken()
+    assert (token, expires_in) == (fake_wecom.token(), 7200)
     no_secret = AppSettings(name="hr", corp_id="wwcorp", agent_id=7)
-    async with WeComClient(no_secret, token_source=Tokens(), transport=transport) as client:
+    async with connect(fake_wecom, tokens, no_secret) as client:
         with pytest.raises(ConfigError, match="WECOM_SECRET"):
             await client.gettoken()
 
 
-async def test_gettoken_errors_are_typed(qyapi: FakeQyapi) -> None:
-    qyapi.answer("gettoken", {"errcode": 40001, "errmsg": "invalid credential"})
-    async with WeComClient(
-        APP, token_source=Tokens(), transport=httpx.MockTransport(qyapi)
-    ) as client:
+async def test_gettoken_errors_are_typed(fake_wecom: InProcessWeCom, tokens: Tokens) -> None:
+    wrong = AppSettings(name="default", corp_id="wwcorp", agent_id=1000002, secret=Secret("nope"))
+    async with connect(fake_wecom, tokens, wrong) as client:
         with pytest.raises(PermanentAPIError) as caught:
             await client.gettoken()
-    assert caught.value.endpoint == "gettoken"
+    assert (caught.value.endpoint, caught.value.errcode) == ("gettoken", 40001)
     assert "WECOM_SECRET" in caught.value.advice
+    assert fake_wecom.state.gettoken_failures == 1
 
 
-async def test_a_closed_client_refuses_use(qyapi: FakeQyapi) -> None:
-    client = WeComClient(APP, token_source=Tokens(), transport=httpx.MockTransport(qyapi))
+async def test_a_closed_client_refuses_use(fake_wecom: InProcessWeCom, tokens: Tokens) -> None:
+    client = connect(fake_wecom, tokens)
     async with client:
         await client.send(TEXT)
     with pytest.raises(RuntimeError, match="closed"):
@@ -405,4 +386,4 @@ async def test_a_closed_client_refuses_use(qyapi: FakeQyapi) -> None:
     with pytest.raises(RuntimeError):
         async with client:
             pass
-    assert len(qyapi.requests) == 1
+    assert len(fake_wecom.requests) == 1

@@ -17,11 +17,11 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from devkit.embedded_redis import EmbeddedRedis
 from shared.bus import names, streams
 from shared.bus.delivery import Delivery, Output, Reject, Retry
 from shared.bus.options import ConsumerOptions
 from shared.bus.worker import Consumer, observe_groups
-from shared.embedded_redis import EmbeddedRedis
 from shared.errors import SchemaError
 
 S, G, OUT, LOG = "t:events", "g", "t:out", "t:log"

@@ -1,9 +1,10 @@
 """WeCom's side of the callback: build the plaintext XML, sign, encrypt, push, retry; and verify.
 
-A push behaves as WeCom does (reference §3): POST to the app's URL, give up on an attempt after
-five seconds, and treat anything but HTTP 200 (or no answer) as a failure to retry, up to three
-retries. Every attempt carries the same plaintext (same MsgId and CreateTime) but is encrypted
-afresh with a new nonce, so a receiver must deduplicate on the message, not on the bytes.
+A push behaves as WeCom does (docs/architecture.md): POST to the app's URL, give up on an
+attempt after five seconds, and treat anything but HTTP 200 (or no answer) as a failure to
+retry, up to three retries. Every attempt carries the same plaintext (same MsgId and
+CreateTime) but is encrypted afresh with a new nonce, so a receiver must deduplicate on the
+message, not on the bytes.
 ``duplicate`` delivers the same callback several times even when the first succeeds.
 """
 
@@ -18,7 +19,7 @@ from typing import Any, Literal
 import httpx
 import msgspec
 
-from services.fakewecom.state import CallbackRecord, FakeApp, FakeState, ResponseCode
+from devkit.fakewecom.state import CallbackRecord, FakeApp, FakeState, ResponseCode
 from shared.errors import CryptoError
 from shared.protocol.crypto import CallbackCrypto
 
@@ -77,7 +78,7 @@ def _cdata(text: str) -> str:
 def build_plaintext(
     app: FakeApp, spec: CallbackSpec, *, create_time: int, msg_id: int | None, response_code: str
 ) -> bytes:
-    """The decrypted XML WeCom sends for ``spec`` (reference §5)."""
+    """The decrypted XML WeCom sends for ``spec``."""
     parts = [
         f"<ToUserName>{_cdata(app.corp_id)}</ToUserName>",
         f"<FromUserName>{_cdata(spec.from_user)}</FromUserName>",
@@ -125,7 +126,7 @@ def _nonce() -> str:
 
 
 def _passive_reply(crypto: CallbackCrypto, body: bytes) -> dict[str, str]:
-    """Check and open a passive reply (reference §4); an empty body is the plain ack."""
+    """Check and open a passive reply; an empty body is the plain ack."""
     fields = {m[0].decode(): m[1].decode("utf-8", "replace") for m in _REPLY_FIELD.findall(body)}
     try:
         crypto.verify(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.embedded_redis import EmbeddedRedis, die_with_parent
+from devkit.embedded_redis import EmbeddedRedis, die_with_parent
 from shared.protocol.crypto import generate_encoding_aes_key, generate_token
 
 __all__ = ["Stack", "dev_credentials", "run"]

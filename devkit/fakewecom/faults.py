@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.fakewecom.answers import client_ip, error_body
+from devkit.fakewecom.answers import client_ip, error_body
 
 __all__ = ["Fault", "FaultSpec", "Faults", "apply_fault", "parse_fault"]
 

@@ -1,4 +1,4 @@
-"""``wecom-bus fake-wecom`` (or ``python -m services.fakewecom``): the fake WeCom under uvicorn.
+"""``wecom-bus fake-wecom`` (or ``python -m devkit.fakewecom``): the fake WeCom under uvicorn.
 
 The apps come from the same variables the services read (``WECOM_CORP_ID``, ``WECOM_AGENT_ID``,
 ``WECOM_SECRET``, ``WECOM_TOKEN``, ``WECOM_ENCODING_AES_KEY``, or ``WECOM_APPS_FILE``). Where
@@ -17,8 +17,8 @@ from collections.abc import Mapping
 
 import uvicorn
 
-from services.fakewecom.app import create_app
-from services.fakewecom.state import DEFAULT_MEMBERS, FakeApp, FakeConfig
+from devkit.fakewecom.app import create_app
+from devkit.fakewecom.state import DEFAULT_MEMBERS, FakeApp, FakeConfig
 from shared import logs
 from shared.config import load_settings
 from shared.errors import ConfigError

@@ -2,7 +2,7 @@
 
 WeCom answers HTTP 200 whatever the errcode, with an errmsg like ``invalid access_token, hint:
 [1718000000_12_ab…], from ip: 1.2.3.4, more info at https://open.work.weixin.qq.com/devtool/
-query?e=40014``. Clients must judge by errcode, never errmsg (reference §6), but operators read
+query?e=40014``. Clients must judge by errcode, never errmsg, but operators read
 errmsg, and ``wecom-bus check`` pulls the IP out of a 60020.
 """
 
