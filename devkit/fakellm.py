@@ -34,6 +34,7 @@ import asyncio
 import hmac
 import json
 import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -45,7 +46,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-__all__ = ["DEFAULT_KEY", "DEFAULT_MODEL", "FakeLLM", "Fault", "answer", "create_app", "main"]
+__all__ = [
+    "DEFAULT_KEY",
+    "DEFAULT_MODEL",
+    "FakeLLM",
+    "Fault",
+    "answer",
+    "assistant_env",
+    "command",
+    "create_app",
+    "main",
+]
 
 DEFAULT_KEY = "sk-fake-llm"
 DEFAULT_MODEL = "fake-chat"
@@ -240,6 +251,25 @@ def create_app(fake: FakeLLM | None = None) -> Starlette:
     )
     app.state.fake = fake
     return app
+
+
+def command(port: int, *, api_key: str = DEFAULT_KEY, chunk_delay: float = 0.0) -> list[str]:
+    """The argv that runs the stand-in as a process on 127.0.0.1:``port``."""
+    argv = [sys.executable, "-m", "devkit.fakellm", "--port", str(port), "--api-key", api_key]
+    return [*argv, "--chunk-delay", f"{chunk_delay:g}"] if chunk_delay else argv
+
+
+def assistant_env(port: int, *, api_key: str = DEFAULT_KEY) -> dict[str, str]:
+    """The settings that point ``examples.assistant`` at a stand-in on 127.0.0.1:``port``.
+
+    For ``wecom-bus dev`` and end-to-end tests: run :func:`command`, add these to the
+    environment, and start ``wecom-bus responder --handlers examples.assistant:router``.
+    """
+    return {
+        "LLM_BASE_URL": f"http://127.0.0.1:{port}/v1",
+        "LLM_API_KEY": api_key,
+        "LLM_MODEL": DEFAULT_MODEL,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

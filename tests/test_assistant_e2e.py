@@ -8,7 +8,6 @@ fake WeCom → ingress → the assistant group (``wecom-bus responder --group as
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,33 +16,27 @@ import httpx
 import pytest
 
 from devkit.embedded_redis import free_port
-from devkit.fakellm import long_text
+from devkit.fakellm import DEFAULT_MODEL, assistant_env, command, long_text
 from examples.assistant.behaviour import REPLIES
 from tests.system import System, running_system
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-KEY, MODEL = "sk-e2e-key-0123456789", "e2e-model"
+KEY, MODEL = "sk-e2e-key-0123456789", DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module")
 def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     llm_port, assistant_port = free_port(), free_port()
-    env = {
-        "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
-        "LLM_API_KEY": KEY,
-        "LLM_MODEL": MODEL,
-        "BUS_CLAIM_IDLE": "15",  # room for a streamed answer before a handler times out
-    }
+    env = assistant_env(llm_port, api_key=KEY)
     log_dir = tmp_path_factory.mktemp("assistant-e2e")
     services = ("fake-wecom", "ingress", "sender")
     with running_system(redis_url, log_dir, services, **env) as running:
         stack = running.stack
-        llm_args = ["--api-key", KEY, "--model", MODEL, "--chunk-delay", "0.002"]
         with (log_dir / "fakellm.log").open("ab") as out:
             llm = subprocess.Popen(
-                [sys.executable, "-m", "devkit.fakellm", "--port", str(llm_port), *llm_args],
+                command(llm_port, api_key=KEY, chunk_delay=0.002),
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from devkit.fakellm import DEFAULT_KEY, DEFAULT_MODEL, FakeLLM, create_app, long_text
+from devkit.fakellm import (
+    DEFAULT_KEY,
+    DEFAULT_MODEL,
+    FakeLLM,
+    command,
+    create_app,
+    long_text,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH = {"Authorization": f"Bearer {DEFAULT_KEY}"}
@@ -140,8 +146,7 @@ def test_runs_as_a_process() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = [sys.executable, "-m", "devkit.fakellm", "--port", str(port), "--api-key", "k1"]
-    proc = subprocess.Popen(args, cwd=ROOT)
+    proc = subprocess.Popen(command(port, api_key="k1", chunk_delay=0.001), cwd=ROOT)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
