@@ -7,7 +7,7 @@ import asyncio
 from redis.asyncio import Redis
 
 from shared.bus import names
-from shared.bus.interim import Interim, delivered, early_id, send_now
+from shared.bus.interim import Interim, delivered, early_id, interim, send_now
 from shared.bus.router import Context, Router
 from shared.bus.testing import read_outbox, run_events, text_message, texts
 from shared.schemas.inbound import TextMessage
@@ -92,7 +92,7 @@ async def test_comes_before_the_answer_of_a_real_handler(redis: Redis) -> None:
 
     @router.on(TextMessage)
     async def slow(msg: TextMessage, ctx: Context) -> TextSend:
-        async with Interim(redis, ctx, TextSend.reply_to(msg, "请稍候"), after=0.01, prefix=PREFIX):
+        async with interim(ctx, TextSend.reply_to(msg, "请稍候"), after=0.01):
             await wait_for_outbox(redis, 1)
         return TextSend.reply_to(msg, "答案")
 

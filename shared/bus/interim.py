@@ -7,10 +7,11 @@ entry id, the handler and a label (``request_id(stream, entry, "<handler>#<label
 a redelivered event makes the same ids. The request is enqueued with an idempotency mark in the
 same script as the XADD, so a second delivery adds nothing; the sender's sent-mark dedups too.
 
-``Interim`` sends one interim reply if the handler has not answered within ``after`` seconds::
+``Interim`` sends one interim reply if the handler has not answered within ``after`` seconds;
+``interim(ctx, …)`` makes one on the service's Redis and outbox (``ctx.state``)::
 
-    async with Interim(redis, ctx, TextSend.reply_to(msg, "正在思考…"), after=5) as interim:
-        ...                 # the long call; interim.cancel() once something real was sent
+    async with interim(ctx, TextSend.reply_to(msg, "正在思考…"), after=5) as thinking:
+        ...                 # the long call; thinking.cancel() once something real was sent
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from shared.bus.scripts import Script
 from shared.schemas.envelope import encode_outbox, outbox_entry
 from shared.schemas.outbound import SendRequest
 
-__all__ = ["Interim", "delivered", "early_id", "send_now"]
+__all__ = ["Interim", "delivered", "early_id", "interim", "send_now"]
 
 log = logging.getLogger("wecom_bus.interim")
 
@@ -162,3 +163,16 @@ class Interim:
 
     async def __aexit__(self, *_: object) -> None:
         await self.settle()
+
+
+def interim(ctx: Context, request: SendRequest, *, after: float | None) -> Interim:
+    """An :class:`Interim` on the service's Redis and outbox, from ``ctx.state``."""
+    settings = ctx.state.settings
+    return Interim(
+        ctx.state.redis,
+        ctx,
+        request,
+        after=after,
+        prefix=settings.prefix,
+        maxlen=settings.stream_maxlen,
+    )
