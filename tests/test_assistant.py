@@ -108,7 +108,8 @@ async def test_a_long_answer_arrives_whole_in_ordered_parts(redis: Redis, model:
     entries = await say(redis, model, "写一篇长文 long")
     parts = texts(entries)
     assert len(parts) >= 3
-    assert all(len(p.encode()) <= 2048 for p in parts)
+    assert all(len(p.encode()) <= 1800 for p in parts)  # ASSISTANT_PART_BYTES
+    assert all(len(p.encode()) >= 800 for p in parts[1:-1])  # ASSISTANT_PART_MIN_BYTES
     assert "\n\n".join(parts) == long_text()
     assert len({e.id for e in entries}) == len(entries)
 

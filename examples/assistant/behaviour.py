@@ -159,7 +159,8 @@ class Assistant:
 
     async def _produce(self, messages: list[Message], ready: asyncio.Queue[str | None]) -> str:
         """Read the model's answer, queueing each part as it completes; return the whole."""
-        parts = Parts(max_bytes=self.config.part_bytes, min_bytes=min(300, self.config.part_bytes))
+        # Paragraph by paragraph: _PartSender decides how many travel together.
+        parts = Parts(max_bytes=self.config.part_bytes, min_bytes=16)
         pieces: list[str] = []
         try:
             async with asyncio.timeout(self.config.timeout):
@@ -202,13 +203,14 @@ class _PartSender:
 
     The sender handles outbox entries concurrently, so each part waits (up to
     ``ASSISTANT_PART_WAIT`` seconds) for the previous one — or the interim reply — to be
-    delivered: the member reads the parts in order. Parts that queued up meanwhile travel
-    together (up to ``ASSISTANT_PART_BYTES``), so a fast model costs fewer messages.
+    delivered: the member reads the parts in order. The first paragraph goes at once; later
+    parts hold ``ASSISTANT_PART_MIN_BYTES`` to ``ASSISTANT_PART_BYTES`` (or the rest of the
+    answer), and paragraphs that queued up meanwhile travel together: fewer messages.
     """
 
     def __init__(self, assistant: Assistant, msg: TextMessage, ctx: Context, interim: Interim):
         self.assistant, self.msg, self.ctx, self.interim = assistant, msg, ctx, interim
-        self.limit = assistant.config.part_bytes
+        self.limit, self.min_bytes = assistant.config.part_bytes, assistant.config.part_min_bytes
         self.count = 0
         self.previous: str | None = None
         self.pending: deque[str] = deque()
@@ -223,10 +225,16 @@ class _PartSender:
             await self._wait_turn()
             while not ready.empty():
                 self._take(ready.get_nowait())
+            # The first part goes at once; later ones gather at least ASSISTANT_PART_MIN_BYTES.
+            while self.count and not self.finished and self._size() < self.min_bytes:
+                self._take(await ready.get())
             part = self.pending.popleft()
             while self.pending and len(f"{part}\n\n{self.pending[0]}".encode()) <= self.limit:
                 part = f"{part}\n\n{self.pending.popleft()}"
             await self._enqueue(part)
+
+    def _size(self) -> int:
+        return sum(len(p.encode()) + 2 for p in self.pending)
 
     def _take(self, item: str | None) -> None:
         if item is None:

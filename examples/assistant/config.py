@@ -60,6 +60,7 @@ class AssistantConfig:
     retry_base: float = 5.0  # ASSISTANT_RETRY_BASE: first backoff after a 5xx or timeout
     part_wait: float = 30.0  # ASSISTANT_PART_WAIT: most seconds a part waits for the previous
     part_bytes: int = 1800  # ASSISTANT_PART_BYTES: largest part sent (WeCom takes 2048)
+    part_min_bytes: int = 800  # ASSISTANT_PART_MIN_BYTES: least size of a part after the first
     apps: frozenset[str] = frozenset()  # ASSISTANT_APPS: answer only these apps ("" = every app)
     memory_turns: int = 10  # ASSISTANT_MEMORY_TURNS
     memory_bytes: int = 16_000  # ASSISTANT_MEMORY_BYTES
@@ -82,6 +83,7 @@ class AssistantConfig:
         model = env.get("LLM_MODEL", "").strip()
         if not model:
             raise ConfigError("LLM_MODEL", "not set (e.g. deepseek-chat, qwen-plus, llama3.1)")
+        part_bytes = min(_number(env, "ASSISTANT_PART_BYTES", 1800, int, 200), 2048)
         return cls(
             base_url=base_url,
             model=model,
@@ -95,7 +97,8 @@ class AssistantConfig:
             interim_text=env.get("ASSISTANT_INTERIM_TEXT", "").strip() or "正在思考…",
             retry_base=_number(env, "ASSISTANT_RETRY_BASE", 5.0, float, 0.1),
             part_wait=_number(env, "ASSISTANT_PART_WAIT", 30.0, float, 0.0),
-            part_bytes=min(_number(env, "ASSISTANT_PART_BYTES", 1800, int, 200), 2048),
+            part_bytes=part_bytes,
+            part_min_bytes=min(part_bytes, _number(env, "ASSISTANT_PART_MIN_BYTES", 800, int, 16)),
             apps=frozenset(
                 a.strip() for a in env.get("ASSISTANT_APPS", "").split(",") if a.strip()
             ),
