@@ -29,7 +29,8 @@ KEY, MODEL = "sk-e2e-key-0123456789", DEFAULT_MODEL
 @pytest.fixture(scope="module")
 def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     llm_port, assistant_port = free_port(), free_port()
-    env = assistant_env(llm_port, api_key=KEY)
+    # An answer of several parts waits for each part's delivery: give the handler room.
+    env = {**assistant_env(llm_port, api_key=KEY), "BUS_HANDLER_TIMEOUT": "120"}
     log_dir = tmp_path_factory.mktemp("assistant-e2e")
     services = ("fake-wecom", "ingress", "sender")
     with running_system(redis_url, log_dir, services, **env) as running:
