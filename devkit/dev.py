@@ -100,6 +100,17 @@ def port_free(port: int) -> bool:
     return True
 
 
+def _busy_port(ports: dict[str, int], use_fake: bool) -> str | None:
+    """The line to stop with when a port we need is taken, else None."""
+    for name, port in ports.items():
+        if (name != "fake-wecom" or use_fake) and not port_free(port):
+            return (
+                f"wecom-bus dev: port {port} ({name}) is in use (another wecom-bus dev?); "
+                "stop it or choose other ports with --port-base / --fake-port"
+            )
+    return None
+
+
 def dev_credentials(env: dict[str, str], fake_port: int, ingress_port: int) -> None:
     """Generated app credentials pointing the sender at the fake WeCom."""
     env.update(
@@ -137,14 +148,9 @@ def run(args: argparse.Namespace) -> int:
         filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")])
     )
 
-    for name, port in ports.items():
-        if (name != "fake-wecom" or use_fake) and not port_free(port):
-            print(
-                f"wecom-bus dev: port {port} ({name}) is in use (another wecom-bus dev?); "
-                "stop it or choose other ports with --port-base / --fake-port",
-                file=sys.stderr,
-            )
-            return 1
+    if (busy := _busy_port(ports, use_fake)) is not None:
+        print(busy, file=sys.stderr)
+        return 1
     stack = Stack(env=env)
     try:
         if not env.get("REDIS_URL"):

@@ -1,4 +1,4 @@
-"""The ``wecom-bus`` command: one entry point for every service and tool (DESIGN §3)."""
+"""wecom-bus: the services (ingress, responder, sender) and the operator tools, one command."""
 
 from __future__ import annotations
 
@@ -89,17 +89,28 @@ def build_parser() -> argparse.ArgumentParser:
     kind.add_argument("--json", metavar="PATH", help="a whole message/send body")
     cmd.add_argument("--key", help="Idempotency-Key: repeat a send safely")
     cmd.add_argument("--sender-url", default=os.environ.get("SENDER_URL", "http://127.0.0.1:8082"))
-    cmd.set_defaults(run=_lazy("services.tools:send"))
+    cmd.set_defaults(run=_lazy("services.commands.send:run"))
 
-    cmd = sub.add_parser("deadletter", help="inspect, replay or drop dead letters")
+    cmd = sub.add_parser("deadletter", help="list, replay or drop dead letters")
     cmd.add_argument("action", choices=("list", "replay", "drop"))
-    cmd.add_argument("ids", nargs="*", help="dead-letter entry ids (replay/drop)")
-    cmd.add_argument("--all", action="store_true")
-    cmd.add_argument("--limit", type=int, default=100)
-    cmd.set_defaults(run=_lazy("services.tools:deadletter"))
+    cmd.add_argument("ids", nargs="*", help="dead-letter ids (the first column of list)")
+    cmd.add_argument("--all", action="store_true", help="replay/drop all that the filters match")
+    cmd.add_argument("--group", help="only letters of this consumer group")
+    cmd.add_argument("--stream", help="only letters of this stream")
+    cmd.add_argument("--reason", help="only letters whose reason contains this (any case)")
+    cmd.add_argument("--since", help="only letters newer than this: 30m, 2h, 1d or a time")
+    cmd.add_argument("--limit", type=int, default=100, help="list at most this many")
+    cmd.add_argument("--json", action="store_true", help="list one JSON object per line")
+    cmd.set_defaults(run=_lazy("services.commands.deadletter:run"))
 
     cmd = sub.add_parser("check", help="validate configuration, reach Redis and WeCom")
-    cmd.set_defaults(run=_lazy("services.tools:check"))
+    cmd.add_argument(
+        "--redis",
+        action="store_true",
+        help="also check the Redis server in depth: version, scripts, maxmemory-policy, "
+        "fsync, topology",
+    )
+    cmd.set_defaults(run=_lazy("services.commands.check:run"))
 
     cmd = sub.add_parser("keygen", help="print a fresh callback Token and EncodingAESKey")
     cmd.set_defaults(run=_keygen)

@@ -15,7 +15,8 @@ __all__ = ["health_routes"]
 
 
 def health_routes(redis: Redis, ready: Callable[[], bool] = lambda: True) -> list[Route]:
-    """``/healthz``: the process answers. ``/readyz``: Redis answers and ``ready()`` holds."""
+    """``/healthz``: the process answers. ``/readyz``: Redis answers and ``ready()`` holds
+    (the consumer runs and, with a ``Supervisor``, no background task waits for a restart)."""
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -26,7 +27,9 @@ def health_routes(redis: Redis, ready: Callable[[], bool] = lambda: True) -> lis
         except (RedisError, OSError):
             return PlainTextResponse("redis unreachable", status_code=503)
         if not ready():
-            return PlainTextResponse("consumer loop not running", status_code=503)
+            return PlainTextResponse(
+                "not ready: the consumer or a background task is down", status_code=503
+            )
         return PlainTextResponse("ready")
 
     async def metrics(request: Request) -> Response:

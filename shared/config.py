@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from shared.connection import parse_redis_url
 from shared.errors import ConfigError
 
 __all__ = ["AppSettings", "Secret", "Settings", "load_settings"]
@@ -237,8 +238,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not api_base.startswith(("http://", "https://")):
         raise ConfigError("WECOM_API_BASE", "must start with http:// or https://")
     redis_url = _get(env, "REDIS_URL")
-    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("REDIS_URL", "must start with redis://, rediss:// or unix://")
+    if redis_url:
+        parse_redis_url(redis_url)  # one line naming REDIS_URL when the form is wrong
     api_key = _get(env, "SENDER_API_KEY")
     if api_key is not None and len(api_key) < 16:
         raise ConfigError("SENDER_API_KEY", "must be at least 16 characters")

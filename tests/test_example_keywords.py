@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import inspect
 import os
 import re
 import shlex
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,9 +162,23 @@ def test_the_file_comes_from_keywords_file_or_the_package() -> None:
 
 
 async def test_the_packaged_rules_answer(redis: Redis) -> None:
-    assert len(keywords.RULES) >= 3
+    packaged = load_rules(DEFAULT_FILE)
+    assert len(packaged) >= 3
     out = await run_events(redis, keywords.router, [text_message("报销"), text_message("wifi?")])
-    assert texts(out) == [keywords.RULES[0].reply, keywords.RULES[1].reply]
+    assert texts(out) == [packaged[0].reply, packaged[1].reply]
+
+
+async def test_the_file_is_read_at_start_from_the_services_environment(
+    redis: Redis, tmp_path: Path
+) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text('[[rule]]\nmatch = "hello"\nreply = "from my file"\n', encoding="utf-8")
+    environ = {"KEYWORDS_FILE": str(path)}
+    out = await run_events(redis, keywords.router, [text_message("hello")], environ=environ)
+    assert texts(out) == ["from my file"]
+    path.write_text('[[rule]]\nmatch = "hello"\n', encoding="utf-8")  # now broken
+    with pytest.raises(ConfigError, match="rule #1, key 'reply': is required"):
+        await run_events(redis, keywords.router, [text_message("hello")], environ=environ)
 
 
 # ------------------------------------------------------------------ bad files
@@ -294,8 +312,8 @@ async def test_the_example_runs_as_its_own_group(
         (e.request.touser, text, e.origin) for e, text in zip(out, texts(out), strict=True)
     )
     assert got == [
-        ("alice", keywords.RULES[0].reply, "handler:keywords.reply"),
-        ("bob", keywords.RULES[1].reply, "handler:keywords.reply"),
+        ("alice", load_rules(DEFAULT_FILE)[0].reply, "handler:keywords.reply"),
+        ("bob", load_rules(DEFAULT_FILE)[1].reply, "handler:keywords.reply"),
     ]
     (group,) = await redis.xinfo_groups(f"{prefix}:events")
     assert group["name"] == b"keywords" and group["pending"] == 0
@@ -323,12 +341,12 @@ def blocks(path: Path, lang: str) -> list[str]:
 
 async def test_the_guides_python_runs(redis: Redis) -> None:
     code = blocks(GUIDE, "python")
-    assert len(code) == 3
+    assert len(code) == 4
     # The first edits the default responder: only compiled, so the real one stays untouched.
     compile(code[0], "consumers.md#1", "exec")
     namespace: dict[str, Any] = {}
     exec(code[1], namespace)  # the Router API tour
-    exec(code[2], namespace)  # the tests of section 7, run here against that router
+    exec(code[3], namespace)  # the tests of section 7, run here against that router
     tests = [f for name, f in namespace.items() if name.startswith("test_")]
     assert len(tests) == 2
     for test in tests:
@@ -341,6 +359,48 @@ async def test_the_guides_python_runs(redis: Redis) -> None:
     )
     out = await run_events(redis, router, [*events, enter])
     assert texts(out) == ["查询中…", "**0** open tickets", "欢迎使用服务台 / welcome"]
+
+
+async def test_the_guides_lifecycle_example_answers_through_the_client_it_opened(
+    redis: Redis,
+) -> None:
+    (lifecycle,) = [c for c in blocks(GUIDE, "python") if "on_startup" in c]
+    namespace: dict[str, Any] = {}
+    exec(lifecycle, namespace)
+    router: Router = namespace["router"]
+    with weather_server("晴 25°C") as url:
+        out = await run_events(
+            redis, router, [text_message("天气 上海")], environ={"WEATHER_URL": url}
+        )
+    assert texts(out) == ["晴 25°C"]
+    assert [r.description for r in router.routes] == ["天气：今天的天气 / today's weather"]
+
+
+@contextlib.contextmanager
+def weather_server(answer: str) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 answering GET /today with ``answer``."""
+
+    class Today(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = answer.encode() if self.path == "/today" else b""
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Today)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 @pytest.mark.parametrize("path", [GUIDE, README], ids=lambda p: p.name)

@@ -88,3 +88,25 @@ async def test_other_reply_comes_from_the_services_settings(redis: Redis) -> Non
     out = await run_events(redis, router, [image, click_event("menu")], environ=environ)
     assert texts(out) == ["收到，我们只看得懂文字"]
     assert await run_events(redis, router, [image]) == []  # same module, no setting: silent
+
+
+async def test_a_reply_wecom_would_refuse_is_dead_lettered_on_the_first_delivery(
+    redis: Redis,
+) -> None:
+    from shared.bus import Context, Router
+    from shared.bus.testing import DeadLettered
+    from shared.schemas.inbound import TextMessage
+    from shared.schemas.outbound import TextSend
+
+    team, calls = Router("team"), []
+
+    @team.on(TextMessage)
+    async def blank(msg: TextMessage, ctx: Context) -> TextSend:
+        calls.append(ctx.delivery)
+        return TextSend.reply_to(msg, "   ")  # WeCom refuses a blank text: never retried
+
+    with pytest.raises(DeadLettered) as caught:
+        await run_events(redis, team, [text_message("hi")], max_deliveries=5)
+    assert calls == [1]
+    [error] = caught.value.errors
+    assert error.startswith("SchemaError: $.text.content")

@@ -145,39 +145,33 @@ async def test_poison_entry_is_dead_lettered_after_max_deliveries(redis: Redis) 
     assert await pending(redis) == 0
 
 
-async def test_reject_dead_letters_at_once(redis: Redis) -> None:
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (Reject("unknown member"), b"Reject: unknown member"),
+        (
+            SchemaError("$.text.content", "is 2100 bytes in UTF-8; WeCom accepts 2048"),
+            b"SchemaError: $.text.content: is 2100 bytes in UTF-8; WeCom accepts 2048",
+        ),
+    ],
+    ids=["reject", "schema-error"],
+)
+async def test_deterministic_failures_are_dead_lettered_at_once_with_their_reason(
+    redis: Redis, error: Exception, line: bytes
+) -> None:
     await streams.publish(redis, S, {"data": b"x"})
     calls = 0
 
     async def handler(d: Delivery) -> Sequence[Output]:
         nonlocal calls
         calls += 1
-        raise Reject("unknown member")
-
-    stats = await asyncio.wait_for(consumer(redis, handler).run_burst(), 10)
-
-    assert (calls, stats) == (1, {"rejected": 1})
-    (letter,) = await records(redis, DLQ)
-    assert (letter[b"attempts"], letter[b"error"]) == (b"1", b"Reject: unknown member")
-
-
-async def test_a_schema_error_is_dead_lettered_at_once_with_its_reason(redis: Redis) -> None:
-    await streams.publish(redis, S, {"data": b"x"})
-    calls = 0
-
-    async def handler(d: Delivery) -> Sequence[Output]:
-        nonlocal calls
-        calls += 1
-        raise SchemaError("$.text.content", "is 2100 bytes in UTF-8; WeCom accepts 2048")
+        raise error
 
     stats = await asyncio.wait_for(consumer(redis, handler, max_deliveries=5).run_burst(), 10)
 
     assert (calls, stats) == (1, {"rejected": 1})  # not five deliveries
     (letter,) = await records(redis, DLQ)
-    assert letter[b"attempts"] == b"1"
-    assert letter[b"error"] == (
-        b"SchemaError: $.text.content: is 2100 bytes in UTF-8; WeCom accepts 2048"
-    )
+    assert (letter[b"attempts"], letter[b"error"]) == (b"1", line)
 
 
 async def test_slow_handler_times_out_and_counts_as_a_failure(redis: Redis) -> None:
@@ -464,3 +458,20 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(redis: Redis, redi
 
 async def _contains(lines: Awaitable[list[str]], line: str) -> bool:
     return line in await lines
+
+
+async def test_a_failing_step_is_logged_and_makes_the_consumer_unready_until_it_recovers(
+    redis: Redis, running: Callable[[Consumer], Awaitable[None]], caplog: pytest.LogCaptureFixture
+) -> None:
+    c = consumer(redis, echo_to(OUT))
+    await running(c)
+    await redis.set(names.retry(S, G), "not a zset")  # the claimer's next round: WRONGTYPE
+    with caplog.at_level(logging.ERROR, logger="wecom_bus.bus"):
+        await eventually(lambda: _true(not c.healthy))
+    failed = [r for r in caplog.records if r.getMessage() == "consumer step failed"]
+    assert failed and failed[0].__dict__["step"] == "claim"
+    assert failed[0].exc_info is not None and "WRONGTYPE" in str(failed[0].exc_info[1])
+    await redis.delete(names.retry(S, G))
+    await eventually(lambda: _true(c.healthy))
+    await streams.publish(redis, S, {"data": b"after"})
+    await eventually(lambda: _equals(redis.xlen(OUT), 1))

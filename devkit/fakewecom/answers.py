@@ -12,10 +12,9 @@ import secrets
 import time
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-__all__ = ["TEXTS", "client_ip", "error", "error_body", "ok"]
+__all__ = ["TEXTS", "client_ip", "error_body", "ok"]
 
 TEXTS: dict[int, str] = {
     -1: "system busy",
@@ -48,6 +47,7 @@ TEXTS: dict[int, str] = {
     60020: "not allow to access from your ip",
     81013: "user & party & tag all invalid",
     82001: "All touser & toparty & totag invalid",
+    301002: "no privilege to access/modify contact/party/agent",
 }
 
 
@@ -66,10 +66,6 @@ def error_body(code: int, ip: str, detail: str | None = None) -> dict[str, Any]:
         f"more info at https://open.work.weixin.qq.com/devtool/query?e={code}"
     )
     return {"errcode": code, "errmsg": errmsg}
-
-
-def error(request: Request, code: int, detail: str | None = None) -> JSONResponse:
-    return JSONResponse(error_body(code, client_ip(request.client), detail))
 
 
 def ok(**fields: Any) -> JSONResponse:

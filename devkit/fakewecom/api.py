@@ -303,8 +303,29 @@ async def update_template_card(request: Request) -> Response:
     return ok()
 
 
+async def agent_get(request: Request) -> Response:
+    """The app's own settings (``wecom-bus check`` reads them): its token reads its own app only."""
+    app = _token_app(request)
+    raw = request.query_params.get("agentid", "")
+    if not raw:
+        raise WeComRefusal(41011, app=app.name)
+    state = _state(request)
+    if raw != str(app.agent_id):
+        known = {str(a.agent_id) for a in state.apps.values()}
+        raise WeComRefusal(301002 if raw in known else 40056, app=app.name)
+    return ok(
+        agentid=app.agent_id,
+        name=app.name,
+        close=int(app.closed),
+        allow_userinfos={"user": [{"userid": m} for m in state.members]},
+        allow_partys={"partyid": sorted(state.parties)},
+        allow_tags={"tagid": sorted(state.tags)},
+    )
+
+
 ROUTES = [
     Route("/cgi-bin/gettoken", gettoken, methods=["GET"]),
+    Route("/cgi-bin/agent/get", agent_get, methods=["GET"]),
     Route("/cgi-bin/message/send", message_send, methods=["POST"]),
     Route("/cgi-bin/media/upload", media_upload, methods=["POST"]),
     Route("/cgi-bin/message/recall", recall, methods=["POST"]),

@@ -50,6 +50,11 @@ class FakeWeCom(Starlette):
         super().__init__(**kwargs)
         self.fake = state
         self.faults = faults
+        # What the module-level endpoints read through request.app.state; ``http`` holds the
+        # callback client once made.
+        self.state.fake = state
+        self.state.faults = faults
+        self.state.http = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/cgi-bin/"):

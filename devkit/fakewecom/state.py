@@ -45,6 +45,7 @@ class FakeApp(msgspec.Struct, frozen=True, kw_only=True):
     token: Secret
     encoding_aes_key: Secret
     callback_url: str | None = None
+    closed: bool = False  # disabled in 应用管理: agent/get answers close=1
 
     @classmethod
     def from_settings(cls, app: AppSettings, callback_url: str | None) -> FakeApp:

@@ -4,9 +4,10 @@ Run it as its own consumer group, so it sees every event whatever the default re
 
     wecom-bus responder --group keywords --handlers examples.keywords.router:router
 
-The rules are read once, at import, from the file named by ``KEYWORDS_FILE`` (default: the
-``keywords.toml`` beside this module). A bad file stops the service at start with one error
-naming the file, the rule (counted from 1) and the key. A rule::
+The rules are read once, when the service starts (a startup hook), from the file named by
+``KEYWORDS_FILE`` in the service's environment (default: the ``keywords.toml`` beside this
+module). A bad file stops the service at start with one error naming the file, the rule
+(counted from 1) and the key. A rule::
 
     [[rule]]
     match = "报销"            # required: a keyword, found anywhere in the text, any case …
@@ -32,7 +33,7 @@ from typing import Any
 
 import msgspec
 
-from shared.bus import Context, Predicate, Router, app, sender, text
+from shared.bus import Context, Predicate, Router, State, app, sender, text
 from shared.errors import ConfigError, SchemaError
 from shared.schemas.inbound import TextMessage
 from shared.schemas.outbound import MarkdownSend, SendRequest, TextSend
@@ -40,7 +41,6 @@ from shared.schemas.outbound import MarkdownSend, SendRequest, TextSend
 __all__ = [
     "DEFAULT_FILE",
     "ENV_VAR",
-    "RULES",
     "Rule",
     "build_router",
     "load_rules",
@@ -152,22 +152,38 @@ def load_rules(path: str | os.PathLike[str]) -> tuple[Rule, ...]:
     return tuple(_rule(path, n, raw) for n, raw in enumerate(rules, start=1))
 
 
-def build_router(rules: Sequence[Rule], name: str = "keywords") -> Router:
-    """A router with one route: a text some rule matches gets the first such rule's reply."""
-    checks = [(rule, rule.predicate()) for rule in rules]
+def build_router(rules: Sequence[Rule] | None = None, name: str = "keywords") -> Router:
+    """A router with one route: a text some rule matches gets the first such rule's reply.
+
+    ``rules=None``: the rules file is read at start, from ``KEYWORDS_FILE`` in the service's
+    environment (``state.environ``), and kept on the state.
+    """
     router = Router(name)
+    attribute = f"{name}_rules"
+
+    def current(ctx: Context) -> Sequence[tuple[Rule, Predicate]]:
+        return getattr(ctx.state, attribute) if rules is None else fixed
 
     def matched(msg: TextMessage, ctx: Context) -> Rule | None:
-        return next((rule for rule, when in checks if when(msg, ctx)), None)
+        return next((rule for rule, when in current(ctx) if when(msg, ctx)), None)
 
     async def reply(msg: TextMessage, ctx: Context) -> SendRequest | None:
         """A keyword of the rules file: its reply."""
         rule = matched(msg, ctx)
         return rule.answer(msg) if rule is not None else None
 
+    async def load(state: State) -> None:
+        path = rules_file(state.environ)
+        loaded = load_rules(path)
+        setattr(state, attribute, [(rule, rule.predicate()) for rule in loaded])
+        log.info("keyword rules loaded", extra={"file": str(path), "rules": len(loaded)})
+
+    fixed = [(rule, rule.predicate()) for rule in rules or ()]
+    if rules is None:
+        router.on_startup(load)
     # The handler's name goes into the outbox ids; "<locals>" in it would be noise.
     reply.__qualname__ = reply.__name__
-    when = Predicate(lambda e, c: matched(e, c) is not None, f"keywords({len(checks)} rules)")
+    when = Predicate(lambda e, c: matched(e, c) is not None, "keywords(rules file)")
     router.on(TextMessage, when=when)(reply)
     return router
 
@@ -177,7 +193,5 @@ def rules_file(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(environ.get(ENV_VAR) or DEFAULT_FILE)
 
 
-# Read once at import, like the rest of the configuration: a bad file fails the start.
-RULES = load_rules(rules_file())
-router = build_router(RULES)
-log.info("keyword rules loaded", extra={"file": str(rules_file()), "rules": len(RULES)})
+# What ``--handlers examples.keywords.router:router`` runs: it reads its file when it starts.
+router = build_router()

@@ -12,7 +12,7 @@ from prometheus_client import Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.runtime import make_consumer, run_async, serve_consumer
+from services.runtime import Supervisor, make_consumer, run_async, serve_consumer
 from services.sender.api import create_api
 from services.sender.handler import OutboxHandler
 from shared import logs
@@ -84,12 +84,18 @@ def run(args: argparse.Namespace) -> int:
         async with contextlib.AsyncExitStack() as stack:
             for client in clients.values():
                 await stack.enter_async_context(client)
-            consumer = build(settings, redis, clients)
-            app = create_api(settings, redis, clients=clients, ready=lambda: consumer.healthy)
+            consumer, supervisor = build(settings, redis, clients), Supervisor()
+            app = create_api(
+                settings,
+                redis,
+                clients=clients,
+                ready=lambda: consumer.healthy and supervisor.healthy,
+            )
 
             async def scheduler(stop: asyncio.Event) -> None:
+                outbox = names.outbox(settings.prefix)
                 await delayed.run_scheduler(
-                    redis, settings.prefix, names.outbox(settings.prefix), stop=stop
+                    redis, settings.prefix, outbox, stop=stop, maxlen=settings.stream_maxlen
                 )
 
             async def observe(stop: asyncio.Event) -> None:
@@ -100,7 +106,12 @@ def run(args: argparse.Namespace) -> int:
                         await asyncio.wait_for(stop.wait(), 5.0)
 
             await serve_consumer(
-                consumer, app, host=args.host, port=args.port, background=[scheduler, observe]
+                consumer,
+                app,
+                host=args.host,
+                port=args.port,
+                background=[scheduler, observe],
+                supervisor=supervisor,
             )
         await redis.aclose()
 

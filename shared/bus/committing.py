@@ -37,11 +37,11 @@ class Recorder:
     def __init__(
         self,
         redis: Redis,
-        *,
         stream: str,
         group: str,
         consumer: str,
         options: ConsumerOptions,
+        *,
         watch: RedisWatch,
         on_nogroup: Callable[[], None],
     ) -> None:

@@ -31,12 +31,12 @@ class RedisWatch:
 
     def __init__(self, where: Callable[[], dict[str, object]]) -> None:
         self._where = where
-        self.heartbeat = 0.0  # unix time of the last successful Redis round trip
+        self.last_ok = 0.0  # unix time of the last successful Redis round trip
         self.since: float | None = None  # monotonic start of the current outage
         self._calm_since: float | None = None
 
     def ok(self) -> None:
-        self.heartbeat = time.time()
+        self.last_ok = time.time()
         if self.since is None:
             return
         now = time.monotonic()

@@ -49,7 +49,7 @@ from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.delivery import Handler as WorkerHandler
 from shared.bus.predicates import Predicate, app, event, event_key, sender, text
 from shared.config import Settings
-from shared.schemas.envelope import OutboxEntry, decode_envelope, encode_outbox
+from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_envelope, encode_outbox
 from shared.schemas.inbound import InboundEvent
 from shared.schemas.outbound import SendRequest, SendRequestType
 
@@ -375,25 +375,25 @@ class Router:
                     "requests": len(published),
                 },
             )
-            now = time.time()
-            return [
-                Output(
-                    outbox,
-                    {
-                        "data": encode_outbox(
-                            OutboxEntry(
-                                id=p.id,
-                                app=envelope.app,
-                                trace_id=envelope.trace_id,
-                                created_at=now,
-                                request=cast(SendRequestType, p.request),
-                                origin=f"handler:{p.handler}",
-                            )
-                        )
-                    },
-                    maxlen,
-                )
-                for p in published
-            ]
+            return _outputs(envelope, published, outbox, maxlen)
 
         return handle
+
+
+def _outputs(
+    envelope: EventEnvelope, published: list[Published], outbox: str, maxlen: int | None
+) -> list[Output]:
+    """One outbox entry per published request, carrying the event's app and trace id."""
+    now = time.time()
+    entries = [
+        OutboxEntry(
+            id=p.id,
+            app=envelope.app,
+            trace_id=envelope.trace_id,
+            created_at=now,
+            request=cast(SendRequestType, p.request),
+            origin=f"handler:{p.handler}",
+        )
+        for p in published
+    ]
+    return [Output(outbox, {"data": encode_outbox(entry)}, maxlen) for entry in entries]

@@ -8,12 +8,14 @@ the keys one script touches must share a hash tag.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 __all__ = ["Script"]
@@ -46,10 +48,16 @@ class Script:
         """Run many calls in one round trip (no transaction); one result (or error) per call.
 
         Errors are returned in place, not raised, so one failing call does not hide the others'
-        results. Calls that met NOSCRIPT are sent again in full.
+        results. Calls that met NOSCRIPT are sent again in full. On Redis Cluster the calls go
+        out concurrently instead (redis-py's cluster pipeline refuses EVALSHA).
         """
         if not calls:
             return []
+        if isinstance(redis, RedisCluster):
+            # A cluster pipeline refuses EVALSHA; concurrent calls still share the wait.
+            return list(
+                await asyncio.gather(*(self(redis, k, a) for k, a in calls), return_exceptions=True)
+            )
         pipe = redis.pipeline(transaction=False)
         for keys, args in calls:
             self.queue(pipe, keys, args)

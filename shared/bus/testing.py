@@ -185,8 +185,10 @@ async def run_events(
     after = last[0][0].decode() if last else None
     settings = msgspec.structs.replace(load_settings(environ or {}), prefix=prefix)
     state = State(settings=settings, redis=redis, environ=environ)
-    await router.startup(state)
+    started = False
     try:
+        await router.startup(state)  # as in a service: shutdown hooks only after a good start
+        started = True
         await publish_events(redis, events, app=app, prefix=prefix)
         consumer = Consumer(
             redis,
@@ -206,14 +208,20 @@ async def run_events(
     finally:
         await redis.xgroup_destroy(stream, group)
         await redis.delete(names.retry(stream, group))
-        await router.shutdown(state)
+        if started:
+            await router.shutdown(state)
     produced = await read_outbox(redis, prefix=prefix, after=after)
+    errors = await _dead_letters(redis, prefix, group)
+    if errors:
+        raise DeadLettered(errors, produced)
+    return produced
+
+
+async def _dead_letters(redis: Redis, prefix: str, group: str) -> list[str]:
+    """The error lines of the dead letters ``group`` wrote."""
     letters: Any = await redis.xrange(names.deadletter(prefix))
-    errors = [
+    return [
         fields[b"error"].decode(errors="replace")
         for _, fields in letters
         if fields.get(b"group") == group.encode()
     ]
-    if errors:
-        raise DeadLettered(errors, produced)
-    return produced

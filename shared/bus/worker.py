@@ -75,15 +75,8 @@ class Consumer:
         self.claimer = Claimer(
             redis, stream=stream, group=group, consumer=self.name, claim_idle_ms=opts.claim_idle_ms
         )
-        self.recorder = Recorder(
-            redis,
-            stream=stream,
-            group=group,
-            consumer=self.name,
-            options=opts,
-            watch=self.watch,
-            on_nogroup=self._group_gone,
-        )
+        where = (stream, group, self.name)
+        self.recorder = Recorder(redis, *where, opts, watch=self.watch, on_nogroup=self._group_gone)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._reserved = 0
         self._read_reserved = 0  # the part of _reserved a blocking read holds
@@ -108,7 +101,7 @@ class Consumer:
             and not self._stopping.is_set()
             and not self._failing
             and self.watch.since is None
-            and time.time() - self.watch.heartbeat < stale_after
+            and time.time() - self.watch.last_ok < stale_after
         )
 
     def stop(self) -> None:

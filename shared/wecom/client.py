@@ -246,6 +246,11 @@ class WeComClient:
             raise WeComUnavailableError("media/upload", "answer lacks media_id")
         return media_id
 
+    async def agent(self) -> dict[str, Any]:
+        """GET agent/get for this app's agentid: its name, ``close`` (1: disabled) and the
+        visible range. ``wecom-bus check`` uses it to catch a wrong AgentId before a send does."""
+        return await self._authed("GET", "agent/get", params={"agentid": str(self.app.agent_id)})
+
     async def recall(self, msgid: str) -> None:
         """Recall a message sent in the last 24 hours (WeCom client copies only)."""
         await self._post_json("message/recall", {"msgid": msgid})
