@@ -27,10 +27,12 @@ from typing import Any, Literal
 import msgspec
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
+from shared.bus.scripts import TickPipeline
 from shared.schemas.envelope import OutboxEntry, decode_outbox
 from shared.schemas.outbound import SendRequest, encode_send_request, split_request
 from shared.wecom import circuit
@@ -119,6 +121,8 @@ class OutboxHandler:
         self.probe_recheck = probe_recheck
         self.duplicate_check = duplicate_check
         self.max_deliveries = max_deliveries
+        self._gates = TickPipeline(redis)
+        self._records = TickPipeline(redis, transaction=True)
 
     def backoff(self, attempt: int) -> float:
         """Exponential with full jitter, capped."""
@@ -215,14 +219,16 @@ class OutboxHandler:
         gov: tuple[list[str], tuple[int | str, ...]] | None,
     ) -> tuple[bytes | None, bytes | None, Any, Any]:
         """GET the sent mark and the attempt count, run the circuit and governor scripts: one
-        round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
+        round trip, shared with the other sends that reach this point in the same loop tick."""
+
+        def fill(pipe: Pipeline) -> None:
             pipe.get(mark)
             pipe.hget(*tries)
             circuit.ADMIT.queue(pipe, *gate)
             if gov is not None:
                 ACQUIRE.queue(pipe, *gov)
-            results = await pipe.execute(raise_on_error=False)
+
+        results = await self._gates.run(fill)
         if any(isinstance(r, NoScriptError) for r in results):  # Redis restarted: load them
             results[2] = await circuit.ADMIT(self.redis, *gate)
             if gov is not None:
@@ -361,9 +367,12 @@ class OutboxHandler:
     async def _record(
         self, entry: OutboxEntry, part: _Part, result: SendResult, done: list[SendResult] | None
     ) -> None:
-        """Mark the part sent; after the last part, the request (``done``: every result)."""
+        """Mark the part sent; after the last part, the request (``done``: every result).
+
+        One MULTI/EXEC, shared with the other sends recorded in the same loop tick."""
         record = {"msgid": result.msgid, "response_code": result.response_code}
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def fill(pipe: Pipeline) -> None:
             sendstate.attempt(pipe, self.prefix, entry.id, part.k)
             pipe.set(part.mark, _sent_encoder.encode(record), ex=SENT_TTL)
             if done is not None:
@@ -373,7 +382,10 @@ class OutboxHandler:
                     summary = {"msgid": msgids[0], "msgids": msgids, "response_code": ""}
                     pipe.set(whole, _sent_encoder.encode(summary), ex=SENT_TTL)
                 sendstate.sent(pipe, self.prefix, entry.id, msgids, result.response_code)
-            await pipe.execute()
+
+        for outcome in await self._records.run(fill):
+            if isinstance(outcome, Exception):
+                raise outcome
 
     async def _dead(
         self, entry: OutboxEntry, errcode: int | None, advice: str, *, attempted: int = 0
