@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -75,7 +76,11 @@ async def test_tick_pipeline_hands_each_caller_its_results(redis_url: str) -> No
         ticks = TickPipeline(client, transaction=True)
 
         async def one(i: int) -> list[object]:
-            return await ticks.run(lambda pipe: pipe.set(f"k{i}", i).incrby(f"c{i}", i))
+            def fill(pipe: Pipeline) -> None:
+                pipe.set(f"k{i}", i)
+                pipe.incrby(f"c{i}", i)
+
+            return await ticks.run(fill)
 
         assert await asyncio.gather(*(one(i) for i in range(10))) == [[True, i] for i in range(10)]
         assert connections(client) == 1
