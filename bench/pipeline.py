@@ -87,6 +87,14 @@ def _sends(system: System) -> int:
     return int(system.fake("GET", "/fake/stats")["sends"])
 
 
+def _redis_work(rds: EmbeddedRedis) -> dict[str, int]:
+    """Redis's counters: commands run, and reads (≈ round trips: a pipeline arrives in one)."""
+    client = redis.Redis(port=rds.port)
+    stats = client.info("stats")
+    client.close()
+    return {k: int(stats[f"total_{k}_processed"]) for k in ("commands", "reads")}
+
+
 def _sent_at_least(system: System, n: int) -> bool:
     return _sends(system) >= n
 
@@ -102,6 +110,7 @@ def _e2e_rate(
     )
     since = system.fake("GET", "/fake/messages", params={"since": 1 << 60})["last"]
     sends0 = _sends(system)
+    redis0 = _redis_work(rds)
     cpu0 = _cpu(system, rds)
     result = run_load(
         LoadConfig(
@@ -121,6 +130,9 @@ def _e2e_rate(
     # CPU is counted until the last message is out: a backlog's work belongs to its messages.
     _wait(partial(_sent_at_least, system, sends0 + result.sent), 60.0, system, poll=0.1)
     cpu = _cpu_ms_per(cpu0, _cpu(system, rds), result.sent)
+    redis_work = {
+        k: round((v - redis0[k]) / max(1, result.sent), 2) for k, v in _redis_work(rds).items()
+    }
     records: list[dict[str, Any]] = system.fake("GET", "/fake/messages", params={"since": since})[
         "messages"
     ]
@@ -156,6 +168,7 @@ def _e2e_rate(
         "sustained": sustained,
         "cpu_ms_per_message": cpu,
         "end_to_end_cpu_ms": round(sum(cpu.get(k, 0.0) for k in END_TO_END), 3),
+        "redis_per_message": redis_work,
     }
 
 

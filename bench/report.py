@@ -245,6 +245,11 @@ def _cpu_lines(results: dict[str, Any]) -> list[str]:
             for ms, ratio in cells
         )
         out.append(f"  {name:<12}{text}")
+    work = [(run["rate"], run.get("redis_per_message")) for run in runs]
+    out.append(
+        "  Redis per message, reads (≈ round trips) / commands: "
+        + ", ".join(f"{r} msg/s {w['reads']:.1f} / {w['commands']:.1f}" for r, w in work if w)
+    )
     return out
 
 
