@@ -298,30 +298,14 @@ def commit_call(
     return keys, args
 
 
-async def commit(
-    redis: Redis,
-    *,
-    stream: str,
-    group: str,
-    entry_id: str,
-    outputs: Sequence[tuple[str, FieldMap] | tuple[str, FieldMap, int | None]],
-    retry_key: str,
-    maxlen: int | None = DEFAULT_MAXLEN,
-) -> bool:
+async def commit(redis: Redis, **call: Any) -> bool:
     """XADD every output and XACK the entry atomically, if it is still pending in the group.
 
-    An output is ``(stream, fields)``, trimmed to ``maxlen``, or ``(stream, fields, maxlen)``.
-    False: someone else already acknowledged the entry, and nothing was written. A NOGROUP
-    error means the group or stream is gone.
+    The arguments are :func:`commit_call`'s. An output is ``(stream, fields)``, trimmed to
+    ``maxlen``, or ``(stream, fields, maxlen)``. False: someone else already acknowledged the
+    entry, and nothing was written. A NOGROUP error means the group or stream is gone.
     """
-    keys, args = commit_call(
-        stream=stream,
-        group=group,
-        entry_id=entry_id,
-        outputs=outputs,
-        retry_key=retry_key,
-        maxlen=maxlen,
-    )
+    keys, args = commit_call(**call)
     return bool(await COMMIT(redis, keys, args))
 
 
