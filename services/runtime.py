@@ -14,6 +14,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Sequence
 from typing import Any, Literal
 
+import msgspec
 import uvicorn
 from redis.asyncio import Redis
 from starlette.applications import Starlette
@@ -104,9 +105,13 @@ def make_consumer(
     group: str,
     handler: Handler,
     start: Literal["new", "backlog"],
+    concurrency: int | None = None,
 ) -> Consumer:
-    """A Consumer with the BUS_* settings every consumer service shares."""
+    """A Consumer with the BUS_* settings every consumer service shares (and ``concurrency``
+    deliveries at once instead of the default, for a service whose handler mostly waits)."""
     options = ConsumerOptions.from_settings(settings, start=start)
+    if concurrency is not None:
+        options = msgspec.structs.replace(options, concurrency=concurrency)
     return Consumer(redis, stream=stream, group=group, handler=handler, options=options)
 
 

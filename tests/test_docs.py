@@ -210,7 +210,7 @@ def check_wecom_bus(argv: list[str]) -> None:
 
 
 def check_bench(argv: list[str]) -> None:
-    sub = [a for a in argv if not a.startswith("-")][:1]
+    sub = argv[:1] if argv and not argv[0].startswith("-") else []  # e.g. `profile`
     shown = bench_help(*sub)
     for arg, value in zip(argv, [*argv[1:], ""], strict=True):
         if arg.startswith("-"):
