@@ -30,7 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ExceptionHandler, Receive, Scope, Send
 
-from devkit.fakewecom import api, bot, botroutes
+from devkit.fakewecom import api, bot, botroutes, directory
 from devkit.fakewecom.answers import client_ip, error_body
 from devkit.fakewecom.api import WeComRefusal
 from devkit.fakewecom.callbacks import CallbackSpec, push, verify_url
@@ -58,6 +58,8 @@ class FakeWeCom(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/cgi-bin/"):
+            api = scope["path"].removeprefix("/cgi-bin/")
+            self.fake.api_calls[api] = self.fake.api_calls.get(api, 0) + 1
             spec = self.faults.take(scope["path"])
             if spec is not None:
                 self.fake.faults_applied += 1
@@ -249,6 +251,8 @@ ROUTES = [
     Route("/fake/stats", stats, methods=["GET"]),
     Route("/fake/reset", reset, methods=["DELETE", "POST"]),
     *botroutes.ROUTES,  # AI bots (智能机器人): devkit/fakewecom/bot.py
+    *directory.ROUTES,
+    directory.UNKNOWN,  # last: any other /cgi-bin/ path is refused as WeCom does
 ]
 
 

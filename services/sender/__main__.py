@@ -46,7 +46,9 @@ def make_clients(settings: Settings, redis: Redis) -> dict[str, WeComClient]:
         return factory
 
     return {
-        name: WeComClient(app, token_source=tokens(app), base_url=settings.api_base)
+        name: WeComClient(
+            app, token_source=tokens(app), base_url=settings.api_base, proxy=settings.wecom_proxy
+        )
         for name, app in settings.apps.items()
     }
 
