@@ -206,8 +206,9 @@ async def sender_kit(
     probe_interval: float = 0.2,
     clock: Callable[[], float] = time.time,
     members: tuple[str, ...] = DEFAULT_MEMBERS,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Kit]:
-    base = helpers.settings(redis_url, SENDER_API_KEY=API_KEY)
+    base = helpers.settings(redis_url, SENDER_API_KEY=API_KEY, **(env or {}))
     settings = msgspec.structs.replace(base, apps={**base.apps, "hr": HR})
     fake = create_app(
         FakeConfig(

@@ -48,11 +48,13 @@ from shared.aibot.answer import BotAnswer, is_bot_entry, read_bot_entry
 from shared.bus import metrics, names
 from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.delivery import Handler as WorkerHandler
+from shared.bus.directory import Directory
 from shared.bus.predicates import Predicate, app, event, event_key, sender, text
 from shared.config import Settings
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_envelope, encode_outbox
 from shared.schemas.inbound import InboundEvent
 from shared.schemas.outbound import SendRequest, SendRequestType
+from shared.wecom.gateway import WeComGateway, gateway_of
 
 __all__ = [
     "Context",
@@ -198,6 +200,16 @@ class Context:
     def published(self) -> list[Published]:
         """Every request queued so far by this event's handlers, in order."""
         return list(self._outbox.items)
+
+    @property
+    def wecom(self) -> WeComGateway:
+        """WeCom's APIs through the sender's gateway, as this event's app (shared.wecom.gateway)."""
+        return gateway_of(self.state, self.app)
+
+    @property
+    def directory(self) -> Directory:
+        """Members and departments from the Redis copy (shared.bus.directory)."""
+        return Directory(self.state.redis, self.state.settings.prefix, self.app, lambda: self.wecom)
 
     @property
     def bot_stream(self) -> BotAnswer:

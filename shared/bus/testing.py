@@ -42,6 +42,7 @@ from shared.schemas.inbound import (
     dedup_key,
 )
 from shared.schemas.outbound import MarkdownSend, TextSend
+from shared.wecom.gateway import gateway_for
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -185,31 +186,32 @@ async def run_events(
     after = last[0][0].decode() if last else None
     settings = msgspec.structs.replace(load_settings(environ or {}), prefix=prefix)
     state = State(settings=settings, redis=redis, environ=environ)
-    started = False
-    try:
-        await router.startup(state)  # as in a service: shutdown hooks only after a good start
-        started = True
-        await publish_events(redis, events, app=app, prefix=prefix)
-        consumer = Consumer(
-            redis,
-            stream=stream,
-            group=group,
-            handler=router.handler(prefix, state=state),
-            options=ConsumerOptions(
-                concurrency=1,
-                start="new",
-                prefix=prefix,
-                max_deliveries=max_deliveries,
-                claim_idle=0.5,  # a failed delivery is tried again soon
-                handler_timeout=30.0,
-            ),
-        )
-        await consumer.run_burst()
-    finally:
-        await redis.xgroup_destroy(stream, group)
-        await redis.delete(names.retry(stream, group))
-        if started:
-            await router.shutdown(state)
+    async with gateway_for(state):  # ctx.wecom, opened as a service opens it
+        started = False
+        try:
+            await router.startup(state)  # as in a service: shutdown hooks only after a good start
+            started = True
+            await publish_events(redis, events, app=app, prefix=prefix)
+            consumer = Consumer(
+                redis,
+                stream=stream,
+                group=group,
+                handler=router.handler(prefix, state=state),
+                options=ConsumerOptions(
+                    concurrency=1,
+                    start="new",
+                    prefix=prefix,
+                    max_deliveries=max_deliveries,
+                    claim_idle=0.5,  # a failed delivery is tried again soon
+                    handler_timeout=30.0,
+                ),
+            )
+            await consumer.run_burst()
+        finally:
+            await redis.xgroup_destroy(stream, group)
+            await redis.delete(names.retry(stream, group))
+            if started:
+                await router.shutdown(state)
     produced = await read_outbox(redis, prefix=prefix, after=after)
     errors = await _dead_letters(redis, prefix, group)
     if errors:
