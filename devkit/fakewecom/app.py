@@ -137,6 +137,13 @@ async def messages(request: Request) -> Response:
     return JSONResponse({"messages": found, "last": state.rev})
 
 
+async def list_media(request: Request) -> Response:
+    """The files the fake keeps (uploads and members' images), newest last, without bytes."""
+    fields = ("media_id", "app", "type", "filename", "size", "created_at", "content_type")
+    found = [{f: getattr(m, f) for f in fields} for m in _state(request).media.values()]
+    return JSONResponse({"media": found})
+
+
 async def list_callbacks(request: Request) -> Response:
     state, since = _state(request), _since(request)
     found = [r.to_json() for r in state.callbacks if r.rev > since]
@@ -243,6 +250,7 @@ ROUTES = [
     Route("/fake/apps", apps, methods=["GET"]),
     Route("/fake/messages", messages, methods=["GET"]),
     Route("/fake/callbacks", list_callbacks, methods=["GET"]),
+    Route("/fake/media", list_media, methods=["GET"]),
     Route("/fake/callbacks", push_callback, methods=["POST"]),
     Route("/fake/verify", verify, methods=["POST"]),
     Route("/fake/faults", list_faults, methods=["GET"]),
