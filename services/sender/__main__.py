@@ -8,11 +8,13 @@ import contextlib
 import sys
 from collections.abc import Callable
 
+import httpx
 from prometheus_client import Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.runtime import Supervisor, make_consumer, run_async, serve_consumer
+from services.sender.actions import ActionHandler
 from services.sender.api import create_api
 from services.sender.handler import OutboxHandler, show_circuit
 from shared import logs
@@ -20,7 +22,7 @@ from shared.bus import delayed, names
 from shared.bus.worker import Consumer
 from shared.config import AppSettings, Settings, load_settings
 from shared.wecom import circuit
-from shared.wecom.client import TokenFetcher, WeComClient
+from shared.wecom.client import DEFAULT_LIMITS, TokenFetcher, WeComClient, wecom_transport
 from shared.wecom.governor import Governor
 from shared.wecom.token import TokenCache
 
@@ -53,7 +55,13 @@ def make_clients(settings: Settings, redis: Redis) -> dict[str, WeComClient]:
     }
 
 
-def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> Consumer:
+def build(
+    settings: Settings,
+    redis: Redis,
+    clients: dict[str, WeComClient],
+    http: httpx.AsyncClient | None = None,
+) -> Consumer:
+    """The outbox consumer; ``http`` posts AI-bot responses (no ``http``: no bot responses)."""
     # margin: WeCom counts when a request arrives, not when we admitted it.
     governor = Governor(
         redis, prefix=settings.prefix, daily_quota=settings.sender_daily_quota, margin=1.0
@@ -68,6 +76,16 @@ def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> 
         duplicate_check=settings.sender_duplicate_check,
         max_deliveries=settings.max_deliveries,
     )
+    if http is not None:
+        handler.actions = ActionHandler(
+            redis,
+            prefix=settings.prefix,
+            clients=clients,
+            http=http,
+            api_base=settings.api_base,
+            backoff=handler.backoff,
+            max_deliveries=settings.max_deliveries,
+        )
     return make_consumer(
         settings,
         redis,
@@ -90,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
         async with contextlib.AsyncExitStack() as stack:
             for client in clients.values():
                 await stack.enter_async_context(client)
-            consumer, supervisor = build(settings, redis, clients), Supervisor()
+            # response_url replies of AI bots: WeCom's host too, so through the same proxy
+            transport = wecom_transport(DEFAULT_LIMITS, settings.wecom_proxy)
+            http = await stack.enter_async_context(httpx.AsyncClient(transport=transport))
+            consumer, supervisor = build(settings, redis, clients, http), Supervisor()
             app = create_api(
                 settings,
                 redis,

@@ -51,9 +51,10 @@ from shared.bus.delivery import Handler as WorkerHandler
 from shared.bus.directory import Directory
 from shared.bus.predicates import Predicate, app, event, event_key, sender, text
 from shared.config import Settings
+from shared.schemas.actions import Action, ActionEntry, ActionType, check_action, encode_action
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_envelope, encode_outbox
 from shared.schemas.inbound import InboundEvent
-from shared.schemas.outbound import SendRequest, SendRequestType
+from shared.schemas.outbound import Attachment, MediaUpload, SendRequest, SendRequestType
 from shared.wecom.gateway import WeComGateway, gateway_of
 
 __all__ = [
@@ -77,7 +78,8 @@ __all__ = [
 log = logging.getLogger("wecom_bus.router")
 
 E = TypeVar("E", bound=InboundEvent)
-Reply: TypeAlias = SendRequest | Sequence[SendRequest] | None
+Item: TypeAlias = SendRequest | Attachment | Action  # what ctx.publish takes
+Reply: TypeAlias = Item | Sequence[Item] | None
 Handler: TypeAlias = Callable[[E, "Context"], Awaitable[Reply]]
 Hook: TypeAlias = Callable[["State"], Awaitable[None]]
 
@@ -132,6 +134,15 @@ class Published(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     handler: str
     request: SendRequest
+    upload: MediaUpload | None = None  # an attachment's file, uploaded by the sender
+
+
+class PublishedAction(msgspec.Struct, frozen=True, kw_only=True):
+    """An outbox action (recall, card update, bot response) made while handling one event."""
+
+    id: str
+    handler: str
+    action: Action
 
 
 SYS = "sys"  # the FromUserName of WeCom's system events (contact changes…): not a member
@@ -150,8 +161,18 @@ class _Outbox:
 
     def __init__(self) -> None:
         self.items: list[Published] = []
+        self.actions: list[PublishedAction] = []
 
-    def add(self, ctx: Context, request: SendRequest) -> str:
+    def add(self, ctx: Context, item: Item) -> str:
+        if isinstance(item, Action):  # ids of their own, apart from the send requests
+            index = sum(p.handler == ctx.handler for p in self.actions)
+            rid = request_id(ctx.stream, ctx.entry_id, f"{ctx.handler}!action", index)
+            action = check_action(item)  # SchemaError here fails the handler, not the sender
+            self.actions.append(PublishedAction(id=rid, handler=ctx.handler, action=action))
+            return rid
+        request, upload = (
+            (item.request, item.upload) if isinstance(item, Attachment) else (item, None)
+        )
         if not isinstance(request, SendRequest):
             raise TypeError(f"{ctx.handler}: expected a SendRequest, got {type(request).__name__}")
         if ctx.event.from_user == SYS and SYS in (request.touser or "").split("|"):
@@ -167,7 +188,7 @@ class _Outbox:
             request = kept
         index = sum(p.handler == ctx.handler for p in self.items)
         rid = request_id(ctx.stream, ctx.entry_id, ctx.handler, index)
-        self.items.append(Published(id=rid, handler=ctx.handler, request=request))
+        self.items.append(Published(id=rid, handler=ctx.handler, request=request, upload=upload))
         return rid
 
 
@@ -187,8 +208,8 @@ class Context:
     _outbox: _Outbox = dataclasses.field(default_factory=_Outbox, repr=False, compare=False)
     _bot: BotAnswer | None = dataclasses.field(default=None, repr=False, compare=False)
 
-    def publish(self, request: SendRequest) -> str:
-        """Queue ``request`` to be sent; returns its id.
+    def publish(self, request: Item) -> str:
+        """Queue ``request`` to be sent (or an attachment, or an outbox action); returns its id.
 
         It reaches the outbox with the event's ack, only if every matched handler succeeds.
         A reply to a system event (FromUserName "sys") is never sent to "sys": that recipient
@@ -344,7 +365,7 @@ class Router:
         for route in self.match(event, ctx):
             run_ctx = dataclasses.replace(ctx, handler=route.name)
             reply = await route.handler(event, run_ctx)
-            if isinstance(reply, SendRequest):
+            if isinstance(reply, SendRequest | Attachment | Action):
                 run_ctx.publish(reply)
             elif isinstance(reply, Sequence) and not isinstance(reply, str):
                 for request in reply:
@@ -402,16 +423,31 @@ class Router:
                     "requests": len(published),
                 },
             )
-            return _outputs(envelope, published, outbox, maxlen)
+            return _outputs(envelope, published, ctx._outbox.actions, outbox, maxlen)
 
         return handle
 
 
 def _outputs(
-    envelope: EventEnvelope, published: list[Published], outbox: str, maxlen: int | None
+    envelope: EventEnvelope,
+    published: list[Published],
+    actions: list[PublishedAction],
+    outbox: str,
+    maxlen: int | None,
 ) -> list[Output]:
-    """One outbox entry per published request, carrying the event's app and trace id."""
+    """One outbox entry per published request or action, with the event's app and trace id."""
     now = time.time()
+    done = [
+        ActionEntry(
+            id=a.id,
+            app=envelope.app,
+            trace_id=envelope.trace_id,
+            created_at=now,
+            action=cast(ActionType, a.action),
+            origin=f"handler:{a.handler}",
+        )
+        for a in actions
+    ]
     entries = [
         OutboxEntry(
             id=p.id,
@@ -420,7 +456,10 @@ def _outputs(
             created_at=now,
             request=cast(SendRequestType, p.request),
             origin=f"handler:{p.handler}",
+            upload=p.upload,
         )
         for p in published
     ]
-    return [Output(outbox, {"data": encode_outbox(entry)}, maxlen) for entry in entries]
+    return [Output(outbox, {"data": encode_outbox(entry)}, maxlen) for entry in entries] + [
+        Output(outbox, {"action": encode_action(entry)}, maxlen) for entry in done
+    ]

@@ -33,6 +33,7 @@ from shared.bus.options import ConsumerOptions
 from shared.bus.router import Router, State
 from shared.bus.worker import Consumer
 from shared.config import load_settings
+from shared.schemas.actions import ActionEntry, decode_action
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_outbox, encode_envelope
 from shared.schemas.inbound import (
     ClickEvent,
@@ -49,6 +50,7 @@ __all__ = [
     "DeadLettered",
     "click_event",
     "publish_events",
+    "read_actions",
     "read_outbox",
     "run_events",
     "text_message",
@@ -129,7 +131,15 @@ async def read_outbox(
 ) -> list[OutboxEntry]:
     """The entries of ``<prefix>:outbox``, oldest first; only those after entry id ``after``."""
     rows: Any = await redis.xrange(names.outbox(prefix), min=f"({after}" if after else "-")
-    return [decode_outbox(fields[b"data"]) for _, fields in rows]
+    return [decode_outbox(fields[b"data"]) for _, fields in rows if b"data" in fields]
+
+
+async def read_actions(
+    redis: Redis, *, prefix: str = DEFAULT_PREFIX, after: str | None = None
+) -> list[ActionEntry]:
+    """The outbox actions (recall, card update, bot response) on ``<prefix>:outbox``."""
+    rows: Any = await redis.xrange(names.outbox(prefix), min=f"({after}" if after else "-")
+    return [decode_action(fields[b"action"]) for _, fields in rows if b"action" in fields]
 
 
 def texts(entries: Iterable[OutboxEntry]) -> list[str]:
