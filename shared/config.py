@@ -396,7 +396,9 @@ def _gateway(env: Mapping[str, str]) -> dict[str, Any]:
         apis = frozenset(p.strip().strip("/") for p in raw.split(",") if p.strip())
         if bad := sorted(p for p in apis if not _API_PATH.fullmatch(p)):
             raise ConfigError("SENDER_GATEWAY_APIS", f"{bad[0]!r} is not an API path like user/get")
-    proxy = _get(env, "WECOM_HTTPS_PROXY") or _get(env, "HTTPS_PROXY") or _get(env, "https_proxy")
+    # HTTPS_PROXY is the platform's standard variable (not ours to deploy): honoured as is.
+    standard = (env.get("HTTPS_PROXY") or env.get("https_proxy") or "").strip() or None
+    proxy = _get(env, "WECOM_HTTPS_PROXY") or standard
     if proxy is not None and not proxy.startswith(("http://", "https://")):
         raise ConfigError("WECOM_HTTPS_PROXY", "must be a proxy URL like http://10.0.0.5:3128")
     return {
