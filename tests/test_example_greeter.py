@@ -4,13 +4,16 @@ port) in front of the fake WeCom: names, departments, image digests, an expired 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from devkit.fakewecom.api import sniff_type
+from examples.greeter import router as greeter
 from examples.greeter.router import router
 from shared.bus.testing import run_events, text_message, texts
 from shared.schemas.inbound import ImageMessage
@@ -71,3 +74,10 @@ async def test_an_image_is_described_and_an_old_one_explained(
 async def test_without_the_gateway_the_handler_fails_naming_the_variables(redis: Redis) -> None:
     with pytest.raises(AssertionError, match="SENDER_URL"):
         await run_events(redis, router, [text_message("hi")])
+
+
+@pytest.mark.parametrize("doc", ["gateway.md", "gateway.zh.md"])
+def test_the_docs_show_the_greeters_code(doc: str) -> None:
+    text = (Path(__file__).parent.parent / "docs" / doc).read_text(encoding="utf-8")
+    for handler in (greeter.greet, greeter.describe):
+        assert inspect.getsource(handler) in text, handler.__name__
