@@ -15,6 +15,7 @@ import pytest
 
 from devkit.embedded_redis import free_port
 from tests.system import System, running_system
+from tests.test_e2e import texts_to
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +37,6 @@ def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         )
         running.stack.wait_ready({"greeter": f"http://127.0.0.1:{port}/readyz"}, timeout=60)
         yield running
-
-
-def texts_to(system: System, user: str) -> list[str]:
-    return [
-        m["body"]["text"]["content"]
-        for m in system.sends()
-        if m["body"].get("touser") == user and m["body"].get("msgtype") == "text"
-    ]
 
 
 def stats(system: System) -> dict[str, Any]:
