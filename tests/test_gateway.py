@@ -9,12 +9,15 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from redis.asyncio import Redis
+from starlette.middleware.gzip import GZipMiddleware
 
 from devkit.fakewecom.api import sniff_type
 from shared.config import load_settings
 from shared.errors import ConfigError
+from shared.wecom.client import WeComClient
 from shared.wecom.errors import PermanentAPIError
 from shared.wecom.gateway import GatewayRefusedError, WeComGateway, gateway_of
+from tests.inprocess_wecom import InProcessWeCom
 from tests.sender_kit import API_KEY, AUTH, Kit, sender_kit
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -172,3 +175,29 @@ def test_settings_refuse_a_bad_allowlist_and_proxy() -> None:
     assert load_settings({"HTTPS_PROXY": "http://p:3128"}).wecom_proxy == "http://p:3128"
     chosen = load_settings({"SENDER_GATEWAY_APIS": "user/get, /tag/list"}).gateway_apis
     assert chosen == {"user/get", "tag/list"}
+
+
+async def test_a_compressed_answer_is_passed_on_decoded(fake_wecom: InProcessWeCom) -> None:
+    """WeCom may gzip its answers; the passthrough hands on the decoded bytes."""
+    zipped = httpx.ASGITransport(app=GZipMiddleware(fake_wecom.app, minimum_size=10))
+    client = WeComClient(
+        fake_wecom.settings,
+        token_source=lambda fetch: StaticToken(fake_wecom.token()),
+        base_url=fake_wecom.base_url,
+        transport=zipped,
+    )
+    async with client:
+        answer = await client.call("GET", "user/simplelist", params={"department_id": "1"})
+    assert "content-encoding" not in answer.headers
+    assert [u["userid"] for u in answer.json()["userlist"]][:2] == ["zhangsan", "lisi"]
+
+
+class StaticToken:
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def get(self) -> str:
+        return self.token
+
+    async def invalidate(self, failed: str) -> None:
+        raise AssertionError("the token is valid")

@@ -148,6 +148,17 @@ class TooLargeError(WeComUnavailableError):
     """WeCom's answer (a media file) is larger than the caller accepts."""
 
 
+_TRANSFER_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+def _answer(response: httpx.Response, content: bytes) -> httpx.Response:
+    """A read answer holding ``content`` (decoded), its status and WeCom's other headers."""
+    headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _TRANSFER_HEADERS]
+    return httpx.Response(
+        response.status_code, headers=headers, content=content, request=response.request
+    )
+
+
 def _token_refused(response: httpx.Response) -> bool:
     """Whether WeCom's answer is a token errcode (40014, 42001, 41001)."""
     if response.status_code != 200 or not response.content.startswith(b"{"):
@@ -336,7 +347,7 @@ class WeComClient:
             token = await self.tokens.get()
             response = await self._raw(method, endpoint, token, params, body, limit)
         if token.encode() in response.content:
-            response._content = response.content.replace(token.encode(), b"***")
+            return _answer(response, response.content.replace(token.encode(), b"***"))
         return response
 
     async def _raw(
@@ -357,15 +368,14 @@ class WeComClient:
             response = await self._http.send(request, stream=True)
             try:
                 chunks, size = [], 0
-                async for chunk in response.aiter_raw():
+                async for chunk in response.aiter_bytes():  # decoded (gzip…), then counted
                     size += len(chunk)
                     if size > limit:
                         raise TooLargeError(endpoint, f"answer larger than {limit} bytes")
                     chunks.append(chunk)
             finally:
                 await response.aclose()
-        response._content = b"".join(chunks)
-        return response
+        return _answer(response, b"".join(chunks))
 
     async def _post_json(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._authed("POST", endpoint, content=_encode(body), headers=_JSON)
