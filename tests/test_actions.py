@@ -5,18 +5,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
+from services.sender.actions import ActionHandler
 from shared.bus import Context, Router, names, sendstate
+from shared.bus.delivery import Delivery
 from shared.bus.testing import DeadLettered, read_actions, run_events, text_message
 from shared.errors import SchemaError
-from shared.schemas.actions import BotResponse, Recall, UpdateCard
+from shared.schemas.actions import (
+    ActionEntry,
+    BotResponse,
+    Recall,
+    UpdateCard,
+    encode_action,
+)
+from shared.schemas.aibot import BotText, decode_bot_envelope
 from shared.schemas.inbound import TemplateCardEvent, TextMessage
 from shared.schemas.outbound import INLINE_MAX, ImageSend
 from tests.sender_kit import BASE, Kit, sender_kit
+from tests.test_aibot_fake import bots_env, wired
+from tests.test_aibot_ingress import BOT, EVENTS
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
@@ -154,9 +167,7 @@ def test_attachments_and_actions_are_validated_when_made() -> None:
     with pytest.raises(SchemaError, match="2097152"):
         ImageSend.upload("alice", PNG + bytes(INLINE_MAX), filename="big.png")
     with pytest.raises(SchemaError, match="msgid"):
-        (Recall(msgid="") and None) or __import__(
-            "shared.schemas.actions"
-        ).schemas.actions.check_action(Recall(msgid=" "))
+        check_action(Recall(msgid=" "))
     with pytest.raises(SchemaError, match="response_code"):
         UpdateCard.button(card_event(""), "x")
 
@@ -171,3 +182,39 @@ async def test_an_invalid_action_fails_its_handler(redis: Redis) -> None:
     with pytest.raises(DeadLettered, match="msgid"):
         await run_events(redis, router, [text_message("x")])
     assert await read_actions(redis) == []
+
+
+async def test_the_sender_answers_an_ai_bot_message_through_its_response_url_once(
+    redis_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    env = {**bots_env(redis_url, tmp_path), "WECOM_API_BASE": "http://fake"}
+    bots, fake = wired(redis_url, redis, env)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=fake))
+    actions = ActionHandler(
+        redis, prefix="wecom", clients={}, http=http, api_base="http://fake", backoff=lambda n: 0.1
+    )
+    try:
+        record = await bots.send_text(BOT, "alice", "please answer later")
+        entries: Any = await redis.xrange(EVENTS)
+        stored = decode_bot_envelope(entries[0][1][b"data"]).event
+        assert isinstance(stored, BotText)
+        entry = ActionEntry(
+            id="r1",
+            app="default",
+            trace_id="t",
+            created_at=time.time(),
+            action=BotResponse.markdown(stored.response_url, "Here is **the** answer."),
+        )
+        fields = {b"action": encode_action(entry)}
+        for count in (1, 2):  # a redelivery: the sent mark keeps it from a second post
+            await actions(Delivery("1-0", "wecom:outbox", fields, count))
+        shown = (await http.get("http://fake/fake/bot/messages")).json()["messages"]
+        mine = next(r for r in shown if r["seq"] == record.seq)
+        assert mine["responses"] == [
+            {"msgtype": "markdown", "markdown": {"content": "Here is **the** answer."}}
+        ]
+        state = await sendstate.read(redis, "wecom", "r1")
+        assert state is not None and state.status == "sent"
+    finally:
+        await http.aclose()
+        await bots.aclose()
