@@ -22,6 +22,7 @@ from shared.schemas.actions import (
     BotResponse,
     Recall,
     UpdateCard,
+    check_action,
     encode_action,
 )
 from shared.schemas.aibot import BotText, decode_bot_envelope
