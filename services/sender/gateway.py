@@ -32,7 +32,7 @@ from services.sender.metrics import GATEWAY_CALLS, GATEWAY_SECONDS
 from shared.bus import names
 from shared.bus.scripts import Script
 from shared.config import Settings
-from shared.wecom.client import WeComClient
+from shared.wecom.client import TooLargeError, WeComClient
 from shared.wecom.errors import WeComUnavailableError
 from shared.wecom.media import MEDIA_MAX
 
@@ -138,8 +138,10 @@ async def call(request: Request) -> Response:
             body=body,
             limit=MEDIA_LIMIT if api == "media/get" else JSON_LIMIT,
         )
-    except WeComUnavailableError:
+    except WeComUnavailableError as exc:
         GATEWAY_CALLS.labels(*labels, "unavailable").inc()
+        if isinstance(exc, TooLargeError):  # WeCom answered, but more than we pass on
+            raise ApiError(502, f"WeCom's answer to {api} is {exc.reason}") from None
         raise
     GATEWAY_SECONDS.labels(api).observe(time.perf_counter() - started)
     if answer.status_code != 200:
