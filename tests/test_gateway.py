@@ -201,3 +201,10 @@ class StaticToken:
 
     async def invalidate(self, failed: str) -> None:
         raise AssertionError("the token is valid")
+
+
+async def test_media_past_the_size_limit_is_refused_with_502(kit: Kit) -> None:
+    huge = PNG + bytes(20 << 20)
+    media_id = kit.fake.fake.store_media("default", "file", "big.bin", huge, "x/y").media_id
+    answer = await kit.api.get("/v1/wecom/media/get", params={"media_id": media_id}, headers=AUTH)
+    assert answer.status_code == 502 and "larger than" in answer.json()["error"]
