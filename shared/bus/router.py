@@ -46,12 +46,12 @@ from redis.asyncio import Redis
 
 from shared.aibot.answer import BotAnswer, is_bot_entry, read_bot_entry
 from shared.bus import metrics, names
+from shared.bus.actions import Action, Item, PublishedAction, action_outputs
 from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.delivery import Handler as WorkerHandler
 from shared.bus.directory import Directory
 from shared.bus.predicates import Predicate, app, event, event_key, sender, text
 from shared.config import Settings
-from shared.schemas.actions import Action, ActionEntry, ActionType, check_action, encode_action
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_envelope, encode_outbox
 from shared.schemas.inbound import InboundEvent
 from shared.schemas.outbound import Attachment, MediaUpload, SendRequest, SendRequestType
@@ -78,7 +78,6 @@ __all__ = [
 log = logging.getLogger("wecom_bus.router")
 
 E = TypeVar("E", bound=InboundEvent)
-Item: TypeAlias = SendRequest | Attachment | Action  # what ctx.publish takes
 Reply: TypeAlias = Item | Sequence[Item] | None
 Handler: TypeAlias = Callable[[E, "Context"], Awaitable[Reply]]
 Hook: TypeAlias = Callable[["State"], Awaitable[None]]
@@ -137,14 +136,6 @@ class Published(msgspec.Struct, frozen=True, kw_only=True):
     upload: MediaUpload | None = None  # an attachment's file, uploaded by the sender
 
 
-class PublishedAction(msgspec.Struct, frozen=True, kw_only=True):
-    """An outbox action (recall, card update, bot response) made while handling one event."""
-
-    id: str
-    handler: str
-    action: Action
-
-
 SYS = "sys"  # the FromUserName of WeCom's system events (contact changes…): not a member
 
 
@@ -167,12 +158,10 @@ class _Outbox:
         if isinstance(item, Action):  # ids of their own, apart from the send requests
             index = sum(p.handler == ctx.handler for p in self.actions)
             rid = request_id(ctx.stream, ctx.entry_id, f"{ctx.handler}!action", index)
-            action = check_action(item)  # SchemaError here fails the handler, not the sender
-            self.actions.append(PublishedAction(id=rid, handler=ctx.handler, action=action))
+            self.actions.append(PublishedAction.checked(rid, ctx.handler, item))
             return rid
-        request, upload = (
-            (item.request, item.upload) if isinstance(item, Attachment) else (item, None)
-        )
+        request = item.request if isinstance(item, Attachment) else item
+        upload = item.upload if isinstance(item, Attachment) else None
         if not isinstance(request, SendRequest):
             raise TypeError(f"{ctx.handler}: expected a SendRequest, got {type(request).__name__}")
         if ctx.event.from_user == SYS and SYS in (request.touser or "").split("|"):
@@ -423,31 +412,16 @@ class Router:
                     "requests": len(published),
                 },
             )
-            return _outputs(envelope, published, ctx._outbox.actions, outbox, maxlen)
+            return _outputs(envelope, ctx._outbox, outbox, maxlen)
 
         return handle
 
 
 def _outputs(
-    envelope: EventEnvelope,
-    published: list[Published],
-    actions: list[PublishedAction],
-    outbox: str,
-    maxlen: int | None,
+    envelope: EventEnvelope, collected: _Outbox, outbox: str, maxlen: int | None
 ) -> list[Output]:
     """One outbox entry per published request or action, with the event's app and trace id."""
     now = time.time()
-    done = [
-        ActionEntry(
-            id=a.id,
-            app=envelope.app,
-            trace_id=envelope.trace_id,
-            created_at=now,
-            action=cast(ActionType, a.action),
-            origin=f"handler:{a.handler}",
-        )
-        for a in actions
-    ]
     entries = [
         OutboxEntry(
             id=p.id,
@@ -458,8 +432,7 @@ def _outputs(
             origin=f"handler:{p.handler}",
             upload=p.upload,
         )
-        for p in published
+        for p in collected.items
     ]
-    return [Output(outbox, {"data": encode_outbox(entry)}, maxlen) for entry in entries] + [
-        Output(outbox, {"action": encode_action(entry)}, maxlen) for entry in done
-    ]
+    sends = [Output(outbox, {"data": encode_outbox(entry)}, maxlen) for entry in entries]
+    return sends + action_outputs(envelope, collected.actions, outbox, maxlen, now)
