@@ -25,6 +25,7 @@ from shared.bus.options import ConsumerOptions
 from shared.bus.router import Router, State
 from shared.bus.worker import Consumer, install_signal_handlers
 from shared.config import Settings
+from shared.wecom.gateway import gateway_for
 
 __all__ = [
     "Background",
@@ -122,11 +123,12 @@ async def lifespan(router: Router, state: State) -> AsyncIterator[State]:
     Use it around building and running the consumer, so hooks run before the first event and
     after the drain. A startup hook that raises stops the service before anything is consumed.
     """
-    await router.startup(state)
-    try:
-        yield state
-    finally:
-        await router.shutdown(state)
+    async with gateway_for(state):  # ctx.wecom: one client for the process
+        await router.startup(state)
+        try:
+            yield state
+        finally:
+            await router.shutdown(state)
 
 
 class _Server(uvicorn.Server):

@@ -19,6 +19,7 @@ from shared.connection import parse_redis_url
 from shared.errors import ConfigError
 
 __all__ = [
+    "GATEWAY_APIS",
     "SECRET_VARIABLES",
     "AppSettings",
     "BotSettings",
@@ -34,6 +35,24 @@ _AES_KEY = re.compile(r"[A-Za-z0-9]{43}")
 _TOKEN = re.compile(r"[A-Za-z0-9]{1,32}")
 _APP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_API_PATH = re.compile(r"[a-z0-9_]+(?:/[a-z0-9_]+)*")
+# What the sender's gateway may call unless SENDER_GATEWAY_APIS says otherwise: reads only.
+GATEWAY_APIS = frozenset(
+    {
+        "user/get",
+        "user/simplelist",
+        "user/list_id",
+        "department/list",
+        "department/simplelist",
+        "department/get",
+        "tag/list",
+        "tag/get",
+        "media/get",
+        "agent/get",
+        "auth/getuserinfo",
+        "get_api_domain_ip",
+    }
+)
 # A key prefix, optionally holding one Redis Cluster hash tag ({wecom}: every key in one slot).
 _PREFIX = re.compile(r"(?=.)(?![:])[\w.:-]*(?:\{[\w.:-]+\})?[\w.:-]*(?<![:])", re.ASCII)
 
@@ -111,6 +130,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # when sends carry enable_duplicate_check: on a redelivery, on every send, or never
     sender_duplicate_check: Literal["redelivery", "always", "off"] = "redelivery"
     sender_circuit_probe: float = 60.0  # seconds between probes of an app paused by config
+    sender_url: str | None = None  # SENDER_URL: where consumers reach the gateway (ctx.wecom)
+    gateway_apis: frozenset[str] = GATEWAY_APIS  # SENDER_GATEWAY_APIS
+    gateway_per_minute: int = 9000  # per corp and API; WeCom allows 10,000
+    gateway_per_hour: int = 140_000  # per corp and API; WeCom allows 150,000
+    wecom_proxy: str | None = None  # WECOM_HTTPS_PROXY, else HTTPS_PROXY: WeCom calls' proxy
     drain_timeout: float = 20.0
     responder_other_reply: str = ""  # answer to messages no behaviour answers ("" = none)
     log_level: str = "info"
@@ -358,7 +382,32 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=level,
         log_format="json" if log_format == "json" else "console",
         bots=_bots(_get(env, "WECOM_BOTS_FILE")),
+        **_gateway(env),
     )
+
+
+def _gateway(env: Mapping[str, str]) -> dict[str, Any]:
+    """SENDER_URL, SENDER_GATEWAY_APIS, the gateway's per-API limits and the WeCom proxy."""
+    url = _get(env, "SENDER_URL")
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError("SENDER_URL", "must start with http:// or https:// (http://sender:8082)")
+    apis = GATEWAY_APIS
+    if (raw := _get(env, "SENDER_GATEWAY_APIS")) is not None:
+        apis = frozenset(p.strip().strip("/") for p in raw.split(",") if p.strip())
+        if bad := sorted(p for p in apis if not _API_PATH.fullmatch(p)):
+            raise ConfigError("SENDER_GATEWAY_APIS", f"{bad[0]!r} is not an API path like user/get")
+    # HTTPS_PROXY is the platform's standard variable (not ours to deploy): honoured as is.
+    standard = (env.get("HTTPS_PROXY") or env.get("https_proxy") or "").strip() or None
+    proxy = _get(env, "WECOM_HTTPS_PROXY") or standard
+    if proxy is not None and not proxy.startswith(("http://", "https://")):
+        raise ConfigError("WECOM_HTTPS_PROXY", "must be a proxy URL like http://10.0.0.5:3128")
+    return {
+        "sender_url": url.rstrip("/") if url else None,
+        "gateway_apis": apis,
+        "gateway_per_minute": _number(env, "SENDER_GATEWAY_PER_MINUTE", 9000, int, 1),
+        "gateway_per_hour": _number(env, "SENDER_GATEWAY_PER_HOUR", 140_000, int, 1),
+        "wecom_proxy": proxy,
+    }
 
 
 def _bots(path: str | None) -> dict[str, BotSettings]:

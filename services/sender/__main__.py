@@ -8,10 +8,12 @@ import contextlib
 import sys
 from collections.abc import Callable
 
+import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.runtime import Supervisor, make_consumer, run_async, serve_consumer
+from services.sender.actions import ActionHandler
 from services.sender.api import create_api
 from services.sender.handler import OutboxHandler, show_circuit
 from services.sender.metrics import DELAYED
@@ -20,7 +22,7 @@ from shared.bus import delayed, names
 from shared.bus.worker import Consumer
 from shared.config import AppSettings, Settings, load_settings
 from shared.wecom import circuit
-from shared.wecom.client import DEFAULT_LIMITS, TokenFetcher, WeComClient
+from shared.wecom.client import DEFAULT_LIMITS, TokenFetcher, WeComClient, wecom_transport
 from shared.wecom.governor import Governor
 from shared.wecom.token import TokenCache
 
@@ -47,12 +49,20 @@ def make_clients(settings: Settings, redis: Redis) -> dict[str, WeComClient]:
         return factory
 
     return {
-        name: WeComClient(app, token_source=tokens(app), base_url=settings.api_base)
+        name: WeComClient(
+            app, token_source=tokens(app), base_url=settings.api_base, proxy=settings.wecom_proxy
+        )
         for name, app in settings.apps.items()
     }
 
 
-def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> Consumer:
+def build(
+    settings: Settings,
+    redis: Redis,
+    clients: dict[str, WeComClient],
+    http: httpx.AsyncClient | None = None,
+) -> Consumer:
+    """The outbox consumer; ``http`` posts AI-bot responses (no ``http``: no bot responses)."""
     # margin: WeCom counts when a request arrives, not when we admitted it.
     governor = Governor(
         redis, prefix=settings.prefix, daily_quota=settings.sender_daily_quota, margin=1.0
@@ -67,6 +77,16 @@ def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> 
         duplicate_check=settings.sender_duplicate_check,
         max_deliveries=settings.max_deliveries,
     )
+    if http is not None:
+        handler.actions = ActionHandler(
+            redis,
+            prefix=settings.prefix,
+            clients=clients,
+            http=http,
+            api_base=settings.api_base,
+            backoff=handler.backoff,
+            max_deliveries=settings.max_deliveries,
+        )
     return make_consumer(
         settings,
         redis,
@@ -90,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
         async with contextlib.AsyncExitStack() as stack:
             for client in clients.values():
                 await stack.enter_async_context(client)
-            consumer, supervisor = build(settings, redis, clients), Supervisor()
+            # response_url replies of AI bots: WeCom's host too, so through the same proxy
+            transport = wecom_transport(DEFAULT_LIMITS, settings.wecom_proxy)
+            http = await stack.enter_async_context(httpx.AsyncClient(transport=transport))
+            consumer, supervisor = build(settings, redis, clients, http), Supervisor()
             app = create_api(
                 settings,
                 redis,

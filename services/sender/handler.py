@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
+from services.sender.actions import ActionHandler, uploaded
 from services.sender.metrics import CIRCUIT, PARTIAL, SENDS, SKIPPED
 from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
@@ -89,7 +90,9 @@ class OutboxHandler:
         probe_recheck: float = 1.0,
         duplicate_check: DuplicateCheck = "redelivery",
         max_deliveries: int = 5,
+        actions: ActionHandler | None = None,
     ) -> None:
+        self.actions = actions  # the outbox's action entries (services.sender.actions)
         self.redis = redis
         self.prefix = prefix
         self.clients = clients
@@ -113,6 +116,8 @@ class OutboxHandler:
         return random.uniform(ceiling / 2, ceiling)
 
     async def __call__(self, delivery: Delivery) -> Sequence[Output]:
+        if b"action" in delivery.fields and self.actions is not None:  # recall, card update…
+            return await self.actions(delivery)
         raw = delivery.fields.get(b"data", b"")
         try:
             entry = decode_outbox(raw)
@@ -122,6 +127,10 @@ class OutboxHandler:
         if client is None:
             await self._dead(entry, None, "this sender has no such app; check the apps file")
             raise Reject(f"unknown app {entry.app!r}: not configured in this sender")
+        if entry.upload is not None and not await self.redis.exists(
+            names.sent(self.prefix, entry.id)
+        ):
+            entry = await self._upload(entry, client, delivery)
         parts = self._parts(entry)
         if len(parts) > 1 and await self.redis.exists(names.sent(self.prefix, entry.id)):
             SKIPPED.labels(entry.app).inc()
@@ -133,6 +142,21 @@ class OutboxHandler:
         except _Later as later:
             await self._defer(raw, entry, later)
         return []
+
+    async def _upload(
+        self, entry: OutboxEntry, client: WeComClient, delivery: Delivery
+    ) -> OutboxEntry:
+        """The attachment uploaded (services.sender.actions.uploaded), failures as sends'."""
+        try:
+            return await uploaded(self.redis, self.prefix, client, entry)
+        except PermanentAPIError as exc:
+            await self._dead(entry, exc.errcode, exc.advice)
+            raise Reject(f"media/upload errcode {exc.errcode}: {exc.advice}") from None
+        except (WeComAPIError, WeComUnavailableError) as exc:
+            first = self._parts(entry)[0]  # an attachment is one part
+            raise await self._retry(
+                entry, first, delivery, "media/upload failed", exc, False
+            ) from None
 
     def _parts(self, entry: OutboxEntry) -> list[_Part]:
         pieces = split_request(entry.request)
