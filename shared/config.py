@@ -84,6 +84,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ingress_max_body: int = 262_144
     ingress_trusted_proxies: str = "127.0.0.1"
     sender_api_key: Secret | None = None
+    console_api_key: Secret | None = None  # the operator console's login key
     sender_daily_quota: int = 0  # person-times per app per day; 0 = no quota of ours
     sender_rate_limited_wait: float = 60.0  # least wait after errcode 45009
     # when sends carry enable_duplicate_check: on a redelivery, on every send, or never
@@ -312,6 +313,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     api_key = _get(env, "SENDER_API_KEY")
     if api_key is not None and len(api_key) < 16:
         raise ConfigError("SENDER_API_KEY", "must be at least 16 characters")
+    console_key = _get(env, "CONSOLE_API_KEY")
+    if console_key is not None and len(console_key) < 16:
+        raise ConfigError("CONSOLE_API_KEY", "must be at least 16 characters")
 
     return Settings(
         redis_url=redis_url,
@@ -326,6 +330,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ingress_max_body=_number(env, "INGRESS_MAX_BODY", 262_144, int, 1024),
         ingress_trusted_proxies=_get(env, "INGRESS_TRUSTED_PROXIES") or "127.0.0.1",
         sender_api_key=Secret(api_key) if api_key else None,
+        console_api_key=Secret(console_key) if console_key else None,
         sender_daily_quota=_number(env, "SENDER_DAILY_QUOTA", 0, int, 0),
         sender_rate_limited_wait=_number(env, "SENDER_RATE_LIMITED_WAIT", 60.0, float, 0),
         sender_duplicate_check=_duplicate_check(env),

@@ -17,6 +17,7 @@ from services.sender.api import create_api
 from services.sender.handler import OutboxHandler, show_circuit
 from shared import logs
 from shared.bus import delayed, names
+from shared.bus.tally import Tally
 from shared.bus.worker import Consumer
 from shared.config import AppSettings, Settings, load_settings
 from shared.wecom import circuit
@@ -51,7 +52,12 @@ def make_clients(settings: Settings, redis: Redis) -> dict[str, WeComClient]:
     }
 
 
-def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> Consumer:
+def build(
+    settings: Settings,
+    redis: Redis,
+    clients: dict[str, WeComClient],
+    tally: Tally | None = None,
+) -> Consumer:
     # margin: WeCom counts when a request arrives, not when we admitted it.
     governor = Governor(
         redis, prefix=settings.prefix, daily_quota=settings.sender_daily_quota, margin=1.0
@@ -65,6 +71,7 @@ def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> 
         probe_interval=settings.sender_circuit_probe,
         duplicate_check=settings.sender_duplicate_check,
         max_deliveries=settings.max_deliveries,
+        tally=tally,
     )
     return make_consumer(
         settings,
@@ -88,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         async with contextlib.AsyncExitStack() as stack:
             for client in clients.values():
                 await stack.enter_async_context(client)
-            consumer, supervisor = build(settings, redis, clients), Supervisor()
+            tally = Tally("sends")
+            consumer, supervisor = build(settings, redis, clients, tally), Supervisor()
             app = create_api(
                 settings,
                 redis,
@@ -112,12 +120,15 @@ def run(args: argparse.Namespace) -> int:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 5.0)
 
+            async def counters(stop: asyncio.Event) -> None:  # for the console, every 5 s
+                await tally.run(redis, settings.prefix, stop)
+
             await serve_consumer(
                 consumer,
                 app,
                 host=args.host,
                 port=args.port,
-                background=[scheduler, observe],
+                background=[scheduler, observe, counters],
                 supervisor=supervisor,
             )
         await redis.aclose()

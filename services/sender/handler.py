@@ -31,6 +31,7 @@ from redis.exceptions import NoScriptError
 
 from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
+from shared.bus.tally import Tally
 from shared.schemas.envelope import OutboxEntry, decode_outbox
 from shared.schemas.outbound import SendRequest, encode_send_request, split_request
 from shared.wecom import circuit
@@ -103,8 +104,10 @@ class OutboxHandler:
         probe_recheck: float = 1.0,
         duplicate_check: DuplicateCheck = "redelivery",
         max_deliveries: int = 5,
+        tally: Tally | None = None,
     ) -> None:
         self.redis = redis
+        self.tally = tally if tally is not None else Tally("sends")  # per-minute, for the console
         self.prefix = prefix
         self.clients = clients
         self.governor = governor
@@ -251,6 +254,7 @@ class OutboxHandler:
             return await client.send(encode_send_request(request))
         except WeComAPIError as exc:
             SENDS.labels(entry.app, str(exc.errcode)).inc()
+            self.tally.add(entry.app, str(exc.errcode))
             members = counted_members(request.touser)
             if exc.errcode in circuit.RATE_ERRCODES | circuit.CONFIG_ERRCODES:
                 await self.governor.release(entry.app, members, part.rid)
@@ -266,6 +270,7 @@ class OutboxHandler:
             raise await self._retry(entry, delivery, f"errcode {exc.errcode}", exc, probe) from None
         except WeComUnavailableError as exc:
             SENDS.labels(entry.app, "unavailable").inc()
+            self.tally.add(entry.app, "unavailable")
             log.warning("WeCom unreachable, will retry", extra={**extra, "error": str(exc)})
             raise await self._retry(entry, delivery, "WeCom unreachable", exc, probe) from None
 
@@ -368,6 +373,7 @@ class OutboxHandler:
 
     def _report(self, entry: OutboxEntry, result: SendResult) -> None:
         SENDS.labels(entry.app, "0").inc()
+        self.tally.add(entry.app, "0")
         for kind in ("invaliduser", "invalidparty", "invalidtag", "unlicenseduser"):
             if bad := getattr(result, kind):
                 PARTIAL.labels(entry.app, kind).inc(len(bad))

@@ -28,6 +28,8 @@ key                                         type    role (lifetime)
 ``<prefix>:circuit:{<app>}``                 hash    an app's send circuit (state, reason, until)
 ``<stream>:retry:<group>``                  zset    entries a handler deferred with ``Retry``
                                                     (member = entry id, score = due unix ms)
+``<prefix>:stats:<kind>:<minute>``          hash    per-minute counters for the console
+                                                    (``<app>|<name>`` → count; TTL 2 h)
 ==========================================  ======  =============================================
 
 Nothing else builds a key: ``tests/test_names.py`` fails when a key is formatted elsewhere.
@@ -52,6 +54,7 @@ __all__ = [
     "seen",
     "sent",
     "sent_part",
+    "stats",
     "status",
     "token",
     "token_lock",
@@ -148,3 +151,8 @@ def retry(stream: str, group: str) -> str:
     Derived from the stream key rather than the prefix so it shares the stream's hash tag.
     """
     return f"{stream}:retry:{group}"
+
+
+def stats(prefix: str, kind: str, minute: int) -> str:
+    """One minute's counters of ``kind`` (``callbacks``, ``sends``); ``minute`` = unix s // 60."""
+    return f"{prefix}:stats:{kind}:{minute}"
