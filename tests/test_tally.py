@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from redis.exceptions import RedisError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message
 
 from services.ingress.app import create_app
@@ -20,6 +20,7 @@ from tests import helpers
 from tests.helpers import post_callback, text_xml
 from tests.sender_kit import sender_kit, text
 
+
 @contextlib.asynccontextmanager
 async def running(app: ASGIApp) -> AsyncIterator[None]:
     """The app's ASGI lifespan: started on entry, shut down on exit (as uvicorn does)."""
@@ -27,7 +28,7 @@ async def running(app: ASGIApp) -> AsyncIterator[None]:
     outbox: asyncio.Queue[Message] = asyncio.Queue()
     await inbox.put({"type": "lifespan.startup"})
     scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    task = asyncio.create_task(app(scope, inbox.get, outbox.put))
+    task = asyncio.ensure_future(app(scope, inbox.get, outbox.put))
     assert (await outbox.get())["type"] == "lifespan.startup.complete"
     try:
         yield
