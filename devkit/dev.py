@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         "ingress": base,
         "responder": base + 1,
         "sender": base + 2,
+        "console": base + 3,
         "fake-wecom": args.fake_port,
     }
     env = dict(os.environ)
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             env["REDIS_URL"] = stack.redis.url
         if use_fake:
             stack.spawn("fake-wecom", "--host", "127.0.0.1", "--port", str(ports["fake-wecom"]))
-        for name in ("ingress", "responder", "sender"):
+        for name in ("ingress", "responder", "sender", "console"):
             stack.spawn(name, "--host", "127.0.0.1", "--port", str(ports[name]))
         urls = {
             name: f"http://127.0.0.1:{port}/readyz"
@@ -201,6 +202,7 @@ def _banner(
         f"wecom-bus is ready ({took:.1f}s)",
         f"  callback URL  http://127.0.0.1:{ports['ingress']}/callback",
         f"  Redis         {env['REDIS_URL']}",
+        f"  console       http://127.0.0.1:{ports['console']}/   (lag, dead letters, sends)",
     ]
     if fake:
         lines += [f"  chat page     {fake}/   (fake WeCom: pick a member and type)"]

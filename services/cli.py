@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.set_defaults(run=_lazy("services.console.__main__:run"))
 
     cmd = sub.add_parser("dev", help="everything on this machine (embedded Redis, fake WeCom)")
-    cmd.add_argument("--port-base", type=int, default=8080, help="ingress; +1 responder, +2 sender")
+    cmd.add_argument(
+        "--port-base", type=int, default=8080, help="ingress; +1 responder, +2 sender, +3 console"
+    )
     cmd.add_argument("--fake-port", type=int, default=9000)
     cmd.add_argument("--timeout", type=float, default=60.0)
     cmd.set_defaults(run=_lazy("services.devcommands:dev"))

@@ -61,10 +61,10 @@ def _app_card(view: View, item: queries.Traffic) -> Html:
     calls, sent = sum(item.callbacks), sum(item.sends)
     return html(
         '<section class="card app" data-app="{app}"><h2>{app_label} <code>{app}</code></h2>'
-        '<div class="charts"><figure><figcaption>{cl}: <b class="n-callbacks">{calls}</b> '
-        "({hour})</figcaption>{c1}</figure>"
-        '<figure><figcaption>{sl}: <b class="n-sends">{sent}</b>, {fl} {failed} ({hour})'
-        "</figcaption>{c2}</figure></div>"
+        '<div class="charts"><figure><figcaption>{cl} · {hour}: <b class="n-callbacks">{calls}'
+        "</b></figcaption>{c1}{axis}</figure>"
+        '<figure><figcaption>{sl} · {hour}: <b class="n-sends">{sent}</b>, {fl} {failed}'
+        "</figcaption>{c2}{axis}</figure></div>"
         "<p>{ack}: {mean} {ml} · {p99} {pl}</p></section>",
         app=item.app,
         app_label=view.t("app"),
@@ -77,6 +77,9 @@ def _app_card(view: View, item: queries.Traffic) -> Html:
         failed=sum(item.failed),
         c1=chart(item.callbacks, label=view.t("callbacks_min")),
         c2=chart(item.sends, item.failed, label=view.t("sends_min")),
+        axis=html(
+            '<div class="axis"><span>−60 min</span><span>{now}</span></div>', now=view.t("now")
+        ),
         ack=view.t("ack"),
         mean=_ms(item.ack_mean_ms),
         ml=view.t("mean"),
