@@ -21,6 +21,7 @@ Keys are ``names.stats(prefix, kind, minute)`` hashes (``minute`` = unix seconds
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
 from collections.abc import Callable
@@ -34,7 +35,9 @@ __all__ = ["ACK_BUCKETS_MS", "TTL", "Tally", "read"]
 
 TTL = 2 * 3600  # the console shows the last hour; a key lives long enough never to leave a gap
 ACK_BUCKETS_MS = (1, 2, 5, 10, 25, 100, 1000)
-_BUCKET_NAMES = tuple(f"ack_le_{ms}" for ms in ACK_BUCKETS_MS)
+_BOUNDS_US = tuple(ms * 1000 for ms in ACK_BUCKETS_MS)
+# ack latency per (minute, app): [sum µs, count, one count per bucket (the last: beyond)]
+_ACK_FIELDS = ("ack_us", "ack_n", *(f"ack_le_{ms}" for ms in ACK_BUCKETS_MS), "ack_le_inf")
 
 
 class Tally:
@@ -43,33 +46,48 @@ class Tally:
     def __init__(self, kind: str, *, clock: Callable[[], float] = time.time) -> None:
         self.kind = kind
         self.clock = clock
-        self._counts: dict[tuple[int, str], int] = {}
+        self._counts: dict[tuple[int, str, str], int] = {}
+        self._acks: dict[tuple[int, str], list[int]] = {}
 
     def __repr__(self) -> str:
-        return f"Tally({self.kind!r}, {len(self._counts)} unflushed)"
+        return f"Tally({self.kind!r}, {len(self)} unflushed)"
+
+    def __len__(self) -> int:
+        """How many fields the next flush writes."""
+        return len(self._fields())
 
     def add(self, app: str, name: str, n: int = 1) -> None:
-        key = (int(self.clock()) // 60, f"{app}|{name}")
+        key = (int(self.clock()) // 60, app, name)
         self._counts[key] = self._counts.get(key, 0) + n
 
     def ack(self, app: str, outcome: str, seconds: float) -> None:
-        """One acknowledged callback: its outcome and how long the ack took."""
+        """One acknowledged callback: its outcome and how long the ack took (hot path: a few
+        dict and list updates)."""
         minute = int(self.clock()) // 60
+        key = (minute, app, outcome)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        row = self._acks.get((minute, app))
+        if row is None:
+            row = self._acks[(minute, app)] = [0] * len(_ACK_FIELDS)
         micros = int(seconds * 1_000_000)
-        bucket = "ack_le_inf"
-        for bound, name in zip(ACK_BUCKETS_MS, _BUCKET_NAMES, strict=True):
-            if micros <= bound * 1000:
-                bucket = name
-                break
-        counts = self._counts
-        for field, n in ((outcome, 1), ("ack_us", micros), ("ack_n", 1), (bucket, 1)):
-            key = (minute, f"{app}|{field}")
-            counts[key] = counts.get(key, 0) + n
+        row[0] += micros
+        row[1] += 1
+        row[2 + bisect.bisect_left(_BOUNDS_US, micros)] += 1
+
+    def _fields(self) -> dict[tuple[int, str], int]:
+        """(minute, "<app>|<name>") → count, for everything not flushed yet."""
+        fields = {(m, f"{app}|{name}"): n for (m, app, name), n in self._counts.items()}
+        for (minute, app), row in self._acks.items():
+            for name, n in zip(_ACK_FIELDS, row, strict=True):
+                if n:
+                    fields[(minute, f"{app}|{name}")] = n
+        return fields
 
     async def flush(self, redis: Redis, prefix: str) -> int:
         """Add the counts so far to Redis; returns how many fields were written. On a Redis
         error the counts are kept for the next flush and the error is raised."""
-        counts, self._counts = self._counts, {}
+        counts = self._fields()
+        self._counts, self._acks = {}, {}
         if not counts:
             return 0
         pipe = redis.pipeline(transaction=False)
@@ -80,7 +98,9 @@ class Tally:
         try:
             await pipe.execute()
         except BaseException:
-            for key, n in counts.items():  # counted since meanwhile: add, do not replace
+            for (minute, field), n in counts.items():  # counted meanwhile: add, not replace
+                app, _, name = field.partition("|")
+                key = (minute, app, name)
                 self._counts[key] = self._counts.get(key, 0) + n
             raise
         return len(counts)
