@@ -22,13 +22,13 @@ from shared.bus import names
 from tests.system import System, running_system
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # isort: skip
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright  # isort: skip
 
 pytestmark = pytest.mark.slow
 
 KEY = secrets.token_urlsafe(24)
-WIDE = {"width": 1280, "height": 860}
-NARROW = {"width": 390, "height": 844}
+WIDE = ViewportSize(width=1280, height=860)
+NARROW = ViewportSize(width=390, height=844)
 SHOTS = os.environ.get("WECOM_BUS_SCREENSHOTS")
 
 
