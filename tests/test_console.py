@@ -156,9 +156,10 @@ async def test_without_a_key_localhost_gets_a_session_and_other_hosts_are_refuse
     app = create_app(helpers.settings(redis_url), redis, Access(None))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8083") as c:
-        page = await c.get("/")
-        assert page.status_code == 200 and COOKIE in c.cookies
         letter = await dead_letter(redis)
+        page = await c.get("/deadletters")
+        assert page.status_code == 200 and COOKIE in c.cookies
+        assert 'action="/logout"' not in page.text  # no login, so nothing to log out of
         form = {"action": "drop", "ids": letter}
         assert (await c.post("/deadletters/act", data=form)).status_code == 403
         ok = await c.post("/deadletters/act", data={**form, "csrf": csrf(page)})

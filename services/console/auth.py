@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -120,12 +121,14 @@ def guarded(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
         if session is None and access.required:
             if request.method != "GET":
                 raise HTTPException(401, "log in first")
-            return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+            query = urlencode({"next": request.url.path})
+            return RedirectResponse(f"/login?{query}", status_code=303)
         if session is None:
             session = access.issue()
         if request.method == "POST" and (session.new or not await csrf_ok(request, session)):
             raise HTTPException(403, "missing or wrong CSRF token: reload the page and retry")
-        response = await endpoint(request, View(language(request), session.csrf, request.url.path))
+        view = View(language(request), session.csrf, request.url.path, access.required)
+        response = await endpoint(request, view)
         if session.new:
             access.set_cookie(response, session)
         if (lang := request.query_params.get("lang")) in ("en", "zh"):

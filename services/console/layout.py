@@ -109,6 +109,7 @@ class View:
     lang: Lang
     csrf: str
     path: str
+    logout: bool = True  # there is a login to end (the console has a key)
 
     def t(self, key: str) -> str:
         en, zh = LABELS[key]
@@ -143,6 +144,8 @@ def page(view: View, title: str, body: Html, *, refresh: int = 0) -> Html:
         csrf=view.csrf_field(),
         label=view.t("logout"),
     )
+    if not view.logout:
+        logout = Html("")
     return html(
         '<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
