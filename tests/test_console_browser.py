@@ -64,7 +64,7 @@ def page(browser: Browser, system: System) -> Iterator[Page]:
     page.set_default_timeout(WAIT_MS)
     page.on("dialog", lambda dialog: dialog.accept())  # Replay/Drop ask for confirmation
     page.goto(system.url("console", "/"))
-    expect(page).to_have_url(f"{system.url('console', '/login')}?next=/")
+    expect(page).to_have_url(f"{system.url('console', '/login')}?next=%2F")
     page.fill('input[name="key"]', KEY)
     page.click('button[type="submit"]')
     expect(page.locator("h1")).to_have_text("Overview")
