@@ -103,7 +103,16 @@ async def test_login_sets_a_signed_httponly_strict_cookie_never_the_key(
     assert right.status_code == 303 and right.headers["location"] == "/sends"
     cookie = right.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and KEY not in cookie
+    assert "Secure" not in cookie  # plain HTTP here; over HTTPS the cookie is Secure too
     assert (await anon.get("/sends")).status_code == 200
+
+
+async def test_over_https_the_cookie_is_secure(redis_url: str, redis: Redis) -> None:
+    app = create_app(settings(redis_url), redis, Access(KEY))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://console.example") as c:
+        answer = await c.post("/login", data={"key": KEY})
+        assert answer.status_code == 303 and "Secure" in answer.headers["set-cookie"]
 
 
 async def test_login_goes_back_only_to_this_site(anon: httpx.AsyncClient) -> None:

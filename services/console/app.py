@@ -74,7 +74,7 @@ async def login(request: Request) -> Response:
         view = View(language(request), "", "/login")
         return _login_page(request, view.t("wrong_key"), status=403)
     response = RedirectResponse(_safe_next(str(target or "/")), status_code=303)
-    access.set_cookie(response, access.issue())
+    access.set_cookie(request, response, access.issue())
     return response
 
 

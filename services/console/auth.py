@@ -84,13 +84,15 @@ class Access:
             return None
         return Session(session_id, self._sign(f"csrf:{session_id}"), new=False)
 
-    def set_cookie(self, response: Response, session: Session) -> None:
+    def set_cookie(self, request: Request, response: Response, session: Session) -> None:
+        """The session cookie; ``Secure`` too when the console is reached over HTTPS."""
         response.set_cookie(
             COOKIE,
             self.cookie_value(session),
             max_age=SESSION_SECONDS,
             httponly=True,
             samesite="strict",
+            secure=request.url.scheme == "https",
             path="/",
         )
 
@@ -130,7 +132,7 @@ def guarded(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
         view = View(language(request), session.csrf, request.url.path, access.required)
         response = await endpoint(request, view)
         if session.new:
-            access.set_cookie(response, session)
+            access.set_cookie(request, response, session)
         if (lang := request.query_params.get("lang")) in ("en", "zh"):
             response.set_cookie("lang", str(lang), samesite="strict", max_age=365 * 86_400)
         return response
