@@ -18,7 +18,15 @@ import msgspec
 from shared.connection import parse_redis_url
 from shared.errors import ConfigError
 
-__all__ = ["SECRET_VARIABLES", "AppSettings", "Secret", "Settings", "load_settings", "secret_value"]
+__all__ = [
+    "SECRET_VARIABLES",
+    "AppSettings",
+    "BotSettings",
+    "Secret",
+    "Settings",
+    "load_settings",
+    "secret_value",
+]
 
 T = TypeVar("T")
 
@@ -69,8 +77,22 @@ class AppSettings(msgspec.Struct, frozen=True, kw_only=True):
         return _variable(self.source, self.name, field)
 
 
+class BotSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """One WeCom AI bot (智能机器人) of WECOM_BOTS_FILE; read and checked by shared.aibot.config."""
+
+    name: str
+    token: Secret
+    encoding_aes_key: Secret
+    receive_id: str = ""  # "" for an enterprise's own bot (docs/aibot.md)
+    welcome: str = ""  # passive reply to enter_chat; "" = empty reply
+    stream_ttl: int = 600  # seconds a stream's state lives
+    answer_timeout: int = 330  # an unfinished stream is ended on the first refresh after this
+    no_answer_text: str = "Sorry, no answer this time."
+    expired_text: str = "This reply is no longer available."
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything the services read, with DESIGN §3 defaults."""
+    """Everything the services read, with the defaults the README's Configuration table lists."""
 
     redis_url: str | None = None
     prefix: str = "wecom"
@@ -94,6 +116,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     responder_other_reply: str = ""  # answer to messages no behaviour answers ("" = none)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
+    bots: dict[str, BotSettings] = msgspec.field(default_factory=dict)  # WECOM_BOTS_FILE
 
     def app(self, name: str = "default") -> AppSettings:
         try:
@@ -274,6 +297,13 @@ def _duplicate_check(env: Mapping[str, str]) -> Literal["redelivery", "always", 
     raise ConfigError("SENDER_DUPLICATE_CHECK", "must be redelivery, always or off")
 
 
+def _api_key(name: str, value: str | None) -> Secret | None:
+    """A key that guards an HTTP endpoint: unset, or at least 16 characters."""
+    if value is not None and len(value) < 16:
+        raise ConfigError(name, "must be at least 16 characters")
+    return Secret(value) if value else None
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check every variable once; raise ConfigError naming the first bad one."""
     env = _with_secret_files(os.environ if environ is None else environ)
@@ -310,12 +340,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     redis_url = _get(env, "REDIS_URL")
     if redis_url:
         parse_redis_url(redis_url)  # one line naming REDIS_URL when the form is wrong
-    api_key = _get(env, "SENDER_API_KEY")
-    if api_key is not None and len(api_key) < 16:
-        raise ConfigError("SENDER_API_KEY", "must be at least 16 characters")
-    console_key = _get(env, "CONSOLE_API_KEY")
-    if console_key is not None and len(console_key) < 16:
-        raise ConfigError("CONSOLE_API_KEY", "must be at least 16 characters")
+    api_key = _api_key("SENDER_API_KEY", _get(env, "SENDER_API_KEY"))
+    console_key = _api_key("CONSOLE_API_KEY", _get(env, "CONSOLE_API_KEY"))
 
     return Settings(
         redis_url=redis_url,
@@ -329,8 +355,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ingress_max_clock_skew=_number(env, "INGRESS_MAX_CLOCK_SKEW", 3600, int, 0),
         ingress_max_body=_number(env, "INGRESS_MAX_BODY", 262_144, int, 1024),
         ingress_trusted_proxies=_get(env, "INGRESS_TRUSTED_PROXIES") or "127.0.0.1",
-        sender_api_key=Secret(api_key) if api_key else None,
-        console_api_key=Secret(console_key) if console_key else None,
+        sender_api_key=api_key,
+        console_api_key=console_key,
         sender_daily_quota=_number(env, "SENDER_DAILY_QUOTA", 0, int, 0),
         sender_rate_limited_wait=_number(env, "SENDER_RATE_LIMITED_WAIT", 60.0, float, 0),
         sender_duplicate_check=_duplicate_check(env),
@@ -339,4 +365,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         responder_other_reply=_get(env, "RESPONDER_OTHER_REPLY") or "",
         log_level=level,
         log_format="json" if log_format == "json" else "console",
+        bots=_bots(_get(env, "WECOM_BOTS_FILE")),
     )
+
+
+def _bots(path: str | None) -> dict[str, BotSettings]:
+    from shared.aibot.config import load_bots  # it imports Secret from here
+
+    return load_bots(path)
