@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         "ingress": base,
         "responder": base + 1,
         "sender": base + 2,
+        "console": base + 3,
         "fake-wecom": args.fake_port,
     }
     env = dict(os.environ)
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     scratch = tempfile.TemporaryDirectory(prefix="wecom-bus-dev-")
     if use_fake and not env.get("WECOM_BOTS_FILE"):
         dev_bots(env, Path(scratch.name), ports["ingress"])
-        ports["aibot-echo"] = base + 3  # answers the bot: examples/aibot, its own group
+        ports["aibot-echo"] = base + 4  # answers the bot: examples/aibot, its own group
     # A key we generate is fine to print in the banner; an operator's own key is not.
     generated_key = not env.get("SENDER_API_KEY")
     if generated_key:
@@ -205,10 +206,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _spawn_all(stack: Stack, ports: dict[str, int], use_fake: bool) -> None:
-    """The fake WeCom (when used), the three services, then the example consumers."""
+    """The fake WeCom (when used), the three services and the console, then the example
+    consumers."""
     if use_fake:
         stack.spawn("fake-wecom", "--host", "127.0.0.1", "--port", str(ports["fake-wecom"]))
-    for name in ("ingress", "responder", "sender"):
+    for name in ("ingress", "responder", "sender", "console"):
         stack.spawn(name, "--host", "127.0.0.1", "--port", str(ports[name]))
     if "aibot-echo" in ports:
         echo = ("--group", "aibot-echo", "--handlers", "examples.aibot.router:router")
@@ -231,6 +233,7 @@ def _banner(
         f"wecom-bus is ready ({took:.1f}s)",
         f"  callback URL  http://127.0.0.1:{ports['ingress']}/callback",
         f"  Redis         {env['REDIS_URL']}",
+        f"  console       http://127.0.0.1:{ports['console']}/   (lag, dead letters, sends)",
     ]
     if fake:
         lines += [f"  chat page     {fake}/   (fake WeCom: pick a member and type)"]

@@ -125,6 +125,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ingress_max_body: int = 262_144
     ingress_trusted_proxies: str = "127.0.0.1"
     sender_api_key: Secret | None = None
+    console_api_key: Secret | None = None  # the operator console's login key
     sender_daily_quota: int = 0  # person-times per app per day; 0 = no quota of ours
     sender_rate_limited_wait: float = 60.0  # least wait after errcode 45009
     # when sends carry enable_duplicate_check: on a redelivery, on every send, or never
@@ -320,6 +321,13 @@ def _duplicate_check(env: Mapping[str, str]) -> Literal["redelivery", "always", 
     raise ConfigError("SENDER_DUPLICATE_CHECK", "must be redelivery, always or off")
 
 
+def _api_key(name: str, value: str | None) -> Secret | None:
+    """A key that guards an HTTP endpoint: unset, or at least 16 characters."""
+    if value is not None and len(value) < 16:
+        raise ConfigError(name, "must be at least 16 characters")
+    return Secret(value) if value else None
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check every variable once; raise ConfigError naming the first bad one."""
     env = _with_secret_files(os.environ if environ is None else environ)
@@ -356,9 +364,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     redis_url = _get(env, "REDIS_URL")
     if redis_url:
         parse_redis_url(redis_url)  # one line naming REDIS_URL when the form is wrong
-    api_key = _get(env, "SENDER_API_KEY")
-    if api_key is not None and len(api_key) < 16:
-        raise ConfigError("SENDER_API_KEY", "must be at least 16 characters")
+    api_key = _api_key("SENDER_API_KEY", _get(env, "SENDER_API_KEY"))
+    console_key = _api_key("CONSOLE_API_KEY", _get(env, "CONSOLE_API_KEY"))
 
     return Settings(
         redis_url=redis_url,
@@ -372,7 +379,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ingress_max_clock_skew=_number(env, "INGRESS_MAX_CLOCK_SKEW", 3600, int, 0),
         ingress_max_body=_number(env, "INGRESS_MAX_BODY", 262_144, int, 1024),
         ingress_trusted_proxies=_get(env, "INGRESS_TRUSTED_PROXIES") or "127.0.0.1",
-        sender_api_key=Secret(api_key) if api_key else None,
+        sender_api_key=api_key,
+        console_api_key=console_key,
         sender_daily_quota=_number(env, "SENDER_DAILY_QUOTA", 0, int, 0),
         sender_rate_limited_wait=_number(env, "SENDER_RATE_LIMITED_WAIT", 60.0, float, 0),
         sender_duplicate_check=_duplicate_check(env),

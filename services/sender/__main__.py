@@ -19,6 +19,7 @@ from services.sender.handler import OutboxHandler, show_circuit
 from services.sender.metrics import DELAYED
 from shared import logs
 from shared.bus import delayed, names
+from shared.bus.tally import Tally
 from shared.bus.worker import Consumer
 from shared.config import AppSettings, Settings, load_settings
 from shared.wecom import circuit
@@ -61,6 +62,7 @@ def build(
     redis: Redis,
     clients: dict[str, WeComClient],
     http: httpx.AsyncClient | None = None,
+    tally: Tally | None = None,
 ) -> Consumer:
     """The outbox consumer; ``http`` posts AI-bot responses (no ``http``: no bot responses)."""
     # margin: WeCom counts when a request arrives, not when we admitted it.
@@ -76,6 +78,7 @@ def build(
         probe_interval=settings.sender_circuit_probe,
         duplicate_check=settings.sender_duplicate_check,
         max_deliveries=settings.max_deliveries,
+        tally=tally,
     )
     if http is not None:
         handler.actions = ActionHandler(
@@ -113,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
             # response_url replies of AI bots: WeCom's host too, so through the same proxy
             transport = wecom_transport(DEFAULT_LIMITS, settings.wecom_proxy)
             http = await stack.enter_async_context(httpx.AsyncClient(transport=transport))
-            consumer, supervisor = build(settings, redis, clients, http), Supervisor()
+            tally = Tally("sends")
+            consumer = build(settings, redis, clients, http, tally)
+            supervisor = Supervisor()
             app = create_api(
                 settings,
                 redis,
@@ -137,12 +142,15 @@ def run(args: argparse.Namespace) -> int:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 5.0)
 
+            async def counters(stop: asyncio.Event) -> None:  # for the console, every 5 s
+                await tally.run(redis, settings.prefix, stop)
+
             await serve_consumer(
                 consumer,
                 app,
                 host=args.host,
                 port=args.port,
-                background=[scheduler, observe],
+                background=[scheduler, observe, counters],
                 supervisor=supervisor,
             )
         await redis.aclose()

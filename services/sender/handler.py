@@ -34,6 +34,7 @@ from services.sender.metrics import CIRCUIT, PARTIAL, SENDS, SKIPPED
 from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
 from shared.bus.scripts import TickPipeline
+from shared.bus.tally import Tally
 from shared.schemas.envelope import OutboxEntry, decode_outbox
 from shared.schemas.outbound import SendRequest, encode_send_request, split_request
 from shared.wecom import circuit
@@ -91,9 +92,11 @@ class OutboxHandler:
         duplicate_check: DuplicateCheck = "redelivery",
         max_deliveries: int = 5,
         actions: ActionHandler | None = None,
+        tally: Tally | None = None,
     ) -> None:
         self.actions = actions  # the outbox's action entries (services.sender.actions)
         self.redis = redis
+        self.tally = tally if tally is not None else Tally("sends")  # per-minute, for the console
         self.prefix = prefix
         self.clients = clients
         self.governor = governor
@@ -269,6 +272,7 @@ class OutboxHandler:
             return await client.send(encode_send_request(request))
         except WeComAPIError as exc:
             SENDS.labels(entry.app, str(exc.errcode)).inc()
+            self.tally.add(entry.app, str(exc.errcode))
             members = counted_members(request.touser)
             if exc.errcode in circuit.RATE_ERRCODES | circuit.CONFIG_ERRCODES:
                 await self.governor.release(entry.app, members, part.rid)
@@ -287,6 +291,7 @@ class OutboxHandler:
             raise await self._retry(entry, part, delivery, reason, exc, probe) from None
         except WeComUnavailableError as exc:
             SENDS.labels(entry.app, "unavailable").inc()
+            self.tally.add(entry.app, "unavailable")
             log.warning("WeCom unreachable, will retry", extra={**extra, "error": str(exc)})
             reason = "WeCom unreachable"
             raise await self._retry(entry, part, delivery, reason, exc, probe) from None
@@ -405,6 +410,7 @@ class OutboxHandler:
 
     def _report(self, entry: OutboxEntry, result: SendResult) -> None:
         SENDS.labels(entry.app, "0").inc()
+        self.tally.add(entry.app, "0")
         for kind in ("invaliduser", "invalidparty", "invalidtag", "unlicenseduser"):
             if bad := getattr(result, kind):
                 PARTIAL.labels(entry.app, kind).inc(len(bad))

@@ -40,6 +40,8 @@ key                                         type    role (lifetime)
                                                     (TTL 3 days, media's life)
 ``<prefix>:dir:{<app>}:users``              hash    the directory copy: userid → member JSON
 ``<prefix>:dir:{<app>}:departments``        hash    the directory copy: id → department JSON
+``<prefix>:stats:<kind>:<minute>``          hash    per-minute counters for the console
+                                                    (``<app>|<name>`` → count; TTL 2 h)
 ==========================================  ======  =============================================
 
 Nothing else builds a key: ``tests/test_names.py`` fails when a key is formatted elsewhere.
@@ -71,6 +73,7 @@ __all__ = [
     "seen",
     "sent",
     "sent_part",
+    "stats",
     "status",
     "token",
     "token_lock",
@@ -215,3 +218,8 @@ def directory_users(prefix: str, app: str) -> str:
 def directory_departments(prefix: str, app: str) -> str:
     """The directory copy of the departments an app sees: id → department JSON."""
     return f"{prefix}:dir:{_rate_tag(app)}:departments"
+
+
+def stats(prefix: str, kind: str, minute: int) -> str:
+    """One minute's counters of ``kind`` (``callbacks``, ``sends``); ``minute`` = unix s // 60."""
+    return f"{prefix}:stats:{kind}:{minute}"
