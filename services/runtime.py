@@ -14,6 +14,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Sequence
 from typing import Any, Literal
 
+import msgspec
 import uvicorn
 from redis.asyncio import Redis
 from starlette.applications import Starlette
@@ -25,6 +26,7 @@ from shared.bus.partitioned import PartitionedConsumer
 from shared.bus.router import Router, State
 from shared.bus.worker import Consumer, install_signal_handlers
 from shared.config import Settings
+from shared.wecom.gateway import gateway_for
 
 __all__ = [
     "AnyConsumer",
@@ -109,10 +111,15 @@ def make_consumer(
     group: str,
     handler: Handler,
     start: Literal["new", "backlog"],
+    concurrency: int | None = None,
 ) -> AnyConsumer:
     """A consumer of ``stream`` (``names.events`` or ``names.outbox``) in every partition, with
-    the BUS_* settings every consumer service shares; one partition: a plain Consumer."""
+    the BUS_* settings every consumer service shares (and ``concurrency`` deliveries at once
+    instead of the default, for a service whose handler mostly waits; split over the
+    partitions); one partition: a plain Consumer."""
     options = ConsumerOptions.from_settings(settings, start=start)
+    if concurrency is not None:
+        options = msgspec.structs.replace(options, concurrency=concurrency)
     streams = [stream(p) for p in names.partitions(settings.prefix, settings.partitions)]
     if len(streams) == 1:
         return Consumer(redis, stream=streams[0], group=group, handler=handler, options=options)
@@ -128,11 +135,12 @@ async def lifespan(router: Router, state: State) -> AsyncIterator[State]:
     Use it around building and running the consumer, so hooks run before the first event and
     after the drain. A startup hook that raises stops the service before anything is consumed.
     """
-    await router.startup(state)
-    try:
-        yield state
-    finally:
-        await router.shutdown(state)
+    async with gateway_for(state):  # ctx.wecom: one client for the process
+        await router.startup(state)
+        try:
+            yield state
+        finally:
+            await router.shutdown(state)
 
 
 class _Server(uvicorn.Server):

@@ -6,6 +6,7 @@ everything else (GET verification, health, metrics, 404/405) goes through Starle
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,8 +19,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.health import health_routes
+from services.ingress.bot import bot_routes
 from services.ingress.callback import AppReceiver, Receiver, verify_url
 from services.ingress.store import Store
+from shared.bus.tally import Tally
 from shared.config import Settings, load_settings
 from shared.connection import connect, prepare
 
@@ -40,6 +43,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     )
     wait = (settings.min_replicas, settings.min_replicas_timeout) if settings.min_replicas else None
     max_skew = settings.ingress_max_clock_skew
+    tally = Tally("callbacks")
     post = Receiver(
         receivers,
         Store(
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         ),
         max_skew=max_skew,
         max_body=settings.ingress_max_body,
+        tally=tally,
     )
 
     async def verify(request: Request) -> Response:
@@ -63,9 +68,13 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await prepare(client)
+        stop = asyncio.Event()  # per-minute counters for the console, flushed every 5 s
+        counters = asyncio.create_task(tally.run(client, settings.prefix, stop))
         try:
             yield {"settings": settings, "redis": client}
         finally:
+            stop.set()
+            await counters
             if redis is None:
                 await client.aclose()
 
@@ -78,6 +87,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         ],
         lifespan=lifespan,
     )
+    # AI bots (智能机器人): GET|POST /bot/<name> of WECOM_BOTS_FILE, see services/ingress/bot.py
+    rest.router.routes.extend(bot_routes(settings, client, dedup_ttl=dedup_ttl(max_skew)))
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":

@@ -34,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 from services.ingress import metrics
 from services.ingress.store import Store
 from shared.bus.partitions import event_member
+from shared.bus.tally import Tally
 from shared.config import AppSettings
 from shared.errors import CryptoError, ReceiveIdError, SignatureError
 from shared.protocol.crypto import CallbackCrypto
@@ -148,9 +149,11 @@ class Receiver:
         *,
         max_skew: int,
         max_body: int,
+        tally: Tally | None = None,
     ) -> None:
         self.receivers = receivers
         self.store = store
+        self.tally = tally if tally is not None else Tally("callbacks")  # for the console
         self.max_skew = max_skew
         self.max_body = max_body
 
@@ -226,7 +229,9 @@ class Receiver:
             )
             return 503
         (receiver.stored if entry_id else receiver.duplicate).inc()
-        metrics.ACK_SECONDS.observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        metrics.ACK_SECONDS.observe(took)
+        self.tally.ack(app.name, "stored" if entry_id else "duplicate", took)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "callback stored" if entry_id else "duplicate callback",

@@ -8,7 +8,7 @@ import contextlib
 import sys
 from collections.abc import Callable
 
-from prometheus_client import Gauge
+import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -20,20 +20,24 @@ from services.runtime import (
     run_async,
     serve_consumer,
 )
+from services.sender.actions import ActionHandler
 from services.sender.api import create_api
 from services.sender.handler import OutboxHandler, show_circuit
+from services.sender.metrics import DELAYED
 from shared import logs
 from shared.bus import delayed, names
+from shared.bus.tally import Tally
 from shared.config import AppSettings, Settings, load_settings
 from shared.connection import connect, prepare
 from shared.wecom import circuit
-from shared.wecom.client import TokenFetcher, WeComClient
+from shared.wecom.client import DEFAULT_LIMITS, TokenFetcher, WeComClient, wecom_transport
 from shared.wecom.governor import Governor
 from shared.wecom.token import TokenCache
 
-DELAYED = Gauge(
-    "wecom_sender_delayed", "Send requests waiting in <prefix>:delayed for a rate-limit slot"
-)
+# A send mostly waits (Redis, then WeCom, then Redis): as many in flight as the client's
+# connection pool holds, so a replica carries 1,000 sends a second even at 50 ms a send, and
+# the Redis work of sends finishing together shares round trips.
+SENDS_IN_FLIGHT = DEFAULT_LIMITS.max_connections or 64
 
 
 def make_clients(settings: Settings, redis: Redis) -> dict[str, WeComClient]:
@@ -53,7 +57,9 @@ def make_clients(settings: Settings, redis: Redis) -> dict[str, WeComClient]:
         return factory
 
     return {
-        name: WeComClient(app, token_source=tokens(app), base_url=settings.api_base)
+        name: WeComClient(
+            app, token_source=tokens(app), base_url=settings.api_base, proxy=settings.wecom_proxy
+        )
         for name, app in settings.apps.items()
     }
 
@@ -75,7 +81,14 @@ def schedulers(settings: Settings, redis: Redis) -> list[Background]:
     ]
 
 
-def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> AnyConsumer:
+def build(
+    settings: Settings,
+    redis: Redis,
+    clients: dict[str, WeComClient],
+    http: httpx.AsyncClient | None = None,
+    tally: Tally | None = None,
+) -> AnyConsumer:
+    """The outbox consumer; ``http`` posts AI-bot responses (no ``http``: no bot responses)."""
     # margin: WeCom counts when a request arrives, not when we admitted it.
     governor = Governor(
         redis, prefix=settings.prefix, daily_quota=settings.sender_daily_quota, margin=1.0
@@ -92,7 +105,18 @@ def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> 
         wait=(settings.min_replicas, settings.min_replicas_timeout)
         if settings.min_replicas
         else None,
+        tally=tally,
     )
+    if http is not None:
+        handler.actions = ActionHandler(
+            redis,
+            prefix=settings.prefix,
+            clients=clients,
+            http=http,
+            api_base=settings.api_base,
+            backoff=handler.backoff,
+            max_deliveries=settings.max_deliveries,
+        )
     return make_consumer(
         settings,
         redis,
@@ -100,6 +124,7 @@ def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> 
         group=names.SENDER_GROUP,
         handler=handler,
         start="backlog",  # a request enqueued before the first sender ever ran is still sent
+        concurrency=SENDS_IN_FLIGHT,
     )
 
 
@@ -116,7 +141,12 @@ def run(args: argparse.Namespace) -> int:
         async with contextlib.AsyncExitStack() as stack:
             for client in clients.values():
                 await stack.enter_async_context(client)
-            consumer, supervisor = build(settings, redis, clients), Supervisor()
+            # response_url replies of AI bots: WeCom's host too, so through the same proxy
+            transport = wecom_transport(DEFAULT_LIMITS, settings.wecom_proxy)
+            http = await stack.enter_async_context(httpx.AsyncClient(transport=transport))
+            tally = Tally("sends")
+            consumer = build(settings, redis, clients, http, tally)
+            supervisor = Supervisor()
             app = create_api(
                 settings,
                 redis,
@@ -135,12 +165,15 @@ def run(args: argparse.Namespace) -> int:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 5.0)
 
+            async def counters(stop: asyncio.Event) -> None:  # for the console, every 5 s
+                await tally.run(redis, settings.prefix, stop)
+
             await serve_consumer(
                 consumer,
                 app,
                 host=args.host,
                 port=args.port,
-                background=[*schedulers(settings, redis), observe],
+                background=[*schedulers(settings, redis), observe, counters],
                 supervisor=supervisor,
             )
         await redis.aclose()

@@ -26,13 +26,16 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
-from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
+from services.sender.actions import ActionHandler, uploaded
+from services.sender.metrics import CIRCUIT, PARTIAL, SENDS, SKIPPED
 from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
-from shared.bus.scripts import Wait, check_replicated
+from shared.bus.scripts import TickPipeline, Wait
+from shared.bus.tally import Tally
 from shared.connection import is_cluster
 from shared.schemas.envelope import OutboxEntry, decode_outbox
 from shared.schemas.outbound import SendRequest, encode_send_request, split_request
@@ -41,26 +44,9 @@ from shared.wecom.client import SendResult, WeComClient
 from shared.wecom.errors import PermanentAPIError, WeComAPIError, WeComUnavailableError
 from shared.wecom.governor import ACQUIRE, Governor, counted_members, seconds_to_midnight
 
-__all__ = ["CIRCUIT", "OutboxHandler", "show_circuit"]
+__all__ = ["OutboxHandler", "show_circuit"]
 
 log = logging.getLogger("wecom_bus.sender")
-
-SENDS = Counter(
-    "wecom_sender_sends", "message/send outcomes by app and errcode", ["app", "errcode"]
-)
-PARTIAL = Counter(
-    "wecom_sender_partial_recipients",
-    "Recipients WeCom reported invalid or unlicensed in a successful send",
-    ["app", "kind"],
-)
-SKIPPED = Counter(
-    "wecom_sender_skipped", "Requests not sent again because sent:<id> exists", ["app"]
-)
-CIRCUIT = Gauge(
-    "wecom_sender_circuit",
-    "1 for the state each app's send circuit is in (closed, open, probing), else 0",
-    ["app", "state"],
-)
 
 SENT_TTL = 7 * 86_400  # WeCom's recall window is 24 h; the card response_code lives 72 h
 DuplicateCheck = Literal["redelivery", "always", "off"]
@@ -79,6 +65,7 @@ class _Later(Exception):
     def __init__(self, wait: float, reason: str, errcode: int = 0) -> None:
         super().__init__(reason)
         self.wait, self.reason, self.errcode = wait, reason, errcode
+        self.attempted = 0  # the part whose send WeCom refused, so that it is counted
 
 
 class _Part(msgspec.Struct, frozen=True):
@@ -107,8 +94,12 @@ class OutboxHandler:
         duplicate_check: DuplicateCheck = "redelivery",
         max_deliveries: int = 5,
         wait: Wait | None = None,
+        actions: ActionHandler | None = None,
+        tally: Tally | None = None,
     ) -> None:
+        self.actions = actions  # the outbox's action entries (services.sender.actions)
         self.redis = redis
+        self.tally = tally if tally is not None else Tally("sends")  # per-minute, for the console
         self.prefix = prefix
         self.clients = clients
         self.governor = governor
@@ -122,7 +113,11 @@ class OutboxHandler:
         self.probe_recheck = probe_recheck
         self.duplicate_check = duplicate_check
         self.max_deliveries = max_deliveries
-        self.wait = wait  # BUS_MIN_REPLICAS: the sent mark is confirmed by replicas
+        self._gates = TickPipeline(redis)
+        # One MULTI/EXEC per tick, unless the writes span slots (cluster) or end with WAIT
+        # (BUS_MIN_REPLICAS: the sent mark is confirmed by replicas).
+        multi = wait is None and not is_cluster(redis)
+        self._records = TickPipeline(redis, transaction=multi, wait=wait)
 
     def backoff(self, attempt: int) -> float:
         """Exponential with full jitter, capped."""
@@ -130,6 +125,8 @@ class OutboxHandler:
         return random.uniform(ceiling / 2, ceiling)
 
     async def __call__(self, delivery: Delivery) -> Sequence[Output]:
+        if b"action" in delivery.fields and self.actions is not None:  # recall, card update…
+            return await self.actions(delivery)
         raw = delivery.fields.get(b"data", b"")
         try:
             entry = decode_outbox(raw)
@@ -139,6 +136,10 @@ class OutboxHandler:
         if client is None:
             await self._dead(entry, None, "this sender has no such app; check the apps file")
             raise Reject(f"unknown app {entry.app!r}: not configured in this sender")
+        if entry.upload is not None and not await self.redis.exists(
+            names.sent(self.prefix, entry.id)
+        ):
+            entry = await self._upload(entry, client, delivery)
         parts = self._parts(entry)
         if len(parts) > 1 and await self.redis.exists(names.sent(self.prefix, entry.id)):
             SKIPPED.labels(entry.app).inc()
@@ -150,6 +151,21 @@ class OutboxHandler:
         except _Later as later:
             await self._defer(raw, entry, later, names.partition_of(delivery.stream, self.prefix))
         return []
+
+    async def _upload(
+        self, entry: OutboxEntry, client: WeComClient, delivery: Delivery
+    ) -> OutboxEntry:
+        """The attachment uploaded (services.sender.actions.uploaded), failures as sends'."""
+        try:
+            return await uploaded(self.redis, self.prefix, client, entry)
+        except PermanentAPIError as exc:
+            await self._dead(entry, exc.errcode, exc.advice)
+            raise Reject(f"media/upload errcode {exc.errcode}: {exc.advice}") from None
+        except (WeComAPIError, WeComUnavailableError) as exc:
+            first = self._parts(entry)[0]  # an attachment is one part
+            raise await self._retry(
+                entry, first, delivery, "media/upload failed", exc, False
+            ) from None
 
     def _parts(self, entry: OutboxEntry) -> list[_Part]:
         pieces = split_request(entry.request)
@@ -170,14 +186,13 @@ class OutboxHandler:
         parts: list[_Part],
     ) -> SendResult:
         """Send one part unless it was sent already; raises _Later when it has to wait."""
-        earlier, probe = await self._gate(entry, part)
+        earlier, probe, tries = await self._gate(entry, part)
         if earlier is not None:
             SKIPPED.labels(entry.app).inc()
             return earlier
-        async with self.redis.pipeline(transaction=False) as pipe:
-            sendstate.attempt(pipe, self.prefix, entry.id, part.k)
-            tries = int((await pipe.execute())[0])
-        redelivered = tries > 1 or delivery.delivery_count > 1
+        # An earlier attempt (counted with its outcome) or an earlier delivery may have reached
+        # WeCom; this attempt is counted with its own outcome (_record, _retry, _defer, _dead).
+        redelivered = tries > 0 or delivery.delivery_count > 1
         result = await self._send(client, entry, part, redelivered, probe, delivery)
         if probe and await circuit.close(self.redis, self.prefix, entry.app):
             show_circuit(entry.app, "closed")
@@ -187,57 +202,65 @@ class OutboxHandler:
         self._report(entry, result)
         return result
 
-    async def _gate(self, entry: OutboxEntry, part: _Part) -> tuple[SendResult | None, bool]:
-        """(the earlier result when already sent, whether this send is the circuit's probe);
-        raises _Later when the circuit or the governor says wait."""
+    async def _gate(self, entry: OutboxEntry, part: _Part) -> tuple[SendResult | None, bool, int]:
+        """(the earlier result when already sent, whether this send is the circuit's probe,
+        attempts at this part so far); raises _Later when the circuit or the governor says
+        wait."""
         now = self.clock()
         members = counted_members(part.request.touser)
         gov = self.governor.acquire_call(entry.app, members, part.rid)
         gate = circuit.admit_call(self.prefix, entry.app, now, self.probe_lease, self.probe_recheck)
-        mark, admit, acquired = await self._gate_round_trip(part.mark, gate, gov)
+        tries_key = (names.status(self.prefix, entry.id), sendstate.attempts_field(part.k))
+        mark, tries, admit, acquired = await self._gate_round_trip(part.mark, tries_key, gate, gov)
         gov_wait = self.governor.wait_from(entry.app, acquired) if gov is not None else 0.0
         probe = int(admit) == -1
         if probe and (mark is not None or gov_wait > 0):  # this send will not probe after all
             await circuit.release_probe(self.redis, self.prefix, entry.app)
         if mark is not None:
             record = msgspec.json.decode(mark, type=dict[str, Any])
-            return SendResult.from_payload(record), False
+            return SendResult.from_payload(record), False, 0
         if int(admit) > 0:
             if gov is not None and gov_wait == 0:
                 await self.governor.release(entry.app, members, part.rid)
             raise _Later(int(admit) / 1000, "the app's circuit is open")
         if gov_wait > 0:
             raise _Later(gov_wait, "a member's rate limit")
-        return None, probe
+        return None, probe, int(tries or 0)
 
     async def _gate_round_trip(
         self,
         mark: str,
+        tries: tuple[str, str],
         gate: tuple[list[str], list[int]],
         gov: tuple[list[str], tuple[int | str, ...]] | None,
-    ) -> tuple[bytes | None, Any, Any]:
-        """GET the sent mark, run the circuit and governor scripts: one round trip (on a
-        cluster, whose pipeline refuses EVALSHA, three concurrent calls)."""
+    ) -> tuple[bytes | None, bytes | None, Any, Any]:
+        """GET the sent mark and the attempt count, run the circuit and governor scripts: one
+        round trip, shared with the other sends that reach this point in the same loop tick
+        (on a cluster, whose pipeline refuses EVALSHA, concurrent calls)."""
         if is_cluster(self.redis):
-            calls: list[Awaitable[Any]] = [self.redis.get(mark), circuit.ADMIT(self.redis, *gate)]
+            calls: list[Awaitable[Any]] = [self.redis.get(mark), self.redis.hget(*tries)]
+            calls.append(circuit.ADMIT(self.redis, *gate))
             if gov is not None:
                 calls.append(ACQUIRE(self.redis, *gov))
             found: list[Any] = await asyncio.gather(*calls)
-            return found[0], found[1], found[2] if gov is not None else 0
-        async with self.redis.pipeline(transaction=False) as pipe:
+            return found[0], found[1], found[2], found[3] if gov is not None else 0
+
+        def fill(pipe: Pipeline) -> None:
             pipe.get(mark)
+            pipe.hget(*tries)
             circuit.ADMIT.queue(pipe, *gate)
             if gov is not None:
                 ACQUIRE.queue(pipe, *gov)
-            results = await pipe.execute(raise_on_error=False)
+
+        results = await self._gates.run(fill)
         if any(isinstance(r, NoScriptError) for r in results):  # Redis restarted: load them
-            results[1] = await circuit.ADMIT(self.redis, *gate)
+            results[2] = await circuit.ADMIT(self.redis, *gate)
             if gov is not None:
-                results[2] = await ACQUIRE(self.redis, *gov)
+                results[3] = await ACQUIRE(self.redis, *gov)
         for result in results:
             if isinstance(result, Exception):
                 raise result
-        return results[0], results[1], results[2] if gov is not None else 0
+        return results[0], results[1], results[2], results[3] if gov is not None else 0
 
     def _with_duplicate_check(self, request: SendRequest, redelivered: bool) -> SendRequest:
         wanted = self.duplicate_check == "always" or (
@@ -263,23 +286,29 @@ class OutboxHandler:
             return await client.send(encode_send_request(request))
         except WeComAPIError as exc:
             SENDS.labels(entry.app, str(exc.errcode)).inc()
+            self.tally.add(entry.app, str(exc.errcode))
             members = counted_members(request.touser)
             if exc.errcode in circuit.RATE_ERRCODES | circuit.CONFIG_ERRCODES:
                 await self.governor.release(entry.app, members, part.rid)
-                raise await self._trip(entry, exc, probe) from None
+                later = await self._trip(entry, exc, probe)
+                later.attempted = part.k
+                raise later from None
             if isinstance(exc, PermanentAPIError):
                 await self.governor.release(entry.app, members, part.rid)
                 if probe and await circuit.close(self.redis, self.prefix, entry.app):
                     show_circuit(entry.app, "closed")  # WeCom judged the message: app is fine
                 log.error("send refused by WeCom", extra={**extra, "errcode": exc.errcode})
-                await self._dead(entry, exc.errcode, exc.advice)
+                await self._dead(entry, exc.errcode, exc.advice, attempted=part.k)
                 raise Reject(f"errcode {exc.errcode}: {exc.advice}") from None
             log.warning("send failed, will retry", extra={**extra, "errcode": exc.errcode})
-            raise await self._retry(entry, delivery, f"errcode {exc.errcode}", exc, probe) from None
+            reason = f"errcode {exc.errcode}"
+            raise await self._retry(entry, part, delivery, reason, exc, probe) from None
         except WeComUnavailableError as exc:
             SENDS.labels(entry.app, "unavailable").inc()
+            self.tally.add(entry.app, "unavailable")
             log.warning("WeCom unreachable, will retry", extra={**extra, "error": str(exc)})
-            raise await self._retry(entry, delivery, "WeCom unreachable", exc, probe) from None
+            reason = "WeCom unreachable"
+            raise await self._retry(entry, part, delivery, reason, exc, probe) from None
 
     async def _trip(self, entry: OutboxEntry, exc: WeComAPIError, probe: bool) -> _Later:
         """Open (or reopen) the app's circuit; the entry waits until the circuit's next probe."""
@@ -321,6 +350,7 @@ class OutboxHandler:
     async def _retry(
         self,
         entry: OutboxEntry,
+        part: _Part,
         delivery: Delivery,
         reason: str,
         exc: WeComAPIError | WeComUnavailableError,
@@ -332,6 +362,7 @@ class OutboxHandler:
         defer = self.backoff(delivery.delivery_count)
         code = exc.errcode if isinstance(exc, WeComAPIError) else None
         async with self.redis.pipeline(transaction=False) as pipe:
+            sendstate.attempt(pipe, self.prefix, entry.id, part.k)
             if delivery.delivery_count >= self.max_deliveries:
                 sendstate.dead(pipe, self.prefix, entry.id, code, exc.advice)
             else:
@@ -347,6 +378,8 @@ class OutboxHandler:
         until = self.clock() + later.wait
         async with self.redis.pipeline(transaction=False) as pipe:
             sendstate.delayed(pipe, self.prefix, entry.id, until, later.reason, later.errcode)
+            if later.attempted:  # it waits after an attempt (WeCom refused the app)
+                sendstate.attempt(pipe, self.prefix, entry.id, later.attempted)
             await pipe.execute()
         await delayed.schedule(self.redis, part, raw, until, member_id=entry.id)
         log.info(
@@ -364,14 +397,15 @@ class OutboxHandler:
     ) -> None:
         """Mark the part sent; after the last part, the request (``done``: every result).
 
-        One pipeline, not a transaction: the marks and the state hash are in different slots on
-        a cluster. The marks go first; a crash before the state is written leaves a stale
-        state that ``sendstate.read`` overrules (a sent mark means sent). With ``wait``, WAIT
-        closes the pipeline; too few replicas raise NotReplicated, so the entry stays pending
-        and its redelivery finds the mark instead of sending again.
-        """
+        One MULTI/EXEC, shared with the sends recorded in the same loop tick; on a cluster
+        (marks and state in different slots) or with ``wait``, a plain pipeline, mark before
+        state (``sendstate.read`` overrules a stale state: a sent mark means sent). ``wait``:
+        too few replicas raise NotReplicated; the entry stays pending and its redelivery finds
+        the mark instead of sending again."""
         record = {"msgid": result.msgid, "response_code": result.response_code}
-        async with self.redis.pipeline(transaction=False) as pipe:
+
+        def fill(pipe: Pipeline) -> None:
+            sendstate.attempt(pipe, self.prefix, entry.id, part.k)
             pipe.set(part.mark, _sent_encoder.encode(record), ex=SENT_TTL)
             if done is not None:
                 msgids = [r.msgid for r in done]
@@ -380,19 +414,23 @@ class OutboxHandler:
                     summary = {"msgid": msgids[0], "msgids": msgids, "response_code": ""}
                     pipe.set(whole, _sent_encoder.encode(summary), ex=SENT_TTL)
                 sendstate.sent(pipe, self.prefix, entry.id, msgids, result.response_code)
-            if self.wait is not None:
-                pipe.execute_command("WAIT", *self.wait)
-            written = await pipe.execute()
-        if self.wait is not None:
-            check_replicated(written[-1], self.wait)
 
-    async def _dead(self, entry: OutboxEntry, errcode: int | None, advice: str) -> None:
+        for outcome in await self._records.run(fill):
+            if isinstance(outcome, Exception):
+                raise outcome
+
+    async def _dead(
+        self, entry: OutboxEntry, errcode: int | None, advice: str, *, attempted: int = 0
+    ) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
+            if attempted:
+                sendstate.attempt(pipe, self.prefix, entry.id, attempted)
             sendstate.dead(pipe, self.prefix, entry.id, errcode, advice)
             await pipe.execute()
 
     def _report(self, entry: OutboxEntry, result: SendResult) -> None:
         SENDS.labels(entry.app, "0").inc()
+        self.tally.add(entry.app, "0")
         for kind in ("invaliduser", "invalidparty", "invalidtag", "unlicenseduser"):
             if bad := getattr(result, kind):
                 PARTIAL.labels(entry.app, kind).inc(len(bad))

@@ -52,25 +52,22 @@ class Recorder:
         # The dead letter of the stream's partition: the move is one script with the stream.
         self.deadletter = names.deadletter(names.partition_of(stream, options.prefix))
         self.stats: collections.Counter[str] = collections.Counter()
+        self._commits = streams.COMMIT.batch(redis, wait=options.wait)
 
     async def commit(self, delivery: Delivery, outputs: Sequence[Output]) -> None:
-        """XADD the outputs and XACK the entry, atomically."""
+        """XADD the outputs and XACK the entry, atomically (one script call per entry; the
+        commits of one loop tick share a round trip)."""
         maxlen = self.options.maxlen
-        committed = await self._persist(
-            partial(
-                streams.commit,
-                stream=self.stream,
-                group=self.group,
-                entry_id=delivery.entry_id,
-                outputs=[
-                    (out.stream, out.fields, out.maxlen or maxlen, out.order) for out in outputs
-                ],
-                retry_key=self.retry_key,
-                maxlen=maxlen,
-                wait=self.options.wait,
-                order=order_of(delivery.fields),
-            )
+        keys, args = streams.commit_call(
+            stream=self.stream,
+            group=self.group,
+            entry_id=delivery.entry_id,
+            outputs=[(out.stream, out.fields, out.maxlen or maxlen, out.order) for out in outputs],
+            retry_key=self.retry_key,
+            maxlen=maxlen,
+            order=order_of(delivery.fields),
         )
+        committed = await self._persist(lambda _: self._commits.call(keys, args))
         self.count("ok" if committed else "failed")
 
     async def retry(self, delivery: Delivery, due_ms: int) -> bool:

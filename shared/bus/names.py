@@ -32,6 +32,20 @@ key                                         type    role (lifetime)
                                                     entries on ``stream`` (TTL 1 day, renewed)
 ``<stream>:odone:<group>:<order key>``      string  highest sequence number of that member the
                                                     group has committed (TTL 1 day, renewed)
+``<prefix>:seen:bot:<bot>:<key>``           string  AI-bot callback dedup mark (TTL as apps')
+``<prefix>:botstream:<bot>:<stream id>``    hash    an AI bot's streamed answer: text so far,
+                                                    finished flag, last sequence, start (TTL)
+``<prefix>:botresponse:<digest>``           string  a response_url used (its answer; TTL 1 h)
+``<prefix>:conv:{<app>}:<router>:<user>``   list    a member's recent turns with one behaviour
+                                                    (its router's name); bounded, TTL
+``<prefix>:gwrate:{<corp>}:<api>:<window>``  string  gateway calls of one corp to one API in one
+                                                    minute or hour window (TTL: the window)
+``<prefix>:upload:<request id>``            string  the media_id an attachment was uploaded as
+                                                    (TTL 3 days, media's life)
+``<prefix>:dir:{<app>}:users``              hash    the directory copy: userid → member JSON
+``<prefix>:dir:{<app>}:departments``        hash    the directory copy: id → department JSON
+``<prefix>:stats:<kind>:<minute>``          hash    per-minute counters for the console
+                                                    (``<app>|<name>`` → count; TTL 2 h)
 ==========================================  ======  =============================================
 
 Partitions (``BUS_PARTITIONS`` = N > 1): the events, outbox, dead-letter, delayed and dedup
@@ -50,11 +64,18 @@ __all__ = [
     "DEFAULT_PREFIX",
     "RESPONDER_GROUP",
     "SENDER_GROUP",
+    "bot_response",
+    "bot_seen",
+    "bot_stream",
     "circuit",
+    "conversation",
     "deadletter",
     "delayed",
     "delayed_data",
+    "directory_departments",
+    "directory_users",
     "events",
+    "gateway_rate",
     "idempotency",
     "order_done",
     "order_seq",
@@ -68,9 +89,11 @@ __all__ = [
     "seen",
     "sent",
     "sent_part",
+    "stats",
     "status",
     "token",
     "token_lock",
+    "upload",
 ]
 
 DEFAULT_PREFIX = "wecom"
@@ -199,3 +222,55 @@ def order_seq(stream: str, order_key: str) -> str:
 def order_done(stream: str, group: str, order_key: str) -> str:
     """The highest sequence number of one member that ``group`` committed on ``stream``."""
     return f"{stream}:odone:{group}:{order_key}"
+
+
+def bot_seen(prefix: str, bot: str, key: str) -> str:
+    """Callback dedup mark of one AI bot (``bot:`` sets it apart: app names hold no colon)."""
+    return seen(prefix, f"bot:{bot}", key)
+
+
+def bot_stream(prefix: str, bot: str, stream_id: str) -> str:
+    """The state of one streamed answer of an AI bot, read by the ingress on each refresh poll."""
+    return f"{prefix}:botstream:{bot}:{stream_id}"
+
+
+def bot_response(prefix: str, digest: str) -> str:
+    """Marks a bot's response_url as used (WeCom accepts one call per URL)."""
+    return f"{prefix}:botresponse:{digest}"
+
+
+def conversation(prefix: str, app: str, behaviour: str, user: str) -> str:
+    """One member's recent turns with one behaviour of one app (shared.bus.memory).
+
+    The app, the behaviour and the member are all in the key, so no conversation is shared.
+    """
+    if not behaviour or ":" in behaviour:
+        raise ValueError("behaviour must be non-empty and free of ':'")
+    if not user:
+        raise ValueError("user must be non-empty")
+    return f"{prefix}:conv:{_rate_tag(app)}:{behaviour}:{user}"
+
+
+def gateway_rate(prefix: str, corp_id: str, api: str, window: str) -> str:
+    """Calls the gateway made for one corp to one API in one window (``m<n>`` or ``h<n>``)."""
+    return f"{prefix}:gwrate:{{{corp_id}}}:{api}:{window}"
+
+
+def upload(prefix: str, request_id: str) -> str:
+    """The media_id an outbox attachment was uploaded as, so a redelivery reuses it."""
+    return f"{prefix}:upload:{request_id}"
+
+
+def directory_users(prefix: str, app: str) -> str:
+    """The directory copy of the members an app sees: userid → user/get JSON."""
+    return f"{prefix}:dir:{_rate_tag(app)}:users"
+
+
+def directory_departments(prefix: str, app: str) -> str:
+    """The directory copy of the departments an app sees: id → department JSON."""
+    return f"{prefix}:dir:{_rate_tag(app)}:departments"
+
+
+def stats(prefix: str, kind: str, minute: int) -> str:
+    """One minute's counters of ``kind`` (``callbacks``, ``sends``); ``minute`` = unix s // 60."""
+    return f"{prefix}:stats:{kind}:{minute}"

@@ -44,15 +44,19 @@ from typing import Any, Generic, TypeAlias, TypeVar, cast
 import msgspec
 from redis.asyncio import Redis
 
+from shared.aibot.answer import BotAnswer, is_bot_entry, read_bot_entry
 from shared.bus import metrics, names
+from shared.bus.actions import Action, Item, PublishedAction, action_outputs
 from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.delivery import Handler as WorkerHandler
+from shared.bus.directory import Directory
 from shared.bus.ordering import order_of
 from shared.bus.predicates import Predicate, app, event, event_key, sender, text
 from shared.config import Settings
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_envelope, encode_outbox
 from shared.schemas.inbound import InboundEvent
-from shared.schemas.outbound import SendRequest, SendRequestType
+from shared.schemas.outbound import Attachment, MediaUpload, SendRequest, SendRequestType
+from shared.wecom.gateway import WeComGateway, gateway_of
 
 __all__ = [
     "Context",
@@ -75,7 +79,7 @@ __all__ = [
 log = logging.getLogger("wecom_bus.router")
 
 E = TypeVar("E", bound=InboundEvent)
-Reply: TypeAlias = SendRequest | Sequence[SendRequest] | None
+Reply: TypeAlias = Item | Sequence[Item] | None
 Handler: TypeAlias = Callable[[E, "Context"], Awaitable[Reply]]
 Hook: TypeAlias = Callable[["State"], Awaitable[None]]
 
@@ -130,6 +134,7 @@ class Published(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     handler: str
     request: SendRequest
+    upload: MediaUpload | None = None  # an attachment's file, uploaded by the sender
 
 
 SYS = "sys"  # the FromUserName of WeCom's system events (contact changes…): not a member
@@ -148,8 +153,16 @@ class _Outbox:
 
     def __init__(self) -> None:
         self.items: list[Published] = []
+        self.actions: list[PublishedAction] = []
 
-    def add(self, ctx: Context, request: SendRequest) -> str:
+    def add(self, ctx: Context, item: Item) -> str:
+        if isinstance(item, Action):  # ids of their own, apart from the send requests
+            index = sum(p.handler == ctx.handler for p in self.actions)
+            rid = request_id(ctx.stream, ctx.entry_id, f"{ctx.handler}!action", index)
+            self.actions.append(PublishedAction.checked(rid, ctx.handler, item))
+            return rid
+        request = item.request if isinstance(item, Attachment) else item
+        upload = item.upload if isinstance(item, Attachment) else None
         if not isinstance(request, SendRequest):
             raise TypeError(f"{ctx.handler}: expected a SendRequest, got {type(request).__name__}")
         if ctx.event.from_user == SYS and SYS in (request.touser or "").split("|"):
@@ -165,7 +178,7 @@ class _Outbox:
             request = kept
         index = sum(p.handler == ctx.handler for p in self.items)
         rid = request_id(ctx.stream, ctx.entry_id, ctx.handler, index)
-        self.items.append(Published(id=rid, handler=ctx.handler, request=request))
+        self.items.append(Published(id=rid, handler=ctx.handler, request=request, upload=upload))
         return rid
 
 
@@ -183,9 +196,10 @@ class Context:
     handler: str = ""  # the running handler's name; "" while routes are matched
     state: State = dataclasses.field(default_factory=State, repr=False, compare=False)
     _outbox: _Outbox = dataclasses.field(default_factory=_Outbox, repr=False, compare=False)
+    _bot: BotAnswer | None = dataclasses.field(default=None, repr=False, compare=False)
 
-    def publish(self, request: SendRequest) -> str:
-        """Queue ``request`` to be sent; returns its id.
+    def publish(self, request: Item) -> str:
+        """Queue ``request`` to be sent (or an attachment, or an outbox action); returns its id.
 
         It reaches the outbox with the event's ack, only if every matched handler succeeds.
         A reply to a system event (FromUserName "sys") is never sent to "sys": that recipient
@@ -197,6 +211,23 @@ class Context:
     def published(self) -> list[Published]:
         """Every request queued so far by this event's handlers, in order."""
         return list(self._outbox.items)
+
+    @property
+    def wecom(self) -> WeComGateway:
+        """WeCom's APIs through the sender's gateway, as this event's app (shared.wecom.gateway)."""
+        return gateway_of(self.state, self.app)
+
+    @property
+    def directory(self) -> Directory:
+        """Members and departments from the Redis copy (shared.bus.directory)."""
+        return Directory(self.state.redis, self.state.settings.prefix, self.app, lambda: self.wecom)
+
+    @property
+    def bot_stream(self) -> BotAnswer:
+        """The stream answering this AI-bot message (shared.aibot.answer); else RuntimeError."""
+        if self._bot is None:
+            raise RuntimeError(f"{self.handler}: bot_stream is only for AI-bot messages")
+        return self._bot
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -324,7 +355,7 @@ class Router:
         for route in self.match(event, ctx):
             run_ctx = dataclasses.replace(ctx, handler=route.name)
             reply = await route.handler(event, run_ctx)
-            if isinstance(reply, SendRequest):
+            if isinstance(reply, SendRequest | Attachment | Action):
                 run_ctx.publish(reply)
             elif isinstance(reply, Sequence) and not isinstance(reply, str):
                 for request in reply:
@@ -354,10 +385,15 @@ class Router:
                 raise Reject("entry has no 'data' field")
             try:
                 envelope = decode_envelope(data)
+                event: InboundEvent = envelope.event
+                bot = None
+                if is_bot_entry(envelope.app):  # an AI-bot callback (shared.aibot)
+                    bot_envelope, bot = read_bot_entry(data, lambda: shared.redis, prefix)
+                    event = bot_envelope.event
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise Reject(f"not an event envelope: {exc}") from None
             ctx = Context(
-                event=envelope.event,
+                event=event,
                 app=envelope.app,
                 entry_id=delivery.entry_id,
                 stream=delivery.stream,
@@ -365,8 +401,9 @@ class Router:
                 delivery=delivery.delivery_count,
                 received_at=envelope.received_at,
                 state=shared,
+                _bot=bot,
             )
-            published = await self.dispatch(envelope.event, ctx)
+            published = await self.dispatch(event, ctx)
             log.debug(
                 "dispatched" if published else "no reply",
                 extra={
@@ -378,19 +415,19 @@ class Router:
             # The outbox of the input's partition: a member's replies stay in one partition.
             outbox = names.outbox(names.partition_of(delivery.stream, prefix))
             order = order_of(delivery.fields)
-            return _outputs(envelope, published, outbox, maxlen, order[0] if order else None)
+            return _outputs(envelope, ctx._outbox, outbox, maxlen, order[0] if order else None)
 
         return handle
 
 
 def _outputs(
     envelope: EventEnvelope,
-    published: list[Published],
+    collected: _Outbox,
     outbox: str,
     maxlen: int | None,
     order: str | None,
 ) -> list[Output]:
-    """One outbox entry per published request, carrying the event's app and trace id."""
+    """One outbox entry per published request or action, with the event's app and trace id."""
     now = time.time()
     entries = [
         OutboxEntry(
@@ -400,7 +437,9 @@ def _outputs(
             created_at=now,
             request=cast(SendRequestType, p.request),
             origin=f"handler:{p.handler}",
+            upload=p.upload,
         )
-        for p in published
+        for p in collected.items
     ]
-    return [Output(outbox, {"data": encode_outbox(e)}, maxlen, order) for e in entries]
+    sends = [Output(outbox, {"data": encode_outbox(entry)}, maxlen, order) for entry in entries]
+    return sends + action_outputs(envelope, collected.actions, outbox, maxlen, now, order)

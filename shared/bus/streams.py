@@ -28,6 +28,7 @@ from shared.bus.scripts import Script, Wait
 from shared.config import Settings
 
 __all__ = [
+    "COMMIT",
     "DEFAULT_MAXLEN",
     "Claimed",
     "ConsumerInfo",
@@ -41,6 +42,7 @@ __all__ = [
     "claim",
     "claim_stale",
     "commit",
+    "commit_call",
     "consumers",
     "dead_letter",
     "deferred_until",
@@ -106,7 +108,7 @@ class ConsumerInfo(msgspec.Struct, frozen=True, kw_only=True):
 # stream and, when it has an order key, its sequence counter.
 # ARGV: group, id, the input's sequence number ("" = unordered), then per output:
 # maxlen ("" = none), number of fields, order key ("" = none), field, value, ...
-_COMMIT = Script("""
+COMMIT = Script("""
 local group, id = ARGV[1], ARGV[2]
 if #redis.call('XPENDING', KEYS[1], group, id, id, 1) == 0 then return 0 end
 local a, k = 4, 4
@@ -294,8 +296,7 @@ async def delivery_counts(
     return {_str(r[0]["message_id"]): int(r[0]["times_delivered"]) for r in replies if r}
 
 
-async def commit(
-    redis: Redis,
+def commit_call(
     *,
     stream: str,
     group: str,
@@ -303,19 +304,9 @@ async def commit(
     outputs: Sequence[tuple[str, FieldMap] | tuple[str, FieldMap, int | None] | OrderedOutput],
     retry_key: str,
     maxlen: int | None = DEFAULT_MAXLEN,
-    wait: Wait | None = None,
     order: tuple[str, int] | None = None,
-) -> bool:
-    """XADD every output and XACK the entry atomically, if it is still pending in the group.
-
-    An output is ``(stream, fields)``, trimmed to ``maxlen``, ``(stream, fields, maxlen)`` or
-    ``(stream, fields, maxlen, order key)``: then it gets the member's next sequence number
-    on that stream (fields ``okey``, ``oseq``). ``order`` = (order key, sequence number) of the
-    input: the group's done mark of that member moves up to it (``shared.bus.ordering``).
-    False: someone else already acknowledged the entry, and nothing was written. A NOGROUP
-    error means the group or stream is gone. ``wait`` (BUS_MIN_REPLICAS): NotReplicated when
-    too few replicas confirmed the commit in time.
-    """
+) -> tuple[list[str], list[Any]]:
+    """Keys and arguments of one commit, for :data:`COMMIT` (called alone or batched)."""
     done_key = names.order_done(stream, group, order[0]) if order else stream
     keys = [stream, retry_key, done_key]
     args: list[Any] = [group, entry_id, str(order[1]) if order else ""]
@@ -328,7 +319,22 @@ async def commit(
         args += (_maxlen_arg(out[2] if len(out) > 2 else maxlen), len(fields), okey or "")
         for name, value in fields.items():
             args += (name, value)
-    return bool(await _COMMIT(redis, keys, args, wait=wait))
+    return keys, args
+
+
+async def commit(redis: Redis, *, wait: Wait | None = None, **call: Any) -> bool:
+    """XADD every output and XACK the entry atomically, if it is still pending in the group.
+
+    The other arguments are :func:`commit_call`'s. An output is ``(stream, fields)``, trimmed
+    to ``maxlen``, ``(stream, fields, maxlen)`` or ``(stream, fields, maxlen, order key)``:
+    then it gets the member's next sequence number on that stream (fields ``okey``, ``oseq``).
+    ``order`` = (order key, sequence number) of the input: the group's done mark of that
+    member moves up to it (``shared.bus.ordering``). False: someone else already acknowledged
+    the entry, and nothing was written. A NOGROUP error means the group or stream is gone.
+    ``wait`` (BUS_MIN_REPLICAS): NotReplicated when too few replicas confirmed it in time.
+    """
+    keys, args = commit_call(**call)
+    return bool(await COMMIT(redis, keys, args, wait=wait))
 
 
 async def dead_letter(

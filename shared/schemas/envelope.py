@@ -12,7 +12,7 @@ from typing import Any, cast
 import msgspec
 
 from shared.schemas.inbound import InboundEventType, decode_event
-from shared.schemas.outbound import SendRequest, SendRequestType
+from shared.schemas.outbound import MediaUpload, SendRequest, SendRequestType
 
 __all__ = [
     "EventEnvelope",
@@ -44,6 +44,7 @@ class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float
     request: SendRequestType
     origin: str = ""  # who asked: "handler:<name>", "api", "cli"
+    upload: MediaUpload | None = None  # an attachment the sender uploads first (≤ 2 MB)
 
 
 class _RawEnvelope(msgspec.Struct, frozen=True, kw_only=True):
