@@ -142,7 +142,8 @@ def create_app(settings: Settings, redis: Redis, access: Access) -> Starlette:
             Route("/", guarded(views.overview)),
             Route("/deadletters", guarded(deadletters.listing)),
             Route("/deadletters/act", guarded(deadletters.act), methods=["POST"]),
-            Route("/deadletters/{id}", guarded(deadletters.detail)),
+            # {id:path}: with BUS_PARTITIONS > 1 a dead letter's id is p<i>/<entry id>
+            Route("/deadletters/{id:path}", guarded(deadletters.detail)),
             Route("/sends", guarded(views.sends)),
             Route("/token", guarded(views.token)),
             Route("/login", login, methods=["GET", "POST"]),

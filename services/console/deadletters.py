@@ -26,7 +26,12 @@ _LIMIT = 200
 
 def _letters(request: Request) -> DeadLetters:
     settings = request.app.state.settings
-    return DeadLetters(request.app.state.redis, settings.prefix, maxlen=settings.stream_maxlen)
+    return DeadLetters(
+        request.app.state.redis,
+        settings.prefix,
+        maxlen=settings.stream_maxlen,
+        partitions=settings.partitions,
+    )
 
 
 def _filters(values: Any) -> dict[str, str]:

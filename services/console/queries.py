@@ -77,16 +77,17 @@ async def _group(redis: Redis, stream: str, raw: dict[Any, Any], now: float) -> 
     )
 
 
-def streams(prefix: str) -> list[str]:
-    """The streams whose groups the console shows."""
-    return [names.events(prefix), names.outbox(prefix)]
+def streams(prefix: str, partitions: int = 1) -> list[str]:
+    """The streams whose groups the console shows: events and outbox of every partition."""
+    parts = names.partitions(prefix, partitions)
+    return [names.events(p) for p in parts] + [names.outbox(p) for p in parts]
 
 
-async def groups(redis: Redis, prefix: str) -> list[GroupInfo]:
+async def groups(redis: Redis, prefix: str, partitions: int = 1) -> list[GroupInfo]:
     """Every consumer group of the events and outbox streams (a missing stream has none)."""
     now = time.time()
     found: list[GroupInfo] = []
-    for stream in streams(prefix):
+    for stream in streams(prefix, partitions):
         try:
             infos: Any = await redis.xinfo_groups(stream)
         except ResponseError:  # no such stream yet

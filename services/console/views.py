@@ -134,7 +134,7 @@ def table(view: View, heads: Sequence[str], rows: Sequence[Html], cls: str = "")
 async def overview(request: Request, view: View) -> Response:
     redis, settings = request.app.state.redis, request.app.state.settings
     apps = await queries.traffic(redis, settings)
-    groups = await queries.groups(redis, settings.prefix)
+    groups = await queries.groups(redis, settings.prefix, settings.partitions)
     body = html(
         '<div class="cards">{cards}</div><h2>{gt}</h2>{groups}',
         cards=join(_app_card(view, item) for item in apps),

@@ -60,7 +60,8 @@ async def send_now(
 ) -> bool:
     """Put ``request`` on the outbox now, once per (event, handler, label, index).
 
-    Returns False when an earlier delivery of the event already enqueued it.
+    Returns False when an earlier delivery of the event already enqueued it. It goes to the
+    outbox of the event's partition (``BUS_PARTITIONS``), where the handler's replies go too.
     """
     rid = early_id(ctx, label, index)
     entry = outbox_entry(
@@ -72,7 +73,8 @@ async def send_now(
         origin=f"handler:{ctx.handler}",
     )
     digest = hashlib.sha256(f"{ctx.app}\0{rid}".encode()).hexdigest()
-    keys = [names.idempotency(prefix, digest), names.outbox(prefix)]
+    part = names.partition_of(ctx.stream, prefix)  # the mark shares the outbox's slot
+    keys = [names.idempotency(part, digest), names.outbox(part)]
     return bool(await _ONCE(redis, keys, [IDEMPOTENCY_TTL, maxlen, encode_outbox(entry)]))
 
 
