@@ -419,7 +419,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         responder_other_reply=_get(env, "RESPONDER_OTHER_REPLY") or "",
         log_level=level,
         log_format="json" if log_format == "json" else "console",
-        bots=_bots(_get(env, "WECOM_BOTS_FILE")),
+        bots=_bots(_get(env, "WECOM_BOTS_FILE"), partitions),
         **_gateway(env),
     )
 
@@ -448,7 +448,16 @@ def _gateway(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def _bots(path: str | None) -> dict[str, BotSettings]:
+def _bots(path: str | None, partitions: int) -> dict[str, BotSettings]:
+    """The AI bots; refused with partitions: a bot's callback, its dedup mark and its streamed
+    answer's state are one script on unpartitioned keys, which no partitioned consumer reads."""
     from shared.aibot.config import load_bots  # it imports Secret from here
 
-    return load_bots(path)
+    bots = load_bots(path)
+    if bots and partitions > 1:
+        raise ConfigError(
+            "BUS_PARTITIONS",
+            f"is {partitions} but WECOM_BOTS_FILE configures AI bots, which need "
+            "BUS_PARTITIONS=1 (on Redis Cluster with a hash-tagged BUS_PREFIX such as {wecom})",
+        )
+    return bots
