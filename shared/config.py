@@ -17,6 +17,7 @@ import msgspec
 
 from shared.connection import parse_redis_url
 from shared.errors import ConfigError
+from shared.layout import check_bots, check_partitions, check_prefix, check_topology
 
 __all__ = [
     "GATEWAY_APIS",
@@ -53,8 +54,6 @@ GATEWAY_APIS = frozenset(
         "get_api_domain_ip",
     }
 )
-# A key prefix, optionally holding one Redis Cluster hash tag ({wecom}: every key in one slot).
-_PREFIX = re.compile(r"(?=.)(?![:])[\w.:-]*(?:\{[\w.:-]+\})?[\w.:-]*(?<![:])", re.ASCII)
 
 
 class Secret:
@@ -167,17 +166,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         where every multi-key script would fail (CROSSSLOT) or WAIT cannot be kept."""
         if not self.redis_url:
             raise ConfigError("REDIS_URL", "not set (e.g. redis://redis:6379/0)")
-        if parse_redis_url(self.redis_url).topology == "cluster":
-            if self.partitions == 1 and "{" not in self.prefix:
-                raise ConfigError(
-                    "BUS_PREFIX",
-                    "on Redis Cluster give BUS_PREFIX a hash tag (e.g. {wecom}) or set "
-                    "BUS_PARTITIONS above 1: the bus's multi-key scripts need one slot",
-                )
-            if self.min_replicas:
-                raise ConfigError(
-                    "BUS_MIN_REPLICAS", "is supported on a single server and Sentinel, not Cluster"
-                )
+        check_topology(
+            parse_redis_url(self.redis_url).topology,
+            partitions=self.partitions,
+            prefix=self.prefix,
+            min_replicas=self.min_replicas,
+        )
         return self.redis_url
 
 
@@ -369,21 +363,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if log_format not in ("json", "console"):
         raise ConfigError("LOG_FORMAT", "must be json or console")
     prefix = _get(env, "BUS_PREFIX") or "wecom"
-    if len(prefix) > 64 or not _PREFIX.fullmatch(prefix):
-        raise ConfigError(
-            "BUS_PREFIX",
-            "1-64 of letters, digits, '_', '.', '-', ':' (not first or last), with at most one "
-            "non-empty hash tag in braces, e.g. wecom, {wecom} or app{x}",
-        )
     partitions = _number(env, "BUS_PARTITIONS", 1, int, 1)
-    if partitions > 1024:
-        raise ConfigError("BUS_PARTITIONS", "must be 1-1024")
-    if partitions > 1 and "{" in prefix:
-        raise ConfigError(
-            "BUS_PARTITIONS",
-            f"is {partitions} but BUS_PREFIX {prefix!r} has a hash tag, which puts every "
-            "partition in one slot: use an untagged prefix (e.g. wecom) with partitions",
-        )
+    check_partitions(partitions, check_prefix(prefix))
     api_base = (_get(env, "WECOM_API_BASE") or "https://qyapi.weixin.qq.com").rstrip("/")
     if not api_base.startswith(("http://", "https://")):
         raise ConfigError("WECOM_API_BASE", "must start with http:// or https://")
@@ -449,15 +430,8 @@ def _gateway(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _bots(path: str | None, partitions: int) -> dict[str, BotSettings]:
-    """The AI bots; refused with partitions: a bot's callback, its dedup mark and its streamed
-    answer's state are one script on unpartitioned keys, which no partitioned consumer reads."""
     from shared.aibot.config import load_bots  # it imports Secret from here
 
     bots = load_bots(path)
-    if bots and partitions > 1:
-        raise ConfigError(
-            "BUS_PARTITIONS",
-            f"is {partitions} but WECOM_BOTS_FILE configures AI bots, which need "
-            "BUS_PARTITIONS=1 (on Redis Cluster with a hash-tagged BUS_PREFIX such as {wecom})",
-        )
+    check_bots(bots, partitions)
     return bots

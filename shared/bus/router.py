@@ -412,20 +412,15 @@ class Router:
                     "requests": len(published),
                 },
             )
-            # The outbox of the input's partition: a member's replies stay in one partition.
-            outbox = names.outbox(names.partition_of(delivery.stream, prefix))
-            order = order_of(delivery.fields)
+            outbox = names.outbox(names.partition_of(delivery.stream, prefix))  # input's part.
+            order = order_of(delivery.fields)  # a member's replies keep their order there
             return _outputs(envelope, ctx._outbox, outbox, maxlen, order[0] if order else None)
 
         return handle
 
 
 def _outputs(
-    envelope: EventEnvelope,
-    collected: _Outbox,
-    outbox: str,
-    maxlen: int | None,
-    order: str | None,
+    envelope: EventEnvelope, collected: _Outbox, outbox: str, maxlen: int | None, order: str | None
 ) -> list[Output]:
     """One outbox entry per published request or action, with the event's app and trace id."""
     now = time.time()
