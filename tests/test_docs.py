@@ -363,6 +363,7 @@ def test_what_operations_says_about_sentinel_and_cluster_urls_is_what_check_does
     guide = " ".join((ROOT / "docs" / "operations.md").read_text(encoding="utf-8").split())
     refusal = "Redis URL must specify one of the following schemes"
     environ = {"PATH": "", "REDIS_URL": url, "WECOM_CORP_ID": "ww1", "WECOM_AGENT_ID": "1"}
+    environ["BUS_PARTITIONS"] = "2"  # a layout a cluster accepts (see "Refused settings")
     done = subprocess.run(
         [str(Path(sys.executable).with_name("wecom-bus")), "check"],
         cwd=tmp_path,

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from services.commands import redis_check
 from services.commands.base import Finding
@@ -136,7 +136,7 @@ async def _redis(settings: Settings, deep: bool) -> list[Finding]:
         if deep:
             found = await redis_check.findings(redis, settings.prefix, settings.partitions)
         return found + await _circuits(redis, settings)
-    except (RedisError, OSError) as exc:
+    except (RedisError, RedisClusterException, OSError) as exc:  # cluster: no node reached
         return [Finding("redis", "error", f"unreachable ({type(exc).__name__})")]
     finally:
         await redis.aclose()
