@@ -18,6 +18,7 @@ from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.options import ConsumerOptions
 from shared.bus.outbox import enqueue
 from shared.bus.partitioned import PartitionedConsumer
+from shared.bus.scripts import NotReplicated, Script, TickPipeline
 from shared.errors import ConfigError
 from tests import helpers
 
@@ -160,3 +161,29 @@ async def test_entry_n_waits_for_n_minus_one_then_goes_ahead_at_the_bound(redis:
     late = f"{int(time.time() * 1000)}-0"
     assert await ordering.wait_turn(redis, stream, "g", late, ("a/m", 5), bound=0.3) is False
     assert time.monotonic() - started < 5
+
+
+async def _waits(redis: Redis) -> int:
+    stats: Any = await redis.info("commandstats")
+    return int(stats.get("cmdstat_wait", {}).get("calls", 0))
+
+
+async def test_a_batch_closes_with_one_wait_and_each_call_learns_the_shortfall(
+    redis: Redis,
+) -> None:
+    """BUS_MIN_REPLICAS with batching: the calls of one tick share one WAIT; without replicas
+    every call fails NotReplicated while its write stands on the primary."""
+    count = Script("return redis.call('INCR', KEYS[1])")
+    batch = count.batch(redis, wait=(1, 50))
+    await count(redis, ["wb:loaded"])  # loaded: a NOSCRIPT resend would add its own WAIT
+    before = await _waits(redis)
+    found = await asyncio.gather(*(batch.call(["wb:n"]) for _ in range(3)), return_exceptions=True)
+    assert [type(r) for r in found] == [NotReplicated] * 3
+    assert await _waits(redis) == before + 1
+    assert await redis.get("wb:n") == b"3"
+    ticks = TickPipeline(redis, wait=(1, 50))
+    outs = await asyncio.gather(*(ticks.run(lambda pipe: pipe.incr("wb:m")) for _ in range(2)))
+    assert [type(o[0]) for o in outs] == [NotReplicated] * 2
+    assert await _waits(redis) == before + 2
+    with pytest.raises(ValueError):
+        TickPipeline(redis, transaction=True, wait=(1, 50))  # WAIT does not block in MULTI
