@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from redis.asyncio import Redis
 
@@ -114,3 +115,14 @@ async def test_delivered_waits_for_the_senders_mark(redis: Redis) -> None:
     marking = asyncio.create_task(sender_marks_it())
     assert await delivered(redis, rid, prefix=PREFIX, patience=10, poll=0.01)
     await marking
+
+
+async def test_send_now_goes_to_the_outbox_of_the_events_partition(redis: Redis) -> None:
+    """With BUS_PARTITIONS the early reply joins the member's other replies in one partition
+    (the idempotency mark shares its slot), not the unpartitioned outbox nobody reads."""
+    part = names.partition(PREFIX, 2, 4)
+    ctx = dataclasses.replace(context(), stream=names.events(part))
+    assert await send_now(redis, ctx, thinking("a"), label="part", prefix=PREFIX)
+    assert not await send_now(redis, ctx, thinking("a"), label="part", prefix=PREFIX)
+    assert await redis.xlen(names.outbox(part)) == 1
+    assert not await redis.exists(names.outbox(PREFIX))
