@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from services.runtime import Supervisor, make_consumer, run_async, serve_consumer
 from services.sender.api import create_api
 from services.sender.handler import OutboxHandler, show_circuit
-from shared import logs
+from shared import logs, tracing
 from shared.bus import delayed, names
 from shared.bus.worker import Consumer
 from shared.config import AppSettings, Settings, load_settings
@@ -79,6 +79,7 @@ def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     logs.configure("sender", settings.log_level, settings.log_format)
+    tracing.setup("sender")  # on only with wecom-bus[otel] and OTEL_* set
     settings.require("secret")
     url = settings.require_redis()
 

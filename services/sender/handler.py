@@ -31,8 +31,10 @@ from redis.exceptions import NoScriptError
 
 from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
+from shared.logs import TRACE_ID
 from shared.schemas.envelope import OutboxEntry, decode_outbox
 from shared.schemas.outbound import SendRequest, encode_send_request, split_request
+from shared.tracing import span
 from shared.wecom import circuit
 from shared.wecom.client import SendResult, WeComClient
 from shared.wecom.errors import PermanentAPIError, WeComAPIError, WeComUnavailableError
@@ -130,6 +132,7 @@ class OutboxHandler:
             entry = decode_outbox(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise Reject(f"undecodable outbox entry: {exc}") from None
+        TRACE_ID.set(entry.trace_id)  # this delivery's task: its logs carry it
         client = self.clients.get(entry.app)
         if client is None:
             await self._dead(entry, None, "this sender has no such app; check the apps file")
@@ -165,7 +168,13 @@ class OutboxHandler:
         parts: list[_Part],
     ) -> SendResult:
         """Send one part unless it was sent already; raises _Later when it has to wait."""
-        earlier, probe = await self._gate(entry, part)
+        about: dict[str, str | int] = {
+            "wecom_bus.app": entry.app,
+            "wecom_bus.request_id": entry.id,
+            "wecom_bus.part": part.k,
+        }
+        with span("sender.governor", about):
+            earlier, probe = await self._gate(entry, part)
         if earlier is not None:
             SKIPPED.labels(entry.app).inc()
             return earlier
@@ -173,7 +182,8 @@ class OutboxHandler:
             sendstate.attempt(pipe, self.prefix, entry.id, part.k)
             tries = int((await pipe.execute())[0])
         redelivered = tries > 1 or delivery.delivery_count > 1
-        result = await self._send(client, entry, part, redelivered, probe, delivery)
+        with span("sender.send", about):
+            result = await self._send(client, entry, part, redelivered, probe, delivery)
         if probe and await circuit.close(self.redis, self.prefix, entry.app):
             show_circuit(entry.app, "closed")
             log.info("circuit closed: WeCom accepts the app again", extra={"app": entry.app})

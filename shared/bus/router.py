@@ -44,11 +44,13 @@ from typing import Any, Generic, TypeAlias, TypeVar, cast
 import msgspec
 from redis.asyncio import Redis
 
+from shared import tracing
 from shared.bus import metrics, names
 from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.delivery import Handler as WorkerHandler
 from shared.bus.predicates import Predicate, app, event, event_key, sender, text
 from shared.config import Settings
+from shared.logs import TRACE_ID
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_envelope, encode_outbox
 from shared.schemas.inbound import InboundEvent
 from shared.schemas.outbound import SendRequest, SendRequestType
@@ -356,6 +358,7 @@ class Router:
                 envelope = decode_envelope(data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise Reject(f"not an event envelope: {exc}") from None
+            TRACE_ID.set(envelope.trace_id)  # this delivery's task: its logs carry it
             ctx = Context(
                 event=envelope.event,
                 app=envelope.app,
@@ -393,6 +396,7 @@ def _outputs(
             created_at=now,
             request=cast(SendRequestType, p.request),
             origin=f"handler:{p.handler}",
+            traceparent=tracing.traceparent(),  # the handler's span: the sender continues it
         )
         for p in published
     ]

@@ -35,6 +35,7 @@ class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     # element repeats; None when empty. Holds what ``event`` does not model (new fields,
     # repeats, every field of an unknown type). Empty in entries written before it existed.
     raw: dict[str, Any] = {}
+    traceparent: str = ""  # W3C trace context of the ingress span ("" when not tracing)
 
 
 class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +45,7 @@ class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float
     request: SendRequestType
     origin: str = ""  # who asked: "handler:<name>", "api", "cli"
+    traceparent: str = ""  # W3C trace context of the span that asked ("" when not tracing)
 
 
 class _RawEnvelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,6 +55,7 @@ class _RawEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     dedup_key: str
     event: msgspec.Raw
     raw: dict[str, Any] = {}
+    traceparent: str = ""
 
 
 _envelope_decoder = msgspec.json.Decoder(EventEnvelope)
@@ -79,6 +82,7 @@ def decode_envelope(data: bytes) -> EventEnvelope:
             dedup_key=raw.dedup_key,
             event=event,
             raw=raw.raw,
+            traceparent=raw.traceparent,
         )
 
 
