@@ -384,14 +384,24 @@ from services.ingress.app import create_app
 from services.responder.handlers import router
 from services.sender.handler import OutboxHandler
 from shared import tracing
-from shared.bus import names
+from shared.bus import Router, names
 from shared.bus.options import ConsumerOptions
 from shared.bus.router import State
 from shared.bus.worker import Consumer
 from shared.wecom.client import WeComClient
+from shared.schemas.inbound import TextMessage
 from shared.wecom.governor import Governor
 from tests import helpers
 from tests.inprocess_wecom import InProcessWeCom
+
+own = Router("own")
+
+@own.on(TextMessage, stop=False)
+async def lookup(msg, ctx):  # a team's handler making a span of its own
+    if tracing.enabled():
+        from opentelemetry import trace
+        with trace.get_tracer("team").start_as_current_span("team.lookup"):
+            pass
 
 async def main() -> None:
     url = sys.argv[1]
@@ -403,7 +413,7 @@ async def main() -> None:
         status = (await c.post(f"/callback?{query}", content=body)).status_code
     options = ConsumerOptions(start="backlog", block_ms=50)
     state = State(settings=helpers.settings(url), redis=redis)
-    handler = router.handler(state=state)
+    handler = Router("top").include(own, router).handler(state=state)
     responded = await Consumer(
         redis, stream=names.events(), group="responder", handler=handler, options=options
     ).run_burst()
@@ -439,7 +449,8 @@ asyncio.run(main())
 """
 
 
-def _service(redis_url: str, hide: bool, **otel: str) -> tuple[dict[str, Any], str]:
+def _service(redis_url: str, hide: bool, **otel: str) -> tuple[dict[str, Any], str, str]:
+    """Run SERVICE; (its RESULT, its stdout, its stderr)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     done = subprocess.run(
         [sys.executable, "-c", SERVICE, redis_url, "1" if hide else "0"],
@@ -452,7 +463,7 @@ def _service(redis_url: str, hide: bool, **otel: str) -> tuple[dict[str, Any], s
     assert done.returncode == 0, done.stderr
     [line] = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
-    return result, done.stdout + done.stderr
+    return result, done.stdout, done.stderr
 
 
 @pytest.mark.parametrize(
@@ -466,7 +477,7 @@ def _service(redis_url: str, hide: bool, **otel: str) -> tuple[dict[str, Any], s
 async def test_without_the_extra_or_the_variables_nothing_of_otel_is_imported(
     redis: Redis, redis_url: str, hide: bool, otel: dict[str, str]
 ) -> None:
-    result, output = _service(redis_url, hide, **otel)
+    result, _, errors = _service(redis_url, hide, **otel)
     assert result["on"] is False
     assert [result[k] for k in ("status", "responded", "sent", "delivered")] == [200, 1, 1, 1]
     # Nothing of ours: no instrumentation, no exporter, Redis unwrapped. (redis-py 8 itself
@@ -474,13 +485,43 @@ async def test_without_the_extra_or_the_variables_nothing_of_otel_is_imported(
     assert result["ours"] == [] and result["wrapped"] is False
     if hide:
         assert result["otel"] == 0  # the extra missing: no OpenTelemetry module at all
-        assert "wecom-bus[otel] is not installed" in output
+        assert "wecom-bus[otel] is not installed" in errors
 
 
 async def test_the_standard_variables_turn_tracing_on(redis: Redis, redis_url: str) -> None:
-    result, output = _service(redis_url, False, OTEL_TRACES_EXPORTER="console")
+    result, output, _ = _service(redis_url, False, OTEL_TRACES_EXPORTER="console")
     assert result["on"] is True and result["delivered"] == 1
     assert result["ours"] and result["wrapped"] is True
-    for name in ("ingress.callback", "bus.deliver", "sender.send"):
-        assert f'"name": "{name}"' in output
-    assert '"service.name": "wecom-bus-ingress"' in output
+    found = _console_spans(output)
+    names_seen = {s["name"] for s in found}
+    assert {"ingress.callback", "bus.deliver", "sender.send", "POST"} <= names_seen
+    assert {s["resource"]["attributes"]["service.name"] for s in found} == {"wecom-bus-ingress"}
+    # A handler's own span joins the trace, under the runtime's handler span.
+    [team] = [s for s in found if s["name"] == "team.lookup"]
+    [parent] = [s for s in found if s["context"]["span_id"] == team["parent_id"]]
+    assert parent["name"] == "bus.handler"
+    assert len({s["context"]["trace_id"] for s in found}) == 1
+
+
+def _console_spans(output: str) -> list[dict[str, Any]]:
+    """The spans OTEL_TRACES_EXPORTER=console printed (JSON objects one after another)."""
+    decoder, found, at = json.JSONDecoder(), [], output.find("{")
+    while at != -1:
+        value, end = decoder.raw_decode(output, at)
+        if isinstance(value, dict) and "context" in value:
+            found.append(value)
+        at = output.find("{", end)
+    return found
+
+
+def test_an_exporter_this_install_lacks_stops_the_start() -> None:
+    from shared.errors import ConfigError
+
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4317",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    }
+    with pytest.raises(ConfigError) as info:
+        tracing.setup("sender", environ)
+    assert info.value.variable == "OTEL_EXPORTER_OTLP_PROTOCOL"
+    assert not tracing.enabled()
