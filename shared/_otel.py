@@ -66,6 +66,80 @@ class InTraceOnly(Sampler):
         return f"InTraceOnly{{{self.inner.get_description()}}}"
 
 
+class TypeOnly(trace.Tracer):
+    """A tracer whose spans record a failure by the exception's type only: no exception event,
+    no message, no stack trace. The message may hold a member's words (a handler's error) or
+    a URL with its token (a transport error); the instrumentations' spans go through it too."""
+
+    def __init__(self, inner: trace.Tracer) -> None:
+        self.inner = inner
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> Span:
+        return self.inner.start_span(
+            name, context, kind, attributes, links, start_time, False, set_status_on_exception
+        )
+
+    @contextlib.contextmanager
+    def start_as_current_span(  # type: ignore[override]
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[Span]:
+        with self.inner.start_as_current_span(
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception=False,
+            set_status_on_exception=False,
+            end_on_exit=end_on_exit,
+        ) as current:
+            try:
+                yield current
+            except BaseException as exc:
+                if set_status_on_exception and current.is_recording():
+                    current.set_status(StatusCode.ERROR, type(exc).__name__)
+                raise
+
+
+class TypeOnlyProvider(trace.TracerProvider):
+    """Hands the instrumentations ``TypeOnly`` tracers of the real provider."""
+
+    def __init__(self, inner: TracerProvider) -> None:
+        self.inner = inner
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> trace.Tracer:
+        tracer = self.inner.get_tracer(
+            instrumenting_module_name, instrumenting_library_version, schema_url, attributes
+        )
+        return TypeOnly(tracer)
+
+
 def _exporters(environ: Mapping[str, str]) -> list[SpanExporter]:
     """What OTEL_TRACES_EXPORTER names (default otlp); ConfigError for what is not here."""
     out: list[SpanExporter] = []
@@ -107,8 +181,9 @@ class Tracing:
             for each in _exporters(environ):
                 self.provider.add_span_processor(BatchSpanProcessor(each))
             trace.set_tracer_provider(self.provider)  # handlers' own spans join the trace
-        self.tracer = self.provider.get_tracer("wecom_bus")
-        RedisInstrumentor().instrument(tracer_provider=self.provider)
+        self.tracers = TypeOnlyProvider(self.provider)
+        self.tracer = self.tracers.get_tracer("wecom_bus")
+        RedisInstrumentor().instrument(tracer_provider=self.tracers)
 
     def close(self) -> None:
         RedisInstrumentor().uninstrument()
@@ -120,17 +195,11 @@ class Tracing:
     ) -> Iterator[Span]:
         context = _propagator.extract({"traceparent": parent}) if parent else None
         with self.tracer.start_as_current_span(
-            name,
-            context=context,
-            kind=SpanKind[kind.upper()],
-            attributes=attributes,
-            record_exception=False,  # its message may quote a user's text
-            set_status_on_exception=False,
+            name, context=context, kind=SpanKind[kind.upper()], attributes=attributes
         ) as current:
             try:
                 yield current
-            except BaseException as exc:
-                current.set_status(StatusCode.ERROR, type(exc).__name__)
+            except BaseException as exc:  # the status is TypeOnly's: the exception's type
                 cause = exc.__context__
                 errcode = getattr(exc, "errcode", None) or getattr(cause, "errcode", None)
                 if isinstance(errcode, int) and errcode:
@@ -154,7 +223,7 @@ class Tracing:
 
     def instrument_http(self, client: httpx.AsyncClient) -> None:
         HTTPXClientInstrumentor.instrument_client(
-            client, tracer_provider=self.provider, request_hook=_scrub_url
+            client, tracer_provider=self.tracers, request_hook=_scrub_url
         )
 
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from shared._otel import Tracing
+    from shared.bus.delivery import Delivery
 
 __all__ = [
     "SpanLike",
@@ -77,19 +78,6 @@ class _NoSpan:
 _NOOP = _NoSpan()
 
 
-class DeliveryLike(Protocol):
-    """What ``traced_delivery`` reads of a ``shared.bus.delivery.Delivery``."""
-
-    @property
-    def entry_id(self) -> str: ...
-    @property
-    def stream(self) -> str: ...
-    @property
-    def fields(self) -> dict[bytes, bytes]: ...
-    @property
-    def delivery_count(self) -> int: ...
-
-
 class _Carried(msgspec.Struct):
     """The trace field of an EventEnvelope or an OutboxEntry (both name it so)."""
 
@@ -133,7 +121,7 @@ def traceparent() -> str:
 
 
 def traced_delivery(
-    work: Coroutine[Any, Any, T], delivery: DeliveryLike, group: str
+    work: Coroutine[Any, Any, T], delivery: Delivery, group: str
 ) -> Coroutine[Any, Any, T]:
     """``work`` (processing one delivery) inside a ``bus.deliver`` span that continues the
     trace its entry carries; ``work`` itself when tracing is off (nothing decoded or added)."""

@@ -525,3 +525,44 @@ def test_an_exporter_this_install_lacks_stops_the_start() -> None:
         tracing.setup("sender", environ)
     assert info.value.variable == "OTEL_EXPORTER_OTLP_PROTOCOL"
     assert not tracing.enabled()
+
+
+class _Token:
+    """A token source that hands out one fixed token."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def get(self) -> str:
+        return self.token
+
+    async def invalidate(self, failed: str) -> None:
+        return None
+
+
+async def test_a_failed_wecom_call_is_recorded_by_type_not_message(
+    spans: InMemorySpanExporter, fake_wecom: InProcessWeCom
+) -> None:
+    import socket
+
+    from opentelemetry.trace import StatusCode
+
+    from shared.wecom.errors import WeComUnavailableError
+
+    with socket.socket() as probe:  # a loopback port nobody listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = "tok-5ecret-in-the-url"
+    client = WeComClient(
+        fake_wecom.settings, token_source=_Token(token), base_url=f"http://127.0.0.1:{port}"
+    )
+    async with client:
+        with tracing.span("test"), pytest.raises(WeComUnavailableError):
+            await client.send(b'{"touser":"alice","msgtype":"text","text":{"content":"hi"}}')
+    found = list(spans.get_finished_spans())
+    [http] = [s for s in found if s.kind is SpanKind.CLIENT]
+    assert http.status.status_code is StatusCode.ERROR
+    assert http.status.description in ("ConnectError", "ConnectTimeout")
+    assert not http.events  # no exception event: no message, no stack trace
+    assert _http_url(http).endswith("/cgi-bin/message/send?access_token=***")
+    assert not any(token in text for text in _texts(found))
