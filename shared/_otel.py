@@ -74,20 +74,9 @@ class TypeOnly(trace.Tracer):
     def __init__(self, inner: trace.Tracer) -> None:
         self.inner = inner
 
-    def start_span(
-        self,
-        name: str,
-        context: Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-    ) -> Span:
-        return self.inner.start_span(
-            name, context, kind, attributes, links, start_time, False, set_status_on_exception
-        )
+    def start_span(self, *args: Any, **kwargs: Any) -> Span:
+        """Passed through: the instrumentations and ``Tracing`` use start_as_current_span."""
+        return self.inner.start_span(*args, **kwargs)
 
     @contextlib.contextmanager
     def start_as_current_span(  # type: ignore[override]

@@ -391,6 +391,7 @@ from shared.bus.worker import Consumer
 from shared.wecom.client import WeComClient
 from shared.schemas.inbound import TextMessage
 from shared.wecom.governor import Governor
+from shared.wecom.token import TokenCache
 from tests import helpers
 from tests.inprocess_wecom import InProcessWeCom
 
@@ -418,8 +419,10 @@ async def main() -> None:
         redis, stream=names.events(), group="responder", handler=handler, options=options
     ).run_burst()
     fake = InProcessWeCom()
-    client = WeComClient(fake.settings, token_source=lambda fetch: _Static(fake.token()),
-                         base_url=fake.base_url, transport=fake.transport)
+    app = fake.settings
+    cache = lambda fetch: TokenCache(redis, fetch, corp_id=app.corp_id, agent_id=app.agent_id)
+    client = WeComClient(app, token_source=cache, base_url=fake.base_url,
+                         transport=fake.transport)
     async with client:
         sender = OutboxHandler(redis, prefix="wecom", clients={"default": client},
                                governor=Governor(redis))
@@ -436,14 +439,6 @@ async def main() -> None:
     result = {"on": on, "status": status, "responded": responded["ok"], "sent": sent["ok"],
               "delivered": len(fake.sends), "otel": len(otel), "ours": ours, "wrapped": wrapped}
     print("RESULT " + json.dumps(result))
-
-class _Static:
-    def __init__(self, token: str) -> None:
-        self.token = token
-    async def get(self) -> str:
-        return self.token
-    async def invalidate(self, failed: str) -> None:
-        return None
 
 asyncio.run(main())
 """
