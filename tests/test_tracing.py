@@ -561,3 +561,24 @@ async def test_a_failed_wecom_call_is_recorded_by_type_not_message(
     assert not http.events  # no exception event: no message, no stack trace
     assert _http_url(http).endswith("/cgi-bin/message/send?access_token=***")
     assert not any(token in text for text in _texts(found))
+
+
+async def test_a_send_wecom_refuses_carries_the_errcode(
+    redis: Redis,
+    redis_url: str,
+    spans: InMemorySpanExporter,
+    sender: Consumer,
+    fake_wecom: InProcessWeCom,
+) -> None:
+    from shared.bus.outbox import enqueue
+
+    await fake_wecom.fault(errcode=40003, path="message/send")  # a UserID WeCom does not know
+    body = json.dumps({"touser": "alice", "msgtype": "text", "text": {"content": WORDS}})
+    await enqueue(redis, helpers.settings(redis_url), body.encode(), origin="test")
+    assert (await sender.run_burst())["rejected"] == 1
+    found = list(spans.get_finished_spans())
+    send = _one(found, "sender.send")
+    assert send.status.description == "Reject"  # the type, not "errcode 40003: <advice>"
+    assert (send.attributes or {})["wecom.errcode"] == 40003
+    assert _one(found, "bus.deliver").parent is None  # an API request starts its own trace
+    assert not any("launch code" in text for text in _texts(found))
