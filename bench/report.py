@@ -1,4 +1,5 @@
-"""The results as one console table, as Markdown for the README, and checked against DESIGN §7.
+"""The results as one console table, as Markdown for the README, and checked against the targets
+in the README's performance table.
 
 ``python -m bench.report [bench/results.json]`` prints the Markdown table of a saved run.
 """
@@ -41,7 +42,10 @@ def _e2e_at(results: dict[str, Any], rate: int) -> dict[str, Any] | None:
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
-    """(what, target, measured, met) for each DESIGN §7 target; met is None when not measured."""
+    """(what, target, measured, met) per target of the README's performance table.
+
+    met is None when not measured.
+    """
     rows: list[tuple[str, str, str, bool | None]] = []
 
     def add(what: str, target: str, value: Any, fmt: str, ok: Callable[[Any], bool]) -> None:
@@ -190,7 +194,7 @@ def console(results: dict[str, Any]) -> str:
             f"{g['gettoken_calls']} call(s) (all sent: {g['all_sent']})",
             "  idle RSS: " + ", ".join(f"{n} {rss[n]:.0f} MB" for n in SERVICES if n in rss),
         ]
-    out += ["", "DESIGN §7 targets"]
+    out += ["", "performance targets"]
     for what, target, value, ok in targets(results):
         mark = "—" if ok is None else ("met" if ok else "MISSED")
         out.append(f"  {what:<36} {target:>8}  {value:>12}  {mark}")

@@ -5,7 +5,7 @@ the sample's habits that cost time on every request — a new AES cipher object 
 helper class padding with ``chr``-built strings, an ElementTree parse of the envelope, a
 ``random.sample`` nonce prefix, ``struct``/``socket`` byte-order juggling, string concatenation
 and ``(ret, value)`` tuples instead of exceptions. Written for this benchmark from the protocol
-description (reference §2), not copied.
+description (WeCom's callback encryption scheme, 加解密方案), not copied.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,21 @@ def dev_credentials(env: dict[str, str], fake_port: int, ingress_port: int) -> N
     )
 
 
+def dev_bots(env: dict[str, str], directory: Path, ingress_port: int) -> None:
+    """A generated AI bot, ``helper``, for the chat page's bot mode (callbacks to /bot/helper)."""
+    path = directory / "bots.toml"
+    path.write_text(
+        "[bots.helper]\n"
+        f'token = "{generate_token()}"\n'
+        f'encoding_aes_key = "{generate_encoding_aes_key()}"\n'
+        'welcome = "Hi, I am an AI bot: I stream back what you type."\n',
+        encoding="utf-8",
+    )
+    env.update(
+        WECOM_BOTS_FILE=str(path), FAKE_WECOM_CALLBACK_BASE=f"http://127.0.0.1:{ingress_port}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     base: int = args.port_base
@@ -139,6 +155,10 @@ def run(args: argparse.Namespace) -> int:
     use_fake = not env.get("WECOM_CORP_ID") and not env.get("WECOM_APPS_FILE")
     if use_fake:
         dev_credentials(env, ports["fake-wecom"], ports["ingress"])
+    scratch = tempfile.TemporaryDirectory(prefix="wecom-bus-dev-")
+    if use_fake and not env.get("WECOM_BOTS_FILE"):
+        dev_bots(env, Path(scratch.name), ports["ingress"])
+        ports["aibot-echo"] = base + 3  # answers the bot: examples/aibot, its own group
     # A key we generate is fine to print in the banner; an operator's own key is not.
     generated_key = not env.get("SENDER_API_KEY")
     if generated_key:
@@ -156,10 +176,7 @@ def run(args: argparse.Namespace) -> int:
         if not env.get("REDIS_URL"):
             stack.redis = EmbeddedRedis().start()
             env["REDIS_URL"] = stack.redis.url
-        if use_fake:
-            stack.spawn("fake-wecom", "--host", "127.0.0.1", "--port", str(ports["fake-wecom"]))
-        for name in ("ingress", "responder", "sender"):
-            stack.spawn(name, "--host", "127.0.0.1", "--port", str(ports[name]))
+        _spawn_all(stack, ports, use_fake)
         urls = {
             name: f"http://127.0.0.1:{port}/readyz"
             for name, port in ports.items()
@@ -184,6 +201,19 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         stack.stop()
+        scratch.cleanup()
+
+
+def _spawn_all(stack: Stack, ports: dict[str, int], use_fake: bool) -> None:
+    """The fake WeCom (when used), the three services, then the example consumers."""
+    if use_fake:
+        stack.spawn("fake-wecom", "--host", "127.0.0.1", "--port", str(ports["fake-wecom"]))
+    for name in ("ingress", "responder", "sender"):
+        stack.spawn(name, "--host", "127.0.0.1", "--port", str(ports[name]))
+    if "aibot-echo" in ports:
+        echo = ("--group", "aibot-echo", "--handlers", "examples.aibot.router:router")
+        port = ("--host", "127.0.0.1", "--port", str(ports["aibot-echo"]))
+        stack.spawn("responder", *echo, *port, label="aibot-echo")
 
 
 def _banner(
@@ -204,6 +234,8 @@ def _banner(
     ]
     if fake:
         lines += [f"  chat page     {fake}/   (fake WeCom: pick a member and type)"]
+        if "aibot-echo" in ports:
+            lines += ["  AI bot        in the chat page's app list: helper (AI bot) → /bot/helper"]
     else:
         lines += [
             "  WeCom         real (WECOM_* are set): configure the callback URL in the console"

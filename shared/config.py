@@ -18,7 +18,15 @@ import msgspec
 from shared.connection import parse_redis_url
 from shared.errors import ConfigError
 
-__all__ = ["SECRET_VARIABLES", "AppSettings", "Secret", "Settings", "load_settings", "secret_value"]
+__all__ = [
+    "SECRET_VARIABLES",
+    "AppSettings",
+    "BotSettings",
+    "Secret",
+    "Settings",
+    "load_settings",
+    "secret_value",
+]
 
 T = TypeVar("T")
 
@@ -69,8 +77,22 @@ class AppSettings(msgspec.Struct, frozen=True, kw_only=True):
         return _variable(self.source, self.name, field)
 
 
+class BotSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """One WeCom AI bot (智能机器人) of WECOM_BOTS_FILE; read and checked by shared.aibot.config."""
+
+    name: str
+    token: Secret
+    encoding_aes_key: Secret
+    receive_id: str = ""  # "" for an enterprise's own bot (docs/aibot.md)
+    welcome: str = ""  # passive reply to enter_chat; "" = empty reply
+    stream_ttl: int = 600  # seconds a stream's state lives
+    answer_timeout: int = 330  # an unfinished stream is ended on the first refresh after this
+    no_answer_text: str = "Sorry, no answer this time."
+    expired_text: str = "This reply is no longer available."
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything the services read, with DESIGN §3 defaults."""
+    """Everything the services read, with the defaults the README's Configuration table lists."""
 
     redis_url: str | None = None
     prefix: str = "wecom"
@@ -93,6 +115,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     responder_other_reply: str = ""  # answer to messages no behaviour answers ("" = none)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
+    bots: dict[str, BotSettings] = msgspec.field(default_factory=dict)  # WECOM_BOTS_FILE
 
     def app(self, name: str = "default") -> AppSettings:
         try:
@@ -334,4 +357,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         responder_other_reply=_get(env, "RESPONDER_OTHER_REPLY") or "",
         log_level=level,
         log_format="json" if log_format == "json" else "console",
+        bots=_bots(_get(env, "WECOM_BOTS_FILE")),
     )
+
+
+def _bots(path: str | None) -> dict[str, BotSettings]:
+    from shared.aibot.config import load_bots  # it imports Secret from here
+
+    return load_bots(path)

@@ -141,4 +141,4 @@ def test_report_says_what_was_not_measured() -> None:
     results = {"mode": "quick", "machine": {"nproc": 2}, "seconds": 1.0}
     rows = targets(results)
     assert rows and all(measured == "not measured" and ok is None for _, _, measured, ok in rows)
-    assert "DESIGN §7 targets" in console(results)
+    assert "performance targets" in console(results)

@@ -1,4 +1,4 @@
-"""Reliability under failure, every part a real process (DESIGN §4, §8).
+"""Reliability under failure, every part a real process (docs/reliability.md).
 
 - the chaos run: callbacks delivered up to three times while responder and sender are SIGKILLed
   and restarted at random moments and Redis (AOF, appendfsync always) is SIGKILLed once;
@@ -250,8 +250,9 @@ def test_a_redis_outage_is_ridden_out(aof_redis: EmbeddedRedis, tmp_path: Path) 
 def test_work_left_by_a_dead_consumer_is_taken_over_when_nothing_else_happens(
     aof_redis: EmbeddedRedis, tmp_path: Path, service: str, stream: str
 ) -> None:
-    """The entry a killed replica held is claimed after BUS_CLAIM_IDLE (2 s here), with no
-    other traffic to wake anything up: the quiet-hours case of §2's "responder/sender killed"."""
+    """The entry a killed replica held is claimed after BUS_CLAIM_IDLE (2 s here), with no other
+    traffic to wake anything up: the quiet-hours case of "responder or sender killed" in
+    docs/reliability.md §2."""
     key = names.events() if stream == "events" else names.outbox()
     group = names.RESPONDER_GROUP if service == "responder" else names.SENDER_GROUP
     client = Redis.from_url(aof_redis.url)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,9 +22,11 @@ from devkit.embedded_redis import EmbeddedRedis
 from devkit.fakewecom.app import create_app
 from devkit.fakewecom.state import FakeApp, FakeConfig
 from services.commands import redis_check
-from services.commands.check import app_findings
+from services.commands.check import app_findings, circuit_finding
 from shared.bus import deadletter, outbox
 from shared.config import AppSettings, Secret
+from shared.wecom import circuit
+from shared.wecom.errors import WeComAPIError, raise_for_errcode
 from tests import helpers
 from tests.system import System, running_system
 
@@ -79,6 +83,54 @@ def test_check_redis_adds_the_server_to_the_wecom_checks(fake: System) -> None:
     items = list(lines(out))
     assert items[:2] == ["configuration", "redis server"]
     assert {"redis maxmemory-policy", "wecom[default] agent/get"} <= set(items)
+
+
+async def test_an_open_circuit_is_an_error_line_with_its_reason_and_until(fake: System) -> None:
+    """The circuit is opened the way the sender opens it (WeCom's 60020 answer → its error,
+    then ``circuit.trip`` with the sender's arguments); check reads it back from Redis."""
+    with pytest.raises(WeComAPIError) as refused:
+        raise_for_errcode(
+            {"errcode": 60020, "errmsg": "not allow to access from your ip, from ip: 203.0.113.7"}
+        )
+    exc = refused.value
+    prefix, now = fake.env.get("BUS_PREFIX", "wecom"), time.time()
+    redis = Redis.from_url(fake.env["REDIS_URL"])
+    try:
+        opened = await circuit.trip(
+            redis,
+            prefix,
+            "default",
+            reason="config",
+            errcode=exc.errcode,
+            advice=exc.advice,
+            probe=False,
+            waits=[600.0],
+            now=now,
+        )
+        assert opened
+        out = check(fake)
+        line = lines(out)["wecom[default] circuit"]
+        until = datetime.fromtimestamp(now + 600, UTC).strftime("%Y-%m-%d %H:%M")
+        assert out.returncode == 1, out.stdout
+        assert line.startswith(f"error: open: sends paused until {until}")
+        assert "configuration refused, errcode 60020: " in line and "203.0.113.7" in line
+        assert exc.advice in line
+    finally:
+        assert await circuit.close(redis, prefix, "default")
+        await redis.aclose()
+    out = check(fake)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert lines(out)["wecom[default] circuit"] == "ok (closed)"
+
+
+def test_a_probing_circuit_warns_and_a_rate_limit_is_named() -> None:
+    state = circuit.CircuitState(
+        app="hr", state="probing", reason="rate_limited", errcode=45009, advice="slow down"
+    )
+    assert circuit_finding(state).line() == (
+        "wecom[hr] circuit: warning: probing: the next send tests the app again "
+        "(rate limited, errcode 45009: slow down)"
+    )
 
 
 def _fake_transport(*apps: FakeApp) -> httpx.ASGITransport:

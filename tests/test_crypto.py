@@ -26,7 +26,7 @@ from shared.errors import (
 )
 from shared.protocol.crypto import CallbackCrypto, generate_encoding_aes_key, generate_token
 
-# Tencent's official sample, Set A (reference §10).
+# Tencent's official sample, Set A.
 TOKEN = "QDG6eK"
 KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 CORP = "wx5823bf96d3bd56c7"
@@ -224,7 +224,7 @@ def test_40010_bad_base64(crypto: CallbackCrypto, encrypt: str) -> None:
 
 
 def test_space_for_plus_is_refused_not_patched(crypto: CallbackCrypto) -> None:
-    # A framework that turned "+" into " " must fail loudly (reference §2.5.5).
+    # A framework that turned "+" into " " must fail loudly.
     mangled = A1_ECHOSTR.replace("+", " ")
     with pytest.raises(CryptoError):
         crypto.verify_url(

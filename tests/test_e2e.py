@@ -140,7 +140,10 @@ def test_check_passes_against_a_running_system(system: System) -> None:
     assert system.env["WECOM_SECRET"] not in out.stdout + out.stderr
 
 
-def test_send_image_uploads_through_the_sender_first(system: System, tmp_path: Path) -> None:
+@pytest.mark.parametrize("key_from", ["SENDER_API_KEY", "SENDER_API_KEY_FILE"])
+def test_send_image_uploads_through_the_sender_first(
+    system: System, tmp_path: Path, key_from: str
+) -> None:
     import struct
     import zlib
 
@@ -156,17 +159,20 @@ def test_send_image_uploads_through_the_sender_first(system: System, tmp_path: P
     )
     image = tmp_path / "dot.png"
     image.write_bytes(png)
-    out = system.cli(
-        "send",
-        "--to",
-        "user4",
-        "--image",
-        str(image),
-        env={**system.env, "SENDER_URL": system.url("sender")},
-    )
+    env = {**system.env, "SENDER_URL": system.url("sender")}
+    user = "user4" if key_from == "SENDER_API_KEY" else "user5"
+    if key_from == "SENDER_API_KEY_FILE":  # a mounted secret: the key only in a file
+        key_file = tmp_path / "sender-api-key"
+        key_file.write_text("x" * 24 + "\n", encoding="utf-8")
+        env = {k: v for k, v in env.items() if k != "SENDER_API_KEY"}
+        env["SENDER_API_KEY_FILE"] = str(key_file)
+        out = system.cli("send", "--to", user, "--image", str(image), env=env)
+        assert out.returncode == 1 and "upload failed (403)" in out.stderr  # the file's key
+        key_file.write_text(system.env["SENDER_API_KEY"] + "\n", encoding="utf-8")
+    out = system.cli("send", "--to", user, "--image", str(image), env=env)
     assert out.returncode == 0, out.stderr
     [message] = system.wait_for(
-        lambda: [m for m in system.sends() if m["body"].get("touser") == "user4"],
+        lambda: [m for m in system.sends() if m["body"].get("touser") == user],
         what="the image message",
     )
     assert message["body"]["msgtype"] == "image"

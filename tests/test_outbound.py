@@ -82,7 +82,7 @@ def decode_rejected(data: bytes | dict[str, Any], field: str) -> SchemaError:
     return info.value
 
 
-# --- Every msgtype as WeCom documents it (§7.1); defaults left out ---------------------------
+# --- Every msgtype as WeCom documents it (发送应用消息); defaults left out --------------------
 
 DOC_EXAMPLES: dict[str, dict[str, Any]] = {
     "text": {

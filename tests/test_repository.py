@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,20 +49,23 @@ def offending_lines(name: str, text: str) -> list[str]:
     return found
 
 
-def test_no_tracked_file_names_a_checkout_or_home_path() -> None:
+def tracked_texts() -> Iterator[tuple[str, str]]:
+    """(name, text) of every tracked text file as it is in the work tree."""
     files = tracked_files()
     assert "pyproject.toml" in files  # listed from the right root
-    problems: list[str] = []
     for name in files:
         path = ROOT / name
         if not path.is_file():  # deleted in the work tree, not yet committed
             continue
         try:
-            text = path.read_text(encoding="utf-8")
+            yield name, path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             continue  # binary
-        problems += offending_lines(name, text)
-    assert not problems, "absolute paths into a checkout or home folder:\n" + "\n".join(problems)
+
+
+def tracked_problems(find: Callable[[str, str], list[str]]) -> list[str]:
+    """What ``find(name, text)`` reports over every tracked text file."""
+    return [problem for name, text in tracked_texts() for problem in find(name, text)]
 
 
 # The examples are written with "~" for "/" so that this file does not trip its own guard.
@@ -102,3 +106,66 @@ def test_the_guard_leaves_container_paths_and_urls_alone(line: str) -> None:
 def test_allowances_are_still_needed() -> None:
     for name, text in ALLOWED:
         assert text in (ROOT / name).read_text(encoding="utf-8"), (name, text)
+
+
+# The team handbook the project was built from is not part of the repository, so nothing here
+# may cite it: what a user needs from it is in docs/. The patterns are written with "~" for "§"
+# and "^" for "." so that this file does not trip its own guard.
+HANDBOOK = re.compile(
+    "|".join(
+        p.replace("~", "§").replace("^", r"\.")
+        for p in (
+            r"\bDESIGN\s*~",
+            r"\breference\s*~",
+            r"\bDESIGN^md\b",
+            r"\bSTYLE^md\b",
+            r"wecom-protocol^md",
+            r"^^/shared/",
+        )
+    ),
+    re.IGNORECASE,
+)
+
+
+def handbook_citations(name: str, text: str) -> list[str]:
+    return [
+        f"{name}:{number}: {line.strip()[:120]}"
+        for number, line in enumerate(text.splitlines(), 1)
+        if HANDBOOK.search(line)
+    ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "defaults as in DESIGN ~3",
+        "see Reference ~2.5.1",
+        "the contract (DESIGN^md)",
+        "STYLE^md says so",
+        "reference/wecom-protocol^md",
+        "open ^^/shared/notes",
+    ],
+)
+def test_the_handbook_guard_catches_citations(line: str) -> None:
+    assert handbook_citations("x", line.replace("~", "§").replace("^", "."))
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["the design of the worker", "see docs/reliability.md ~2", "a reference to the entry"],
+)
+def test_the_handbook_guard_leaves_prose_alone(line: str) -> None:
+    assert not handbook_citations("x", line.replace("~", "§"))
+
+
+@pytest.mark.parametrize(
+    ("find", "what"),
+    [
+        (offending_lines, "absolute paths into a checkout or home folder"),
+        (handbook_citations, "citations of a handbook users do not have"),
+    ],
+    ids=["no-checkout-or-home-path", "no-handbook-citation"],
+)
+def test_no_tracked_file_trips_a_guard(find: Callable[[str, str], list[str]], what: str) -> None:
+    problems = tracked_problems(find)
+    assert not problems, f"{what}:\n" + "\n".join(problems)

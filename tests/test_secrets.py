@@ -1,4 +1,4 @@
-"""Secrets stay secret, and the HTTP edges hold (DESIGN §3, §8), every part a real process.
+"""Secrets stay secret and the HTTP edges hold (docs/reliability.md §6); every part a real process.
 
 A full conversation plus a set of failures (bad signatures, wrong API keys, WeCom errors 40014
 and 60020, a revoked token, a Redis outage) runs with known secret values at LOG_LEVEL=debug;

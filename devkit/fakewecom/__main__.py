@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import uvicorn
 
 from devkit.fakewecom.app import create_app
+from devkit.fakewecom.bot import bots_from_env
 from devkit.fakewecom.state import DEFAULT_MEMBERS, FakeApp, FakeConfig
 from shared import logs
 from shared.config import load_settings
@@ -54,7 +55,7 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> FakeConfig:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     logs.configure("fake-wecom", settings.log_level, settings.log_format)
-    app = create_app(config_from_env())
+    app = create_app(config_from_env(), bots=bots_from_env(os.environ))
     uvicorn.run(
         app,
         host=args.host,

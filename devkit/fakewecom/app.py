@@ -30,7 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ExceptionHandler, Receive, Scope, Send
 
-from devkit.fakewecom import api
+from devkit.fakewecom import api, bot, botroutes
 from devkit.fakewecom.answers import client_ip, error_body
 from devkit.fakewecom.api import WeComRefusal
 from devkit.fakewecom.callbacks import CallbackSpec, push, verify_url
@@ -248,6 +248,7 @@ ROUTES = [
     Route("/fake/faults", clear_faults, methods=["DELETE"]),
     Route("/fake/stats", stats, methods=["GET"]),
     Route("/fake/reset", reset, methods=["DELETE", "POST"]),
+    *botroutes.ROUTES,  # AI bots (智能机器人): devkit/fakewecom/bot.py
 ]
 
 
@@ -258,13 +259,16 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     finally:
         if "client" in app.state.http:
             await app.state.http.pop("client").aclose()
+        await app.state.bots.aclose()
 
 
-def create_app(config: FakeConfig) -> FakeWeCom:
-    """A fresh fake WeCom (a Starlette app) serving ``config``; its state is ``app.fake``."""
+def create_app(config: FakeConfig, bots: bot.FakeBots | None = None) -> FakeWeCom:
+    """A fresh fake WeCom (a Starlette app) serving ``config`` (and AI ``bots``, if any);
+    its state is ``app.fake``."""
     state = FakeState(config)
     app = FakeWeCom(state, Faults(), routes=ROUTES, exception_handlers=ERRORS, lifespan=_lifespan)
     app.state.fake = state
     app.state.faults = app.faults
     app.state.http = {}
+    app.state.bots = bots if bots is not None else bot.FakeBots({})
     return app

@@ -12,7 +12,7 @@ module). A bad file stops the service at start with one error naming the file, t
     [[rule]]
     match = "报销"            # required: a keyword, found anywhere in the text, any case …
     regex = false            # … or, when true, a Python regular expression (re.search)
-    reply = "报销流程见 …"    # required: the answer (WeCom takes at most 2048 bytes)
+    reply = "报销流程见 …"    # required: the answer (over 2048 bytes: sent as ordered parts)
     markdown = false         # send the answer as a markdown message
     apps = ["default"]       # only messages to these apps (names of the apps file); default any
     users = ["zhangsan"]     # only messages from these members (UserIDs); default anyone

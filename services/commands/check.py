@@ -3,8 +3,9 @@
 Without ``--redis``: the configuration loads, Redis answers, and for each app with a Secret
 WeCom hands out a token (gettoken) and recognises the app (agent/get), so a wrong Secret, a
 wrong AgentId, a disabled app or an untrusted server IP (60020, with the IP WeCom saw) shows
-before the first send fails. The token fetched here is used for agent/get and then forgotten:
-the check never touches the token the sender caches.
+before the first send fails; and each app's send circuit as the sender left it in Redis (an
+open circuit, sends paused after WeCom refused the app, is an error). The token fetched here
+is used for agent/get and then forgotten: the check never touches the token the sender caches.
 
 With ``--redis``, also the Redis server in depth (``redis_check``): what the delivery promises
 need of it.
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -26,10 +29,11 @@ from services.commands import redis_check
 from services.commands.base import Finding
 from shared.config import AppSettings, Settings, load_settings
 from shared.errors import ConfigError
+from shared.wecom import circuit
 from shared.wecom.client import WeComClient
 from shared.wecom.errors import WeComAPIError, WeComUnavailableError
 
-__all__ = ["app_findings", "run"]
+__all__ = ["app_findings", "circuit_finding", "run"]
 
 _WRONG_AGENT = frozenset({40056, 301002})
 
@@ -97,6 +101,28 @@ async def app_findings(
     return found
 
 
+def circuit_finding(state: circuit.CircuitState, *, now: float | None = None) -> Finding:
+    """One app's circuit: closed is ok; open (sends paused) an error; probing a warning (the
+    pause is over and the next send tests whether WeCom accepts the app again)."""
+    item = f"wecom[{state.app}] circuit"
+    if state.state == "closed":
+        return Finding(item, "ok", "closed")
+    why = "rate limited" if state.reason == "rate_limited" else "configuration refused"
+    cause = f"{why}, errcode {state.errcode}: {state.advice or 'no advice recorded'}"
+    if state.state == "probing":
+        return Finding(item, "warning", f"probing: the next send tests the app again ({cause})")
+    until = state.until or 0.0
+    left = max(until - (time.time() if now is None else now), 0.0)
+    when = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return Finding(item, "error", f"open: sends paused until {when} (in {left:.0f} s); {cause}")
+
+
+async def _circuits(redis: Redis, settings: Settings) -> list[Finding]:
+    return [
+        circuit_finding(await circuit.read(redis, settings.prefix, name)) for name in settings.apps
+    ]
+
+
 async def _redis(settings: Settings, deep: bool) -> list[Finding]:
     try:
         url = settings.require_redis()
@@ -105,9 +131,10 @@ async def _redis(settings: Settings, deep: bool) -> list[Finding]:
     redis = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
     try:
         await redis.ping()
+        found = [Finding("redis", "ok", "")]
         if deep:
-            return await redis_check.findings(redis, settings.prefix)
-        return [Finding("redis", "ok", "")]
+            found = await redis_check.findings(redis, settings.prefix)
+        return found + await _circuits(redis, settings)
     except (RedisError, OSError) as exc:
         return [Finding("redis", "error", f"unreachable ({type(exc).__name__})")]
     finally:

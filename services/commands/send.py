@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from services.commands.base import fail, with_redis
 from shared.bus.outbox import enqueue
-from shared.config import load_settings
+from shared.config import load_settings, secret_value
 from shared.errors import ConfigError, SchemaError
 
 __all__ = ["body", "run"]
@@ -50,8 +50,12 @@ class UploadError(Exception):
 
 
 def upload(sender_url: str, app: str, path: Path, kind: str) -> str:
-    """Upload ``path`` through the sender's media endpoint; returns WeCom's media_id."""
-    key = os.environ.get("SENDER_API_KEY")
+    """Upload ``path`` through the sender's media endpoint; returns WeCom's media_id.
+
+    The API key is ``SENDER_API_KEY``, or the file ``SENDER_API_KEY_FILE`` names (a mounted
+    secret), read the way the services read their secrets.
+    """
+    key = secret_value(os.environ, "SENDER_API_KEY")
     if not key:
         raise ConfigError("SENDER_API_KEY", "needed to upload media through the sender")
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"

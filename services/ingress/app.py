@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.health import health_routes
+from services.ingress.bot import bot_routes
 from services.ingress.callback import AppReceiver, Receiver, verify_url
 from services.ingress.store import Store
 from shared.config import Settings, load_settings
@@ -73,6 +74,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         ],
         lifespan=lifespan,
     )
+    # AI bots (智能机器人): GET|POST /bot/<name> of WECOM_BOTS_FILE, see services/ingress/bot.py
+    rest.router.routes.extend(bot_routes(settings, client, dedup_ttl=dedup_ttl(max_skew)))
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":

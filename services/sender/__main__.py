@@ -8,13 +8,13 @@ import contextlib
 import sys
 from collections.abc import Callable
 
-from prometheus_client import Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.runtime import Supervisor, make_consumer, run_async, serve_consumer
 from services.sender.api import create_api
 from services.sender.handler import OutboxHandler, show_circuit
+from services.sender.metrics import DELAYED
 from shared import logs, tracing
 from shared.bus import delayed, names
 from shared.bus.worker import Consumer
@@ -23,10 +23,6 @@ from shared.wecom import circuit
 from shared.wecom.client import TokenFetcher, WeComClient
 from shared.wecom.governor import Governor
 from shared.wecom.token import TokenCache
-
-DELAYED = Gauge(
-    "wecom_sender_delayed", "Send requests waiting in <prefix>:delayed for a rate-limit slot"
-)
 
 
 def make_clients(settings: Settings, redis: Redis) -> dict[str, WeComClient]:

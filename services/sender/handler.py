@@ -25,10 +25,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
-from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from services.sender.metrics import CIRCUIT, PARTIAL, SENDS, SKIPPED
 from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
 from shared.logs import TRACE_ID
@@ -40,26 +40,9 @@ from shared.wecom.client import SendResult, WeComClient
 from shared.wecom.errors import PermanentAPIError, WeComAPIError, WeComUnavailableError
 from shared.wecom.governor import ACQUIRE, Governor, counted_members, seconds_to_midnight
 
-__all__ = ["CIRCUIT", "OutboxHandler", "show_circuit"]
+__all__ = ["OutboxHandler", "show_circuit"]
 
 log = logging.getLogger("wecom_bus.sender")
-
-SENDS = Counter(
-    "wecom_sender_sends", "message/send outcomes by app and errcode", ["app", "errcode"]
-)
-PARTIAL = Counter(
-    "wecom_sender_partial_recipients",
-    "Recipients WeCom reported invalid or unlicensed in a successful send",
-    ["app", "kind"],
-)
-SKIPPED = Counter(
-    "wecom_sender_skipped", "Requests not sent again because sent:<id> exists", ["app"]
-)
-CIRCUIT = Gauge(
-    "wecom_sender_circuit",
-    "1 for the state each app's send circuit is in (closed, open, probing), else 0",
-    ["app", "state"],
-)
 
 SENT_TTL = 7 * 86_400  # WeCom's recall window is 24 h; the card response_code lives 72 h
 DuplicateCheck = Literal["redelivery", "always", "off"]

@@ -28,6 +28,10 @@ key                                         type    role (lifetime)
 ``<prefix>:circuit:{<app>}``                 hash    an app's send circuit (state, reason, until)
 ``<stream>:retry:<group>``                  zset    entries a handler deferred with ``Retry``
                                                     (member = entry id, score = due unix ms)
+``<prefix>:seen:bot:<bot>:<key>``           string  AI-bot callback dedup mark (TTL as apps')
+``<prefix>:botstream:<bot>:<stream id>``    hash    an AI bot's streamed answer: text so far,
+                                                    finished flag, last sequence, start (TTL)
+``<prefix>:botresponse:<digest>``           string  a response_url used (its answer; TTL 1 h)
 ==========================================  ======  =============================================
 
 Nothing else builds a key: ``tests/test_names.py`` fails when a key is formatted elsewhere.
@@ -39,6 +43,9 @@ __all__ = [
     "DEFAULT_PREFIX",
     "RESPONDER_GROUP",
     "SENDER_GROUP",
+    "bot_response",
+    "bot_seen",
+    "bot_stream",
     "circuit",
     "deadletter",
     "delayed",
@@ -148,3 +155,18 @@ def retry(stream: str, group: str) -> str:
     Derived from the stream key rather than the prefix so it shares the stream's hash tag.
     """
     return f"{stream}:retry:{group}"
+
+
+def bot_seen(prefix: str, bot: str, key: str) -> str:
+    """Callback dedup mark of one AI bot (``bot:`` sets it apart: app names hold no colon)."""
+    return seen(prefix, f"bot:{bot}", key)
+
+
+def bot_stream(prefix: str, bot: str, stream_id: str) -> str:
+    """The state of one streamed answer of an AI bot, read by the ingress on each refresh poll."""
+    return f"{prefix}:botstream:{bot}:{stream_id}"
+
+
+def bot_response(prefix: str, digest: str) -> str:
+    """Marks a bot's response_url as used (WeCom accepts one call per URL)."""
+    return f"{prefix}:botresponse:{digest}"

@@ -45,6 +45,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from shared import tracing
+from shared.aibot.answer import BotAnswer, is_bot_entry, read_bot_entry
 from shared.bus import metrics, names
 from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.delivery import Handler as WorkerHandler
@@ -184,6 +185,7 @@ class Context:
     handler: str = ""  # the running handler's name; "" while routes are matched
     state: State = dataclasses.field(default_factory=State, repr=False, compare=False)
     _outbox: _Outbox = dataclasses.field(default_factory=_Outbox, repr=False, compare=False)
+    _bot: BotAnswer | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def publish(self, request: SendRequest) -> str:
         """Queue ``request`` to be sent; returns its id.
@@ -198,6 +200,13 @@ class Context:
     def published(self) -> list[Published]:
         """Every request queued so far by this event's handlers, in order."""
         return list(self._outbox.items)
+
+    @property
+    def bot_stream(self) -> BotAnswer:
+        """The stream answering this AI-bot message (shared.aibot.answer); else RuntimeError."""
+        if self._bot is None:
+            raise RuntimeError(f"{self.handler}: bot_stream is only for AI-bot messages")
+        return self._bot
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -356,11 +365,16 @@ class Router:
                 raise Reject("entry has no 'data' field")
             try:
                 envelope = decode_envelope(data)
+                event: InboundEvent = envelope.event
+                bot = None
+                if is_bot_entry(envelope.app):  # an AI-bot callback (shared.aibot)
+                    bot_envelope, bot = read_bot_entry(data, lambda: shared.redis, prefix)
+                    event = bot_envelope.event
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise Reject(f"not an event envelope: {exc}") from None
             TRACE_ID.set(envelope.trace_id)  # this delivery's task: its logs carry it
             ctx = Context(
-                event=envelope.event,
+                event=event,
                 app=envelope.app,
                 entry_id=delivery.entry_id,
                 stream=delivery.stream,
@@ -368,8 +382,9 @@ class Router:
                 delivery=delivery.delivery_count,
                 received_at=envelope.received_at,
                 state=shared,
+                _bot=bot,
             )
-            published = await self.dispatch(envelope.event, ctx)
+            published = await self.dispatch(event, ctx)
             log.debug(
                 "dispatched" if published else "no reply",
                 extra={

@@ -1,6 +1,7 @@
 """WeCom callback crypto: SHA1 signatures, AES-256-CBC with 32-byte PKCS#7, receive-id check.
 
-Reference §2 (scheme), §4 (passive reply envelope), §10 (Tencent's vectors). Pure: no I/O, no
+WeCom's callback encryption scheme (加解密方案), its passive reply envelope, checked against the
+vectors of Tencent's official sample (tests/test_crypto.py). Pure: no I/O, no
 logging. ``CallbackCrypto`` is built once per app and is safe to share between threads and
 tasks. Every failure raises the ``CryptoError`` subclass carrying WeCom's library code; messages
 never contain the token, the key or any plaintext.
@@ -35,7 +36,7 @@ from shared.protocol.parser import DEFAULT_MAX_BYTES, parse_envelope
 
 __all__ = ["CallbackCrypto", "generate_encoding_aes_key", "generate_token"]
 
-_BLOCK = 32  # WeCom pads to 32-byte blocks, not AES's 16 (reference §2.5.1)
+_BLOCK = 32  # WeCom pads to 32-byte blocks, not AES's 16
 _PADS = [bytes((n,)) * n for n in range(_BLOCK + 1)]
 _KEY_RE = re.compile(r"[A-Za-z0-9]{43}")
 _ALNUM = string.ascii_letters + string.digits
@@ -60,7 +61,7 @@ def _cdata(text: str) -> str:
 class CallbackCrypto:
     """Signs, verifies, encrypts and decrypts the callbacks of one WeCom app.
 
-    ``receive_id`` is the CorpID for a self-built app (reference §2.3).
+    ``receive_id`` is the CorpID for a self-built app.
     """
 
     __slots__ = ("_ecb", "_iv", "_key", "_receive_id", "_receive_id_bytes", "_token")
@@ -92,7 +93,7 @@ class CallbackCrypto:
     # ------------------------------------------------------------ signature
 
     def signature(self, timestamp: str, nonce: str, encrypt: str) -> str:
-        """SHA1 over the sorted concatenation of token, timestamp, nonce and encrypt (§2.2)."""
+        """SHA1 over the sorted concatenation of token, timestamp, nonce and encrypt."""
         joined = "".join(sorted((self._token, timestamp, nonce, encrypt)))
         return hashlib.sha1(joined.encode()).hexdigest()  # noqa: S324 - WeCom mandates SHA1
 
@@ -144,7 +145,7 @@ class CallbackCrypto:
     # ------------------------------------------------------------ callbacks
 
     def verify_url(self, msg_signature: str, timestamp: str, nonce: str, echostr: str) -> bytes:
-        """GET handshake (§1): ``echostr`` already URL-decoded; returns the body to answer."""
+        """GET URL verification: ``echostr`` already URL-decoded; returns the body to answer."""
         self.verify(msg_signature, timestamp, nonce, echostr)
         return self.decrypt(echostr)
 
@@ -157,7 +158,7 @@ class CallbackCrypto:
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> bytes:
-        """POST callback (§2): envelope → signature over <Encrypt> → plaintext XML bytes.
+        """POST callback: envelope → signature over <Encrypt> → plaintext XML bytes.
 
         The envelope's AgentID is not signed; check the AgentID inside the plaintext instead.
         """
@@ -166,7 +167,7 @@ class CallbackCrypto:
         return self.decrypt(envelope.encrypt)
 
     def encrypt_reply(self, plaintext: bytes, timestamp: str, nonce: str) -> bytes:
-        """The encrypted passive-reply envelope of §4 (Encrypt, MsgSignature, TimeStamp, Nonce)."""
+        """The encrypted passive-reply envelope (Encrypt, MsgSignature, TimeStamp, Nonce)."""
         encrypted = self.encrypt(plaintext)
         signature = self.signature(timestamp, nonce, encrypted)
         return (

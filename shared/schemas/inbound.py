@@ -82,7 +82,7 @@ class Event(InboundEvent, frozen=True, kw_only=True):
     event_key: str | None = None
 
 
-# ---------------------------------------------------------------- messages (§5.1)
+# ---------------------------------------------------------------- messages (接收消息)
 
 
 class TextMessage(Message, tag="text", frozen=True, kw_only=True):
@@ -217,7 +217,7 @@ class ExtAttrItem(_WeCom, frozen=True):
     web: ExtAttrWeb | None = None
 
 
-# ---------------------------------------------------------------- events (§5.2)
+# ---------------------------------------------------------------- events (接收事件)
 
 
 class SubscribeEvent(Event, tag="event.subscribe", frozen=True, kw_only=True):

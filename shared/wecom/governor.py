@@ -31,11 +31,11 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
-from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from shared.bus import names
 from shared.bus.scripts import Script
+from shared.wecom.metrics import GOVERNOR_DELAYS
 
 __all__ = ["ACQUIRE", "ALL", "WECOM_TZ", "Governor", "counted_members", "seconds_to_midnight"]
 
@@ -43,12 +43,6 @@ ALL = "@all"
 # WeCom's day is Beijing time; China has had no daylight saving since 1991, so a fixed offset
 # is exact and needs no tz database.
 WECOM_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
-
-DELAYS = Counter(
-    "wecom_sender_governor_delays",
-    "Send requests the governor held back because a member or the app had no room",
-    ["app"],
-)
 
 _DAY_MS = 86_400_000
 _OFFSET_MS = 8 * 3_600_000
@@ -231,7 +225,7 @@ class Governor:
         """Seconds to wait from an :data:`ACQUIRE` result (0.0: admitted)."""
         wait_ms = int(str(result))
         if wait_ms > 0:
-            DELAYS.labels(app=app).inc()
+            GOVERNOR_DELAYS.labels(app=app).inc()
         return wait_ms / 1000
 
     async def release(self, app: str, users: Sequence[str], request_id: str) -> int:

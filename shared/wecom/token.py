@@ -30,7 +30,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -38,17 +37,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared.bus import names
 from shared.bus.scripts import Script
 from shared.wecom.errors import RateLimitedError, RetryableAPIError, WeComUnavailableError
+from shared.wecom.metrics import GETTOKEN_CALLS, TOKEN_REFRESHES
 
-__all__ = ["GETTOKEN_CALLS", "TOKEN_REFRESHES", "TokenCache"]
+__all__ = ["TokenCache"]
 
 log = logging.getLogger(__name__)
-
-GETTOKEN_CALLS = Counter(
-    "wecom_gettoken_calls", "gettoken calls made, by outcome", ["app", "outcome"]
-)
-TOKEN_REFRESHES = Counter(
-    "wecom_token_refreshes", "access tokens obtained from gettoken, by why", ["app", "reason"]
-)
 
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 

@@ -1,10 +1,13 @@
 // The fake WeCom chat: act as a member, push callbacks, show the app's replies as they arrive.
+// Bot mode (an AI bot chosen in the app list): the fake polls the bot's stream and the answer
+// grows in place until it is finished.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
   const log = $("log"), member = $("member"), app = $("app"), status = $("status");
-  const records = new Map(); // "c<seq>" callbacks, "m<seq>" message/send records
-  let since = 0;
+  const records = new Map(); // "c<seq>" callbacks, "m<seq>" message/send records, "b<seq>" bot
+  let since = 0, botSince = 0;
+  const bot = () => (app.value.startsWith("bot:") ? app.value.slice(4) : null);
 
   function el(tag, cls, text) {
     const node = document.createElement(tag);
@@ -25,6 +28,13 @@
     post("/fake/callbacks", body).then((record) => {
       if (record.seq) upsert("c", record);
       else status.textContent = record.error || "push refused";
+    }).catch(() => { status.textContent = "fake WeCom unreachable"; });
+  }
+
+  function botPost(path, fields) {
+    post(path, {bot: bot(), from: member.value, ...fields}).then((record) => {
+      if (record.seq) upsert("b", record);
+      else status.textContent = record.error || "bot message refused";
     }).catch(() => { status.textContent = "fake WeCom unreachable"; });
   }
 
@@ -88,8 +98,33 @@
     return node;
   }
 
+  function botBubbles(r) {
+    const node = el("div", "pair");
+    const asked = r.kind === "enter_chat" ? el("div", "bubble event", "⚡ enter_chat")
+      : el("div", "bubble mine", r.content);
+    node.append(asked);
+    if (r.status === "no_reply") return node;
+    let meta = "streaming…", cls = "bubble reply streaming";
+    if (r.status === "finished") { meta = `✓ finished after ${r.polls} polls`; cls = "bubble reply"; }
+    else if (r.status === "answered") { meta = "✓ welcome"; cls = "bubble reply"; }
+    else if (r.status === "failed") { meta = `✗ ${r.error}`; cls = "bubble reply rejected"; }
+    else if (r.status === "gave_up") { meta = "✗ not finished within 6 min"; cls = "bubble reply rejected"; }
+    const answer = el("div", cls);
+    answer.append(el("span", "body", r.answer || "…"), el("span", "meta", meta));
+    node.append(answer);
+    for (const body of r.responses || []) { // active replies through the response_url
+      const reply = el("div", "bubble reply");
+      messageBody(body, reply);
+      reply.append(el("span", "meta", "via response_url"));
+      node.append(reply);
+    }
+    return node;
+  }
+
   function concerns(kind, r) {
     const who = member.value;
+    if (kind === "b") return bot() === r.bot && r.from === who;
+    if (bot()) return false;
     if (r.app !== app.value) return false;
     if (kind === "c") return r.from_user === who;
     if (r.recipients.includes(who)) return true;
@@ -101,7 +136,8 @@
     const key = kind + r.seq;
     const old = document.querySelector(`[data-key="${key}"]`);
     if (!concerns(kind, r)) { if (old) old.remove(); return; }
-    const node = kind === "c" ? callbackBubble(r) : messageBubble(r, member.value);
+    const node = kind === "c" ? callbackBubble(r) : kind === "b" ? botBubbles(r)
+      : messageBubble(r, member.value);
     node.dataset.key = key;
     node.dataset.seq = r.seq;
     if (old) { old.replaceWith(node); return; }
@@ -124,34 +160,47 @@
 
   async function poll() {
     try {
-      const [m, c] = await Promise.all([
+      const [m, c, b] = await Promise.all([
         fetch(`/fake/messages?since=${since}`).then((r) => r.json()),
         fetch(`/fake/callbacks?since=${since}`).then((r) => r.json()),
+        fetch(`/fake/bot/messages?since=${botSince}`).then((r) => r.json()),
       ]);
       for (const r of c.callbacks) upsert("c", r);
       for (const r of m.messages) upsert("m", r);
+      for (const r of b.messages) upsert("b", r);
       since = Math.max(m.last, c.last);
+      botSince = b.last;
       status.textContent = "";
     } catch (e) {
       status.textContent = "fake WeCom unreachable";
     }
-    setTimeout(poll, 500);
+    setTimeout(poll, bot() ? 250 : 500);
   }
 
   async function start() {
     const info = await (await fetch("/fake/apps")).json();
     for (const m of info.members) member.append(new Option(m, m));
     for (const a of info.apps) app.append(new Option(`${a.name} (${a.agent_id})`, a.name));
+    const bots = await (await fetch("/fake/bots")).json();
+    for (const name of bots.bots) app.append(new Option(`${name} (AI bot)`, `bot:${name}`));
+    const modes = () => {
+      for (const id of ["enter-agent", "event-key", "click", "location"]) $(id).hidden = !!bot();
+      $("enter-chat").hidden = !bot();
+      rerender();
+    };
     member.onchange = rerender;
-    app.onchange = rerender;
+    app.onchange = modes;
+    modes();
     $("composer").onsubmit = (event) => {
       event.preventDefault();
       const text = $("text").value;
       if (!text.trim()) return;
       $("text").value = "";
-      push({type: "text", content: text});
+      if (bot()) botPost("/fake/bot/messages", {content: text});
+      else push({type: "text", content: text});
     };
     $("enter-agent").onclick = () => push({type: "event", event: "enter_agent"});
+    $("enter-chat").onclick = () => botPost("/fake/bot/enter", {});
     $("click").onclick = () => push({type: "event", event: "click", event_key: $("event-key").value});
     $("location").onclick = () => push({type: "event", event: "LOCATION",
       latitude: 39.9042, longitude: 116.4074, precision: 30});
