@@ -87,9 +87,17 @@ def decode_envelope(data: bytes) -> EventEnvelope:
 
 
 def outbox_entry(
-    *, id: str, app: str, trace_id: str, created_at: float, request: SendRequest, origin: str
+    *,
+    id: str,
+    app: str,
+    trace_id: str,
+    created_at: float,
+    request: SendRequest,
+    origin: str,
+    traceparent: str = "",
 ) -> OutboxEntry:
-    """Build an OutboxEntry from any SendRequest (the union is only for decoding)."""
+    """Build an OutboxEntry from any SendRequest (the union is only for decoding).
+    ``traceparent``: ``shared.tracing.traceparent()`` where a span asks for the send."""
     return OutboxEntry(
         id=id,
         app=app,
@@ -97,6 +105,7 @@ def outbox_entry(
         created_at=created_at,
         request=cast("SendRequestType", request),
         origin=origin,
+        traceparent=traceparent,
     )
 
 
