@@ -28,6 +28,7 @@ from __future__ import annotations
 import ast
 import builtins
 import importlib
+import importlib.util
 import re
 import shlex
 import subprocess
@@ -233,6 +234,16 @@ def check(argv: list[str], created: dict[str, str]) -> None:
         assert set(args) <= make_targets(), f"{shlex.join(argv)}: not a Makefile target"
     elif program == "python" and args[:2] == ["-m", "bench"]:
         check_bench(args[2:])
+    elif program == "python" and args[:1] == ["-m"]:
+        # Another of the project's runnable modules: it must exist and take those options.
+        module = args[1]
+        assert importlib.util.find_spec(module) is not None, f"{shlex.join(argv)}: no {module}"
+        shown = subprocess.run(
+            [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60
+        ).stdout
+        for arg in args[2:]:
+            if arg.startswith("--"):
+                assert arg in shown, f"{shlex.join(argv)}: {module} has no {arg}"
     elif program in {"pytest", "cp"}:
         exists(operands[0])
         if program == "cp":
@@ -249,6 +260,8 @@ def check(argv: list[str], created: dict[str, str]) -> None:
     elif program == "docker":
         if args[0] == "build":
             exists(operands[-1] + "/Dockerfile")
+    elif program == "export":  # the shell setting variables for the commands after it
+        assert all("=" in a for a in args), f"{shlex.join(argv)}: export without a value"
     elif program in EXTERNAL:
         if program == "kubectl" and "-k" in args:
             exists(args[args.index("-k") + 1])

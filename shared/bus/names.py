@@ -32,6 +32,8 @@ key                                         type    role (lifetime)
 ``<prefix>:botstream:<bot>:<stream id>``    hash    an AI bot's streamed answer: text so far,
                                                     finished flag, last sequence, start (TTL)
 ``<prefix>:botresponse:<digest>``           string  a response_url used (its answer; TTL 1 h)
+``<prefix>:conv:{<app>}:<router>:<user>``   list    a member's recent turns with one behaviour
+                                                    (its router's name); bounded, TTL
 ==========================================  ======  =============================================
 
 Nothing else builds a key: ``tests/test_names.py`` fails when a key is formatted elsewhere.
@@ -47,6 +49,7 @@ __all__ = [
     "bot_seen",
     "bot_stream",
     "circuit",
+    "conversation",
     "deadletter",
     "delayed",
     "delayed_data",
@@ -170,3 +173,15 @@ def bot_stream(prefix: str, bot: str, stream_id: str) -> str:
 def bot_response(prefix: str, digest: str) -> str:
     """Marks a bot's response_url as used (WeCom accepts one call per URL)."""
     return f"{prefix}:botresponse:{digest}"
+
+
+def conversation(prefix: str, app: str, behaviour: str, user: str) -> str:
+    """One member's recent turns with one behaviour of one app (shared.bus.memory).
+
+    The app, the behaviour and the member are all in the key, so no conversation is shared.
+    """
+    if not behaviour or ":" in behaviour:
+        raise ValueError("behaviour must be non-empty and free of ':'")
+    if not user:
+        raise ValueError("user must be non-empty")
+    return f"{prefix}:conv:{_rate_tag(app)}:{behaviour}:{user}"
