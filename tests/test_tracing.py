@@ -582,3 +582,19 @@ async def test_a_send_wecom_refuses_carries_the_errcode(
     assert (send.attributes or {})["wecom.errcode"] == 40003
     assert _one(found, "bus.deliver").parent is None  # an API request starts its own trace
     assert not any("launch code" in text for text in _texts(found))
+
+
+async def test_an_interim_reply_continues_the_handler_trace(
+    redis: Redis, spans: InMemorySpanExporter
+) -> None:
+    from shared.bus.interim import send_now
+    from shared.bus.router import Context
+    from shared.bus.testing import text_message
+    from shared.schemas.outbound import TextSend
+
+    message = text_message("hi")
+    ctx = Context(event=message, entry_id="1-0", stream=names.events(), handler="team.slow")
+    with tracing.span("bus.handler"):
+        assert await send_now(redis, ctx, TextSend.reply_to(message, "working on it"), label="w")
+    [entry] = [decode_outbox(data) for data in await _data(redis, names.outbox())]
+    assert entry.traceparent == _traceparent(_one(list(spans.get_finished_spans()), "bus.handler"))
