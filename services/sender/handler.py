@@ -35,8 +35,10 @@ from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
 from shared.bus.scripts import TickPipeline
 from shared.bus.tally import Tally
+from shared.logs import TRACE_ID
 from shared.schemas.envelope import OutboxEntry, decode_outbox
 from shared.schemas.outbound import SendRequest, encode_send_request, split_request
+from shared.tracing import span
 from shared.wecom import circuit
 from shared.wecom.client import SendResult, WeComClient
 from shared.wecom.errors import PermanentAPIError, WeComAPIError, WeComUnavailableError
@@ -126,6 +128,7 @@ class OutboxHandler:
             entry = decode_outbox(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise Reject(f"undecodable outbox entry: {exc}") from None
+        TRACE_ID.set(entry.trace_id)  # this delivery's task: its logs carry it
         client = self.clients.get(entry.app)
         if client is None:
             await self._dead(entry, None, "this sender has no such app; check the apps file")
@@ -180,14 +183,21 @@ class OutboxHandler:
         parts: list[_Part],
     ) -> SendResult:
         """Send one part unless it was sent already; raises _Later when it has to wait."""
-        earlier, probe, tries = await self._gate(entry, part)
+        about: dict[str, str | int] = {
+            "wecom_bus.app": entry.app,
+            "wecom_bus.request_id": entry.id,
+            "wecom_bus.part": part.k,
+        }
+        with span("sender.governor", about):
+            earlier, probe, tries = await self._gate(entry, part)
         if earlier is not None:
             SKIPPED.labels(entry.app).inc()
             return earlier
         # An earlier attempt (counted with its outcome) or an earlier delivery may have reached
         # WeCom; this attempt is counted with its own outcome (_record, _retry, _defer, _dead).
         redelivered = tries > 0 or delivery.delivery_count > 1
-        result = await self._send(client, entry, part, redelivered, probe, delivery)
+        with span("sender.send", about):
+            result = await self._send(client, entry, part, redelivered, probe, delivery)
         if probe and await circuit.close(self.redis, self.prefix, entry.app):
             show_circuit(entry.app, "closed")
             log.info("circuit closed: WeCom accepts the app again", extra={"app": entry.app})

@@ -24,6 +24,7 @@ import time
 
 from redis.asyncio import Redis
 
+from shared import tracing
 from shared.bus import names
 from shared.bus.outbox import IDEMPOTENCY_TTL
 from shared.bus.router import Context, request_id
@@ -70,6 +71,7 @@ async def send_now(
         created_at=time.time(),
         request=request,
         origin=f"handler:{ctx.handler}",
+        traceparent=tracing.traceparent(),  # sent within the handler's trace
     )
     digest = hashlib.sha256(f"{ctx.app}\0{rid}".encode()).hexdigest()
     keys = [names.idempotency(prefix, digest), names.outbox(prefix)]

@@ -38,12 +38,12 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 import msgspec
-from redis.asyncio import Redis
 
+from shared import tracing
 from shared.aibot.answer import BotAnswer, is_bot_entry, read_bot_entry
 from shared.bus import metrics, names
 from shared.bus.actions import Action, Item, PublishedAction, action_outputs
@@ -51,7 +51,8 @@ from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.delivery import Handler as WorkerHandler
 from shared.bus.directory import Directory
 from shared.bus.predicates import Predicate, app, event, event_key, sender, text
-from shared.config import Settings
+from shared.bus.state import State
+from shared.logs import TRACE_ID
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_envelope, encode_outbox
 from shared.schemas.inbound import InboundEvent
 from shared.schemas.outbound import Attachment, MediaUpload, SendRequest, SendRequestType
@@ -81,44 +82,6 @@ E = TypeVar("E", bound=InboundEvent)
 Reply: TypeAlias = Item | Sequence[Item] | None
 Handler: TypeAlias = Callable[[E, "Context"], Awaitable[Reply]]
 Hook: TypeAlias = Callable[["State"], Awaitable[None]]
-
-
-class State:
-    """What a service hands its routers' hooks and handlers: shared for the process's life.
-
-    ``settings`` (the checked configuration), ``redis`` (the service's client) and ``environ``
-    (the environment the service started with, ``.env`` applied: a behaviour's own variables)
-    are always there. A startup hook may set any other attribute (``state.http = …``); reading
-    one nobody set raises AttributeError naming it.
-    """
-
-    def __init__(
-        self,
-        *,
-        settings: Settings | None = None,
-        redis: Redis | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        self.settings = settings if settings is not None else Settings()
-        self.environ: Mapping[str, str] = dict(environ or {})
-        self._redis = redis
-
-    @property
-    def redis(self) -> Redis:
-        if self._redis is None:
-            raise RuntimeError("this State has no Redis client (made outside a service?)")
-        return self._redis
-
-    def __setattr__(self, name: str, value: Any) -> None:  # declared so hooks may set anything
-        super().__setattr__(name, value)
-
-    def __getattr__(self, name: str) -> Any:
-        # Only called for attributes that are not set: say which, and where they come from.
-        raise AttributeError(f"state has no {name!r}: no startup hook set it")
-
-    def __repr__(self) -> str:  # attribute names only: values may hold secrets
-        extra = sorted(k for k in vars(self) if not k.startswith("_"))
-        return f"State({', '.join(extra)})"
 
 
 def request_id(stream: str, entry_id: str, handler: str, index: int) -> str:
@@ -392,6 +355,7 @@ class Router:
                     event = bot_envelope.event
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise Reject(f"not an event envelope: {exc}") from None
+            TRACE_ID.set(envelope.trace_id)  # this delivery's task: its logs carry it
             ctx = Context(
                 event=event,
                 app=envelope.app,
@@ -431,6 +395,7 @@ def _outputs(
             request=cast(SendRequestType, p.request),
             origin=f"handler:{p.handler}",
             upload=p.upload,
+            traceparent=tracing.traceparent(),  # the handler's span: the sender continues it
         )
         for p in collected.items
     ]
