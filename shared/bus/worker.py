@@ -83,7 +83,7 @@ class Consumer:
         self._read_reserved = 0  # the part of _reserved a blocking read holds
         self._slot = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._force = self._running = self._heal_needed = False
+        self._force = self._running = self._heal_needed = self._ended = False
         self._failing: set[str] = set()  # loops whose last step failed with a non-outage error
         self._last_seen: str | None = None
         self._next_sweep = 0.0
@@ -130,7 +130,7 @@ class Consumer:
     async def _serve(self, *, burst: bool) -> None:
         if self._running:
             raise RuntimeError(f"consumer {self.name} is already running")
-        self._running, self._force = True, False
+        self._running, self._force, self._ended = True, False, False
         self._stopping.clear()
         loops: list[asyncio.Task[None]] = []
         try:
@@ -150,6 +150,7 @@ class Consumer:
             await self._drain(loops)
         finally:
             # Reached early only on cancellation or a bug: then nothing is drained.
+            self._ended = True  # the lease loop ends even if its cancel is lost (see _loop)
             pending = [*loops, *self._inflight.values()]
             for task in pending:
                 task.cancel()
@@ -174,11 +175,12 @@ class Consumer:
             )
 
     async def _loop(self, name: str, step: Step, *, once: bool = False) -> None:
-        """Run ``step`` until stopping (the lease loop: until cancelled), sleeping what it
+        """Run ``step`` until stopping (the lease loop: until the run ends), sleeping what it
         returns. Outages are waited out; any other error is logged and backed off, and the
-        consumer reports itself unhealthy until the step succeeds again."""
+        consumer reports itself unhealthy until the step succeeds again. A cancel alone may not
+        end a loop: on Python 3.11 redis-py's wait_for drops one landing as a write finishes."""
         failures, forever = 0, name == "lease"
-        while forever or not self._stopping.is_set():
+        while not (self._ended if forever else self._stopping.is_set()):
             try:
                 if self._heal_needed and not forever:
                     await self._heal()
