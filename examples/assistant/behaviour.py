@@ -205,7 +205,7 @@ class _PartSender:
     ``ASSISTANT_PART_WAIT`` seconds) for the previous one — or the interim reply — to be
     delivered: the member reads the parts in order. The first paragraph goes at once; later
     parts hold ``ASSISTANT_PART_MIN_BYTES`` to ``ASSISTANT_PART_BYTES`` (or the rest of the
-    answer), and paragraphs that queued up meanwhile travel together: fewer messages.
+    answer), cut by the text alone so that a redelivery makes the same parts.
     """
 
     def __init__(self, assistant: Assistant, msg: TextMessage, ctx: Context, interim: Interim):
@@ -223,15 +223,27 @@ class _PartSender:
                 self._take(await ready.get())
                 continue
             await self._wait_turn()
-            while not ready.empty():
-                self._take(ready.get_nowait())
             # The first part goes at once; later ones gather at least ASSISTANT_PART_MIN_BYTES.
             while self.count and not self.finished and self._size() < self.min_bytes:
                 self._take(await ready.get())
-            part = self.pending.popleft()
-            while self.pending and len(f"{part}\n\n{self.pending[0]}".encode()) <= self.limit:
-                part = f"{part}\n\n{self.pending.popleft()}"
-            await self._enqueue(part)
+            await self._enqueue(self._next_part())
+
+    def _next_part(self) -> str:
+        """The next part: the first paragraph alone, later ones joined up to the least size.
+
+        Parts depend on the answer's text only, never on timing (how many paragraphs happened
+        to be queued): a redelivered event cuts the same answer into the same parts, so the
+        parts an earlier delivery enqueued (same ids) are skipped and none is repeated or lost.
+        """
+        part = self.pending.popleft()
+        while (
+            self.count
+            and self.pending
+            and len(part.encode()) < self.min_bytes
+            and len(f"{part}\n\n{self.pending[0]}".encode()) <= self.limit
+        ):
+            part = f"{part}\n\n{self.pending.popleft()}"
+        return part
 
     def _size(self) -> int:
         return sum(len(p.encode()) + 2 for p in self.pending)
