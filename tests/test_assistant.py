@@ -221,6 +221,22 @@ async def test_nothing_reaches_the_dead_letter_on_failures(redis: Redis, model: 
     assert texts(entries) == [REPLIES["down"]]
 
 
+async def test_the_last_delivery_is_the_consumers_not_the_settings(
+    redis: Redis, model: Model
+) -> None:
+    # The settings allow five deliveries, the consumer running the router only one: on that
+    # one the member gets the polite reply, not a Retry that would dead-letter the message.
+    model.fake.faults.append(Fault(status=503, count=5))
+    env = model.env(BUS_MAX_DELIVERIES="5")
+    try:
+        entries = await run_events(
+            redis, router, [text_message("hi")], prefix=PREFIX, environ=env, max_deliveries=1
+        )
+    except DeadLettered as exc:  # pragma: no cover - the assertion names the failure
+        raise AssertionError(f"dead-lettered: {exc.errors}") from None
+    assert texts(entries) == [REPLIES["down"]] and len(model.fake.requests) == 1
+
+
 async def test_only_the_configured_apps_are_answered(redis: Redis, model: Model) -> None:
     env = model.env(ASSISTANT_APPS="hr, it", BUS_MAX_DELIVERIES="1")
     hr = await run_events(redis, router, [text_message("hi")], app="hr", prefix=PREFIX, environ=env)

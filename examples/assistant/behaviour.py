@@ -183,7 +183,8 @@ class Assistant:
 
     def _failed(self, msg: TextMessage, ctx: Context, exc: ModelError) -> Reply:
         """A polite reply, or ``Retry`` while deliveries remain (see the module docstring)."""
-        last = ctx.delivery >= self.max_deliveries
+        # The consumer's own limit; BUS_MAX_DELIVERIES for a Context made by hand.
+        last = ctx.last_delivery if ctx.max_deliveries else ctx.delivery >= self.max_deliveries
         fields = {"kind": exc.kind, "status": exc.status, "delivery": ctx.delivery, "last": last}
         if exc.kind in ("auth", "refused"):
             log.error("model API refused: %s", exc.detail, extra=fields)
