@@ -362,8 +362,8 @@ class Router:
 
         ``maxlen`` trims the outbox (None: the consumer's maxlen). ``state`` is what handlers
         see as ``ctx.state`` (run :meth:`startup` on it first). ``max_deliveries``: the
-        consumer's limit, told to handlers as ``ctx.max_deliveries``/``ctx.last_delivery``. An entry that is not an
-        EventEnvelope is rejected (dead letter).
+        consumer's limit, told to handlers as ``ctx.max_deliveries``/``ctx.last_delivery``.
+        An entry that is not an EventEnvelope is rejected (dead letter).
         """
         shared = state if state is not None else State()
         outbox = names.outbox(prefix)
