@@ -3,6 +3,7 @@ answering through the chat page's callback path against the stand-in model (no e
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import signal
@@ -48,6 +49,19 @@ class Dev:
         response = httpx.post(f"http://127.0.0.1:{self.fake}/fake/callbacks", json=spec, timeout=30)
         assert response.json()["ok"] is True
 
+    def ask_bot(self, user: str, text: str, timeout: float = 30.0) -> dict[str, Any]:
+        """A member's message to the AI bot ``helper``; its record once the stream ended."""
+        fake = f"http://127.0.0.1:{self.fake}/fake/bot/messages"
+        said = {"bot": "helper", "from": user, "content": text}
+        seq = httpx.post(fake, json=said, timeout=30).json()["seq"]
+        deadline = time.monotonic() + timeout
+        while True:
+            found = httpx.get(fake, timeout=10).json()["messages"]
+            record: dict[str, Any] = next(r for r in found if r["seq"] == seq)
+            if record["status"] != "answering" or time.monotonic() > deadline:
+                return record
+            time.sleep(0.1)
+
     def replies(self, user: str, count: int, timeout: float = 30.0) -> list[str]:
         deadline = time.monotonic() + timeout
         while True:
@@ -72,6 +86,7 @@ def dev(redis_url: str, tmp_path: Path) -> Iterator[Dev]:
         BUS_PREFIX=f"dev{secrets.token_hex(4)}",  # nothing seen by other tests on this Redis
         ASSISTANT_INTERIM_AFTER="0",  # the replies counted below are the answers only
         LOG_FORMAT="json",
+        FAKE_WECOM_BOT_POLL_INTERVAL="0.1",
     )
     base, fake = port_base(), free_port()
     out = tmp_path / "dev.out"
@@ -107,3 +122,10 @@ def test_dev_with_the_assistant_remembers_a_name(dev: Dev) -> None:
     assert len(both) == 2 and "小明" in both[1], both
     time.sleep(1.0)  # an echo, had one run too, would have answered by now
     assert len(dev.replies("alice", 3, timeout=0)) == 2
+    # The AI bot: the model's answer grows over WeCom's polls; its memory is the bot's own.
+    told = dev.ask_bot("alice", "我的名字是小红")
+    assert told["status"] == "finished" and told["answer"], told
+    shown = [text for text in told["shown"] if text]
+    assert len(shown) >= 2 and all(b.startswith(a) for a, b in itertools.pairwise(shown)), shown
+    asked = dev.ask_bot("alice", "我叫什么?")
+    assert "小红" in asked["answer"] and "小明" not in asked["answer"], asked
