@@ -152,12 +152,10 @@ class Assistant:
                 async for piece in self._pieces(self._messages(history, text)):
                     pieces.append(piece)
                     await stream.append(piece)
-        except TimeoutError:
-            error = ModelError("down", f"no full answer within {self.config.timeout:g} s")
+        except (TimeoutError, ModelError) as exc:
+            error = exc if isinstance(exc, ModelError) else self._timed_out()
+            # Retry leaves the stream open: the next delivery continues after what was shown.
             await stream.finish(("\n\n" if pieces else "") + self._failed(ctx, error))
-            return
-        except ModelError as exc:
-            await stream.finish(("\n\n" if pieces else "") + self._failed(ctx, exc))
             return
         answer = "".join(pieces).strip()
         if answer:
@@ -209,10 +207,13 @@ class Assistant:
                     for part in parts.feed(piece):
                         ready.put_nowait(part)
         except TimeoutError:
-            raise ModelError("down", f"no full answer within {self.config.timeout:g} s") from None
+            raise self._timed_out() from None
         for part in parts.finish():
             ready.put_nowait(part)
         return "".join(pieces).strip()
+
+    def _timed_out(self) -> ModelError:
+        return ModelError("down", f"no full answer within {self.config.timeout:g} s")
 
     async def _pieces(self, messages: list[Message]) -> AsyncIterator[str]:
         if self.config.stream:
