@@ -123,9 +123,10 @@ def test_dev_with_the_assistant_remembers_a_name(dev: Dev) -> None:
     time.sleep(1.0)  # an echo, had one run too, would have answered by now
     assert len(dev.replies("alice", 3, timeout=0)) == 2
     # The AI bot: the model's answer grows over WeCom's polls; its memory is the bot's own.
-    told = dev.ask_bot("alice", "我的名字是小红")
-    assert told["status"] == "finished" and told["answer"], told
+    told = dev.ask_bot("alice", "我的名字是小红。" + "一二三四五六七八九十" * 30)
+    assert told["status"] == "finished" and "一二三四五六七八九十" * 30 in told["answer"], told
+    # About 40 pieces, 0.05 s apart, polled every 0.1 s: the member saw it grow.
     shown = [text for text in told["shown"] if text]
-    assert len(shown) >= 2 and all(b.startswith(a) for a, b in itertools.pairwise(shown)), shown
+    assert len(shown) >= 3 and all(b.startswith(a) for a, b in itertools.pairwise(shown)), shown
     asked = dev.ask_bot("alice", "我叫什么?")
     assert "小红" in asked["answer"] and "小明" not in asked["answer"], asked
