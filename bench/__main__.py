@@ -1,6 +1,6 @@
 """``python -m bench [--quick] [--only ingress|pipeline]`` and ``python -m bench profile``.
 
-The run builds every callback first, then measures the ingress section (four receivers on one
+The run builds every callback first, then measures the ingress section (five receivers on one
 core, latency at half of peak, fsync, workers, Redis round trips) and the pipeline section (end
 to end, consumers, gettoken, RSS), prints one table and writes the JSON results (default
 ``bench/results.json``). It needs no network beyond loopback and stops by itself.
@@ -95,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         "--priority", action="store_true", help="run at nice -10 (root) on a busy machine"
     )
     sub = parser.add_subparsers(dest="command")
-    prof = sub.add_parser("profile", help="py-spy on the ingress under load; print the top costs")
-    prof.add_argument("--target", choices=("ingress", "responder", "sender"), default="ingress")
+    prof = sub.add_parser("profile", help="py-spy on a service under load; print the top costs")
+    prof.add_argument(
+        "--target", choices=("ingress", "responder", "sender", "e2e"), default="ingress"
+    )
+    prof.add_argument("--e2e-rate", type=int, default=500, help="--target e2e: callbacks a second")
     prof.add_argument("--seconds", type=float, default=10.0)
     prof.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     prof.add_argument("--out", type=Path, default=Path("bench/results-profile.json"))

@@ -1,4 +1,4 @@
-"""Ingress measurements: the generator's ceiling, four receivers on one core, latency at half of
+"""Ingress measurements: the generator's ceiling, five receivers on one core, latency at half of
 peak, fsync policy, one worker versus two, and Redis round trips per callback.
 
 Every receiver runs on the server core, the generator and Redis on the load core (see
@@ -7,11 +7,16 @@ each callback at most once (a repeat would be answered as a duplicate, doing les
 flushed before each ingress run, so the pre-built callbacks are all new again.
 
 Other work on the machine steals CPU from the server at random, so compared servers run at once
-(an idle one costs nothing) and are loaded in turn, ``rounds`` times. Two figures per server:
+(an idle one costs nothing) and are loaded in turn, ``rounds`` times. Every figure is the median
+over the rounds (never the best round), and only 200 answers count:
 
-* ``rps``: answered requests per wall second, best round (the least disturbed);
-* ``capacity``: answered requests per CPU second of the server's own processes (schedstat),
-  median of the rounds: what one whole core would carry, much less sensitive to other work.
+* ``rps``: 200s per wall second;
+* ``capacity``: 200s per CPU second of the receiver's own work, from schedstat: its processes
+  and, for the ingress, Redis too (the dedup mark and the XADD are its work, done in another
+  process); what one whole core would carry, much less sensitive to other work;
+* ``latency_ms``: each percentile's median over the same rounds;
+* ``cpu_ms_per_callback``: 1000 / capacity. The plain-ASGI verify+decrypt receiver's figure is
+  the unit the pipeline's CPU table is expressed in.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import socket
 import statistics
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -32,8 +37,9 @@ import redis
 from bench import procs
 from bench.loadgen import LoadConfig, LoadResult, run_load
 from bench.plan import Context
+from devkit.embedded_redis import EmbeddedRedis
 
-__all__ = ["run_ingress", "summary"]
+__all__ = ["baseline_cpu_ms", "run_ingress", "summary"]
 
 
 def summary(result: LoadResult) -> dict[str, Any]:
@@ -56,10 +62,13 @@ def _flush(port: int) -> None:
     client.close()
 
 
-def _load(ctx: Context, srv: procs.Server, **config: Any) -> LoadResult:
+def _load(
+    ctx: Context, srv: procs.Server, *, also: Sequence[int] = (), **config: Any
+) -> LoadResult:
+    """A run against ``srv``; ``also``: more processes whose CPU counts as the server's."""
     base: dict[str, Any] = {
         "port": srv.port,
-        "watch_pids": procs.tree(srv.process.pid),
+        "watch_pids": [*procs.tree(srv.process.pid), *also],
         "requests_file": str(ctx.requests_file),
         "connections": ctx.plan.connections,
         "warmup": ctx.plan.warmup,
@@ -69,10 +78,12 @@ def _load(ctx: Context, srv: procs.Server, **config: Any) -> LoadResult:
     return run_load(LoadConfig(**{**base, **config}))
 
 
-def _ingress(ctx: Context, srv: procs.Server, redis_port: int, **config: Any) -> LoadResult:
-    """A run against the ingress: Redis flushed first, each callback sent at most once."""
-    _flush(redis_port)
-    return _load(ctx, srv, repeat=False, **config)
+def _ingress(ctx: Context, srv: procs.Server, rds: EmbeddedRedis, **config: Any) -> LoadResult:
+    """A run against the ingress: Redis flushed first, each callback sent at most once, and
+    Redis's CPU counted as the ingress's."""
+    _flush(rds.port)
+    assert rds.process is not None
+    return _load(ctx, srv, also=[rds.process.pid], repeat=False, **config)
 
 
 def _serve(
@@ -91,22 +102,38 @@ def _serve(
 Run = Callable[[], LoadResult]
 
 
+def _median(values: Sequence[float]) -> float:
+    return round(statistics.median(values), 3) if values else 0.0
+
+
+def _merged(done: list[LoadResult]) -> dict[str, Any]:
+    """One receiver's rounds as one figure each: medians over the rounds, totals of errors."""
+    out = summary(done[len(done) // 2])  # the shape; every figure below replaces its own
+    out["rps"] = _median([r.rps for r in done])
+    out["capacity"] = round(_median([r.rps_per_cpu for r in done]), 1)
+    out["cpu_ms_per_callback"] = round(1000 / out["capacity"], 4) if out["capacity"] else 0.0
+    out["server_cpu_share"] = _median([r.server_cpu_share for r in done])
+    out["latency_ms"] = {k: _median([r.latency_ms[k] for r in done]) for k in done[0].latency_ms}
+    out["errors"] = sum(r.errors for r in done)
+    statuses: Counter[str] = Counter()
+    for r in done:
+        statuses.update(r.statuses)
+    out["statuses"] = dict(statuses)
+    out["rounds_rps"] = [r.rps for r in done]
+    out["rounds_capacity"] = [r.rps_per_cpu for r in done]
+    out["rounds_p99"] = [r.latency_ms["p99"] for r in done]
+    return out
+
+
 def _compare(runs: dict[str, Run], rounds: int) -> dict[str, Any]:
     """Each run in turn, ``rounds`` times, the order reversed every other round (so a drift in
-    what else the machine does evens out): best round by wall rps, median capacity."""
+    what else the machine does evens out); medians over the rounds."""
     names = list(runs)
     results: dict[str, list[LoadResult]] = {name: [] for name in names}
     for i in range(rounds):
         for name in names if i % 2 == 0 else names[::-1]:
             results[name].append(runs[name]())
-    out: dict[str, Any] = {}
-    for name, done in results.items():
-        best = summary(max(done, key=lambda r: r.rps))
-        best["capacity"] = round(statistics.median(r.rps_per_cpu for r in done), 1)
-        best["rounds_rps"] = [r.rps for r in done]
-        best["rounds_capacity"] = [r.rps_per_cpu for r in done]
-        out[name] = best
-    return out
+    return {name: _merged(done) for name, done in results.items()}
 
 
 def _ratio(a: float, b: float) -> float:
@@ -134,27 +161,41 @@ def _generator_ceiling(ctx: Context, env: dict[str, str]) -> dict[str, Any]:
     }
 
 
-KINDS = ("bare", "verify", "usual", "ingress")
+KINDS = ("bare", "verify", "asgi", "usual", "ingress")
+PAIRS = {
+    "ingress_vs_asgi": ("ingress", "asgi"),  # the honest bound: both plain ASGI apps
+    "ingress_vs_verify": ("ingress", "verify"),
+    "ingress_vs_usual": ("ingress", "usual"),
+}
 
 
-def _receivers(ctx: Context, env: dict[str, str], redis_port: int) -> dict[str, Any]:
+def _receivers(ctx: Context, env: dict[str, str], rds: EmbeddedRedis) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         servers = {kind: stack.enter_context(_serve(ctx, kind, env)) for kind in KINDS}
         plans: dict[str, Run] = {
-            kind: partial(_ingress, ctx, srv, redis_port)
+            kind: partial(_ingress, ctx, srv, rds)
             if kind == "ingress"
             else partial(_load, ctx, srv)
             for kind, srv in servers.items()
         }
         runs = _compare(plans, ctx.plan.rounds)
-    pairs = {kind: (kind, "bare") for kind in KINDS}
-    pairs |= {"ingress_vs_verify": ("ingress", "verify"), "ingress_vs_usual": ("ingress", "usual")}
+    pairs = {kind: (kind, "bare") for kind in KINDS} | PAIRS
     return {
         "runs": runs,
         # capacity ratios: median over rounds of the two figures measured in the same round
         "ratios": {name: _paired(runs, a, b, "capacity") for name, (a, b) in pairs.items()},
         "wall_ratios": {name: _paired(runs, a, b, "rps") for name, (a, b) in pairs.items()},
+        "baseline_cpu_ms": runs["asgi"]["cpu_ms_per_callback"],
     }
+
+
+def baseline_cpu_ms(ctx: Context) -> float:
+    """CPU ms per callback of the plain-ASGI verify+decrypt receiver, median of the rounds."""
+    env = _env(ctx, "redis://127.0.0.1:1")  # it never reaches Redis
+    with _serve(ctx, "asgi", env, "asgi-baseline") as srv:
+        runs = _compare({"asgi": partial(_load, ctx, srv)}, ctx.plan.rounds)
+    cpu_ms: float = runs["asgi"]["cpu_ms_per_callback"]
+    return cpu_ms
 
 
 class _Monitor:
@@ -197,13 +238,13 @@ class _Monitor:
         return clients, scripts
 
 
-def _round_trips(ctx: Context, env: dict[str, str], redis_port: int) -> dict[str, Any]:
+def _round_trips(ctx: Context, env: dict[str, str], rds: EmbeddedRedis) -> dict[str, Any]:
     n = ctx.plan.roundtrip_callbacks
-    client = redis.Redis(port=redis_port)
+    client = redis.Redis(port=rds.port)
     with _serve(ctx, "ingress", env, "ingress-rtt") as srv:
-        _ingress(ctx, srv, redis_port, mode="open", rate=200.0, warmup=0.0, duration=0.1)
+        _ingress(ctx, srv, rds, mode="open", rate=200.0, warmup=0.0, duration=0.1)
         before = int(client.info("stats")["total_commands_processed"])
-        monitor = _Monitor(redis_port)
+        monitor = _Monitor(rds.port)
         # offset: past the warm-up's callbacks, which Redis still remembers
         result = _load(
             ctx,
@@ -239,22 +280,19 @@ def run_ingress(ctx: Context, log: Callable[[str], None] = print) -> dict[str, A
         env = _env(ctx, rds.url)
         log("  generator ceiling …")
         out["generator"] = _generator_ceiling(ctx, env)
-        log(f"  four receivers on one core, {rounds} round(s) …")
-        out.update(_receivers(ctx, env, rds.port))
+        log(f"  {len(KINDS)} receivers on one core, {rounds} round(s) …")
+        out.update(_receivers(ctx, env, rds))
         peak = out["runs"]["ingress"]["rps"]
         log(f"  ingress latency at half of peak ({peak / 2:.0f}/s) …")
         with _serve(ctx, "ingress", env, "ingress-half") as srv:
             halves = [
-                _ingress(ctx, srv, rds.port, mode="open", rate=max(1.0, peak / 2))
-                for _ in range(rounds)
+                _ingress(ctx, srv, rds, mode="open", rate=max(1.0, peak / 2)) for _ in range(rounds)
             ]
-        # The round with the median p99: one unlucky round (another process holding the core
-        # for a few ms) must not decide the figure, nor the luckiest one.
-        halves.sort(key=lambda r: r.latency_ms["p99"])
-        out["half_peak"] = summary(halves[len(halves) // 2])
-        out["half_peak"]["rounds_p99"] = [r.latency_ms["p99"] for r in halves]
+        # Medians over the rounds: one unlucky round (another process holding the core for a
+        # few ms) must not decide the figure, nor the luckiest one.
+        out["half_peak"] = _merged(halves)
         log("  Redis round trips per callback …")
-        out["redis"] = _round_trips(ctx, env, rds.port)
+        out["redis"] = _round_trips(ctx, env, rds)
 
         log(f"  appendfsync always vs everysec, {rounds} round(s) …")
         always = stack.enter_context(procs.redis_server("always", ctx.cores.load))
@@ -263,8 +301,8 @@ def run_ingress(ctx: Context, log: Callable[[str], None] = print) -> dict[str, A
             e = servers.enter_context(_serve(ctx, "ingress", env, "i-everysec"))
             fsync = _compare(
                 {
-                    "everysec": partial(_ingress, ctx, e, rds.port),
-                    "always": partial(_ingress, ctx, a, always.port),
+                    "everysec": partial(_ingress, ctx, e, rds),
+                    "always": partial(_ingress, ctx, a, always),
                 },
                 rounds,
             )
@@ -279,8 +317,8 @@ def run_ingress(ctx: Context, log: Callable[[str], None] = print) -> dict[str, A
             )
             workers = _compare(
                 {
-                    "1": lambda: _ingress(ctx, one, rds.port),
-                    "2": lambda: _ingress(ctx, two, rds.port),
+                    "1": lambda: _ingress(ctx, one, rds),
+                    "2": lambda: _ingress(ctx, two, rds),
                 },
                 rounds,
             )

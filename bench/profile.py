@@ -32,18 +32,19 @@ __all__ = ["profile", "summarize"]
 
 # Inclusive shares worth a line each: the steps of the POST path, then the libraries under them.
 STEPS = {
-    "create_app.<locals>.callback (services/ingress/app.py)": "the route handler, all of it",
-    "HTTPConnection.query_params (starlette/requests.py)": "  query parameters (Starlette)",
+    "Receiver.__call__ (services/ingress/callback.py)": "the POST receiver, all of it",
+    "_one (services/ingress/callback.py)": "  query parameters",
     "_check_timestamp (services/ingress/callback.py)": "  timestamp check (+ skew histogram)",
-    "_read_body (services/ingress/callback.py)": "  read body (request.stream)",
+    "Receiver._read_body (services/ingress/callback.py)": "  read body",
     "CallbackCrypto.decrypt_callback (shared/protocol/crypto.py)": "  decrypt_callback",
     "parse_envelope (shared/protocol/parser.py)": "    envelope XML",
     "CallbackCrypto.verify (shared/protocol/crypto.py)": "    signature",
     "CallbackCrypto.decrypt (shared/protocol/crypto.py)": "    AES + checks",
     "read_message (shared/protocol/parser.py)": "  read_message (XML → event + raw)",
+    "dedup_key (shared/schemas/inbound.py)": "  dedup key",
     "encode_envelope (shared/schemas/envelope.py)": "  encode_envelope",
-    "AsyncScript.__call__ (redis/commands/core.py)": "  dedup + XADD script (redis-py)",
-    "MetricWrapperBase.labels (prometheus_client/metrics.py)": "  prometheus labels()",
+    "Store.once (services/ingress/store.py)": "  queue the store",
+    "Store._send (services/ingress/store.py)": "  dedup + XADD pipeline (per tick)",
     "Histogram.observe (prometheus_client/metrics.py)": "  prometheus Histogram.observe",
 }
 GROUPS = (
@@ -53,6 +54,10 @@ GROUPS = (
     ("uvicorn/", "uvicorn"),
     ("httpx/", "httpx"),
     ("httpcore/", "httpcore"),
+    ("httpx_aiohttp/", "httpx-aiohttp"),
+    ("aiohttp/", "aiohttp"),
+    ("yarl/", "yarl"),
+    ("multidict/", "multidict"),
     ("anyio/", "anyio"),
     ("h11/", "h11"),
     ("importlib", "importlib (imports at run time)"),
@@ -149,11 +154,21 @@ def _print(report: dict[str, Any], headline: str, steps: bool) -> None:
         print(f"  {pct:5.1f} %  {frame}")
 
 
-def _spy(pid: int, seconds: float, rate: int, out: Path, cpus: list[int] | None) -> str:
-    """py-spy record on ``pid`` (itself pinned to ``cpus``); the collapsed stacks, or raise."""
+def _spy(
+    pid: int,
+    seconds: float,
+    rate: int,
+    out: Path,
+    cpus: list[int] | None,
+    *,
+    nonblocking: bool = False,
+) -> str:
+    """py-spy record on ``pid`` (itself pinned to ``cpus``); the collapsed stacks, or raise.
+    ``nonblocking``: never pause the process (less exact stacks, undisturbed timing)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     argv = [spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
     argv += ["--rate", str(rate), "--nolineno", "--format", "raw", "--output", str(out)]
+    argv += ["--nonblocking"] if nonblocking else []
     done = subprocess.run(
         argv,
         capture_output=True,
@@ -211,10 +226,66 @@ def _consumer(
     return collapsed, headline, {"entries": count}
 
 
+def _e2e(args: argparse.Namespace, workdir: Path) -> dict[str, tuple[str, str]]:
+    """The whole system at ``--e2e-rate`` callbacks a second (open loop, members spread), each of
+    ingress, responder and sender sampled at once: {service: (collapsed, headline)}."""
+    from bench.pipeline import ALL, profiled_system
+
+    members = 4000  # far below 30 messages a minute each
+    with profiled_system(workdir, ALL, members) as (system, _):
+        file = workdir / "e2e.pkl"
+        count = int(args.e2e_rate * (args.seconds + 3))
+        creds = Credentials.from_env(system.env)
+        save_requests(callback_requests(creds, count, member_count=members), file)
+        config = LoadConfig(
+            port=system.ports["ingress"],
+            requests_file=str(file),
+            mode="open",
+            connections=64,
+            rate=float(args.e2e_rate),
+            warmup=0.0,
+            duration=args.seconds + 3,
+            repeat=False,
+        )
+        result: list[LoadResult] = []
+        loader = threading.Thread(target=lambda: result.append(run_load(config)))
+        loader.start()
+        threading.Event().wait(1.5)
+        pids = {name: p.pid for name, p in system.stack.children if name != "fake-wecom"}
+        spied: dict[str, str] = {}
+
+        def spy(name: str) -> None:
+            out = workdir / f"{name}.txt"
+            spied[name] = _spy(pids[name], args.seconds, args.rate, out, None, nonblocking=True)
+
+        spies = [threading.Thread(target=spy, args=(name,)) for name in pids]
+        for thread in spies:
+            thread.start()
+        for thread in [*spies, loader]:
+            thread.join()
+    load = f"{result[0].sent} callbacks at {args.e2e_rate}/s" if result else "load failed"
+    return {name: (spied[name], f"{name} under py-spy, end to end, {load}") for name in spied}
+
+
+def _profile_e2e(args: argparse.Namespace, workdir: Path) -> int:
+    document: dict[str, Any] = {"target": "e2e", "services": {}}
+    for name, (collapsed, headline) in _e2e(args, workdir).items():
+        report = summarize(collapsed)
+        _print(report, headline, steps=name == "ingress")
+        print()
+        document["services"][name] = {**report, "collapsed": collapsed.splitlines()}
+    args.out.write_bytes(msgspec.json.format(msgspec.json.encode(document)))
+    print(f"summaries and collapsed stacks: {args.out}")
+    return 0
+
+
 def profile(args: argparse.Namespace) -> int:
-    """Profile ``args.target`` (ingress, responder or sender) and print its top costs."""
+    """Profile ``args.target`` (ingress, responder, sender, or all three end to end) and print
+    the top costs."""
     workdir = Path(tempfile.mkdtemp(prefix="wecom-bus-profile-"))
     try:
+        if args.target == "e2e":
+            return _profile_e2e(args, workdir)
         if args.target == "ingress":
             collapsed, headline, load = _ingress(args, workdir)
         else:
@@ -222,11 +293,12 @@ def profile(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     report = summarize(collapsed)
     _print(report, headline, steps=args.target == "ingress")
     document = {"target": args.target, "load": load, **report}
     document["collapsed"] = collapsed.splitlines()
     args.out.write_bytes(msgspec.json.format(msgspec.json.encode(document)))
     print(f"\nsummary and collapsed stacks: {args.out}")
-    shutil.rmtree(workdir, ignore_errors=True)
     return 0

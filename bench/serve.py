@@ -20,6 +20,7 @@ __all__ = ["FACTORIES", "main"]
 FACTORIES = {
     "bare": "bench.servers:bare_app",
     "verify": "bench.servers:verify_app",
+    "asgi": "bench.servers:asgi_verify_app",
     "ingress": "bench.servers:ingress_app",
     "usual": "bench.usual:usual_app",
 }

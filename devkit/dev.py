@@ -150,13 +150,13 @@ MODEL_CHUNK_DELAY = 0.05  # seconds between the stand-in's pieces: the chat page
 
 
 def dev_assistant(env: dict[str, str], ports: dict[str, int]) -> None:
-    """The stand-in model on port base + 4 and the ``LLM_*`` settings pointing at it.
+    """The stand-in model on port base + 5 and the ``LLM_*`` settings pointing at it.
 
     The assistant takes the place of the echo behaviours (the default responder runs
     ``examples.assistant:router`` in group "assistant", and no bot echo runs), so a member gets
     one answer, not an echo and the model's.
     """
-    ports["fake-llm"] = ports["ingress"] + 4
+    ports["fake-llm"] = ports["ingress"] + 5
     ports.pop("aibot-echo", None)
     env.update(fakellm.assistant_env(ports["fake-llm"]))
 
@@ -168,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         "ingress": base,
         "responder": base + 1,
         "sender": base + 2,
+        "console": base + 3,
         "fake-wecom": args.fake_port,
     }
     env = dict(os.environ)
@@ -179,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     scratch = tempfile.TemporaryDirectory(prefix="wecom-bus-dev-")
     if use_fake and not env.get("WECOM_BOTS_FILE"):
         dev_bots(env, Path(scratch.name), ports["ingress"])
-        ports["aibot-echo"] = base + 3  # answers the bot: examples/aibot, its own group
+        ports["aibot-echo"] = base + 4  # answers the bot: examples/aibot, its own group
     if args.assistant or env.get("WECOM_DEV_ASSISTANT") == "1":
         dev_assistant(env, ports)
     # A key we generate is fine to print in the banner; an operator's own key is not.
@@ -228,13 +229,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _spawn_all(stack: Stack, ports: dict[str, int], use_fake: bool) -> None:
-    """The fake WeCom (when used), the three services, then the example consumers."""
+    """The fake WeCom (when used), the three services and the console, then the example
+    consumers."""
     if use_fake:
         stack.spawn("fake-wecom", "--host", "127.0.0.1", "--port", str(ports["fake-wecom"]))
     if "fake-llm" in ports:
         model = fakellm.command(ports["fake-llm"], chunk_delay=MODEL_CHUNK_DELAY)
         stack.spawn("fake-llm", command=model)
-    for name in ("ingress", "responder", "sender"):
+    for name in ("ingress", "responder", "sender", "console"):
         role = ASSISTANT if name == "responder" and "fake-llm" in ports else ()
         stack.spawn(name, *role, "--host", "127.0.0.1", "--port", str(ports[name]))
     if "aibot-echo" in ports:
@@ -258,6 +260,7 @@ def _banner(
         f"wecom-bus is ready ({took:.1f}s)",
         f"  callback URL  http://127.0.0.1:{ports['ingress']}/callback",
         f"  Redis         {env['REDIS_URL']}",
+        f"  console       http://127.0.0.1:{ports['console']}/   (lag, dead letters, sends)",
     ]
     if fake:
         lines += [f"  chat page     {fake}/   (fake WeCom: pick a member and type)"]

@@ -65,8 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--port", type=int, default=8082)
     cmd.set_defaults(run=_lazy("services.sender.__main__:run"))
 
+    cmd = sub.add_parser("console", help="the operator console (web): lag, dead letters, sends")
+    cmd.add_argument("--host", default="127.0.0.1", help="other than loopback: CONSOLE_API_KEY")
+    cmd.add_argument("--port", type=int, default=8083)
+    cmd.set_defaults(run=_lazy("services.console.__main__:run"))
+
     cmd = sub.add_parser("dev", help="everything on this machine (embedded Redis, fake WeCom)")
-    cmd.add_argument("--port-base", type=int, default=8080, help="ingress; +1 responder, +2 sender")
+    cmd.add_argument(
+        "--port-base", type=int, default=8080, help="ingress; +1 responder, +2 sender, +3 console"
+    )
     cmd.add_argument("--fake-port", type=int, default=9000)
     cmd.add_argument("--timeout", type=float, default=60.0)
     cmd.add_argument(

@@ -14,6 +14,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Sequence
 from typing import Any, Literal
 
+import msgspec
 import uvicorn
 from redis.asyncio import Redis
 from starlette.applications import Starlette
@@ -24,6 +25,7 @@ from shared.bus.options import ConsumerOptions
 from shared.bus.router import Router, State
 from shared.bus.worker import Consumer, install_signal_handlers
 from shared.config import Settings
+from shared.wecom.gateway import gateway_for
 
 __all__ = [
     "Background",
@@ -104,9 +106,13 @@ def make_consumer(
     group: str,
     handler: Handler,
     start: Literal["new", "backlog"],
+    concurrency: int | None = None,
 ) -> Consumer:
-    """A Consumer with the BUS_* settings every consumer service shares."""
+    """A Consumer with the BUS_* settings every consumer service shares (and ``concurrency``
+    deliveries at once instead of the default, for a service whose handler mostly waits)."""
     options = ConsumerOptions.from_settings(settings, start=start)
+    if concurrency is not None:
+        options = msgspec.structs.replace(options, concurrency=concurrency)
     return Consumer(redis, stream=stream, group=group, handler=handler, options=options)
 
 
@@ -117,11 +123,12 @@ async def lifespan(router: Router, state: State) -> AsyncIterator[State]:
     Use it around building and running the consumer, so hooks run before the first event and
     after the drain. A startup hook that raises stops the service before anything is consumed.
     """
-    await router.startup(state)
-    try:
-        yield state
-    finally:
-        await router.shutdown(state)
+    async with gateway_for(state):  # ctx.wecom: one client for the process
+        await router.startup(state)
+        try:
+            yield state
+        finally:
+            await router.shutdown(state)
 
 
 class _Server(uvicorn.Server):

@@ -19,6 +19,7 @@ from shared.connection import parse_redis_url
 from shared.errors import ConfigError
 
 __all__ = [
+    "GATEWAY_APIS",
     "SECRET_VARIABLES",
     "AppSettings",
     "BotSettings",
@@ -34,6 +35,24 @@ _AES_KEY = re.compile(r"[A-Za-z0-9]{43}")
 _TOKEN = re.compile(r"[A-Za-z0-9]{1,32}")
 _APP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_API_PATH = re.compile(r"[a-z0-9_]+(?:/[a-z0-9_]+)*")
+# What the sender's gateway may call unless SENDER_GATEWAY_APIS says otherwise: reads only.
+GATEWAY_APIS = frozenset(
+    {
+        "user/get",
+        "user/simplelist",
+        "user/list_id",
+        "department/list",
+        "department/simplelist",
+        "department/get",
+        "tag/list",
+        "tag/get",
+        "media/get",
+        "agent/get",
+        "auth/getuserinfo",
+        "get_api_domain_ip",
+    }
+)
 # A key prefix, optionally holding one Redis Cluster hash tag ({wecom}: every key in one slot).
 _PREFIX = re.compile(r"(?=.)(?![:])[\w.:-]*(?:\{[\w.:-]+\})?[\w.:-]*(?<![:])", re.ASCII)
 
@@ -106,11 +125,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ingress_max_body: int = 262_144
     ingress_trusted_proxies: str = "127.0.0.1"
     sender_api_key: Secret | None = None
+    console_api_key: Secret | None = None  # the operator console's login key
     sender_daily_quota: int = 0  # person-times per app per day; 0 = no quota of ours
     sender_rate_limited_wait: float = 60.0  # least wait after errcode 45009
     # when sends carry enable_duplicate_check: on a redelivery, on every send, or never
     sender_duplicate_check: Literal["redelivery", "always", "off"] = "redelivery"
     sender_circuit_probe: float = 60.0  # seconds between probes of an app paused by config
+    sender_url: str | None = None  # SENDER_URL: where consumers reach the gateway (ctx.wecom)
+    gateway_apis: frozenset[str] = GATEWAY_APIS  # SENDER_GATEWAY_APIS
+    gateway_per_minute: int = 9000  # per corp and API; WeCom allows 10,000
+    gateway_per_hour: int = 140_000  # per corp and API; WeCom allows 150,000
+    wecom_proxy: str | None = None  # WECOM_HTTPS_PROXY, else HTTPS_PROXY: WeCom calls' proxy
     drain_timeout: float = 20.0
     responder_other_reply: str = ""  # answer to messages no behaviour answers ("" = none)
     log_level: str = "info"
@@ -296,6 +321,13 @@ def _duplicate_check(env: Mapping[str, str]) -> Literal["redelivery", "always", 
     raise ConfigError("SENDER_DUPLICATE_CHECK", "must be redelivery, always or off")
 
 
+def _api_key(name: str, value: str | None) -> Secret | None:
+    """A key that guards an HTTP endpoint: unset, or at least 16 characters."""
+    if value is not None and len(value) < 16:
+        raise ConfigError(name, "must be at least 16 characters")
+    return Secret(value) if value else None
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check every variable once; raise ConfigError naming the first bad one."""
     env = _with_secret_files(os.environ if environ is None else environ)
@@ -332,9 +364,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     redis_url = _get(env, "REDIS_URL")
     if redis_url:
         parse_redis_url(redis_url)  # one line naming REDIS_URL when the form is wrong
-    api_key = _get(env, "SENDER_API_KEY")
-    if api_key is not None and len(api_key) < 16:
-        raise ConfigError("SENDER_API_KEY", "must be at least 16 characters")
+    api_key = _api_key("SENDER_API_KEY", _get(env, "SENDER_API_KEY"))
+    console_key = _api_key("CONSOLE_API_KEY", _get(env, "CONSOLE_API_KEY"))
 
     return Settings(
         redis_url=redis_url,
@@ -348,7 +379,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ingress_max_clock_skew=_number(env, "INGRESS_MAX_CLOCK_SKEW", 3600, int, 0),
         ingress_max_body=_number(env, "INGRESS_MAX_BODY", 262_144, int, 1024),
         ingress_trusted_proxies=_get(env, "INGRESS_TRUSTED_PROXIES") or "127.0.0.1",
-        sender_api_key=Secret(api_key) if api_key else None,
+        sender_api_key=api_key,
+        console_api_key=console_key,
         sender_daily_quota=_number(env, "SENDER_DAILY_QUOTA", 0, int, 0),
         sender_rate_limited_wait=_number(env, "SENDER_RATE_LIMITED_WAIT", 60.0, float, 0),
         sender_duplicate_check=_duplicate_check(env),
@@ -358,7 +390,32 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=level,
         log_format="json" if log_format == "json" else "console",
         bots=_bots(_get(env, "WECOM_BOTS_FILE")),
+        **_gateway(env),
     )
+
+
+def _gateway(env: Mapping[str, str]) -> dict[str, Any]:
+    """SENDER_URL, SENDER_GATEWAY_APIS, the gateway's per-API limits and the WeCom proxy."""
+    url = _get(env, "SENDER_URL")
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError("SENDER_URL", "must start with http:// or https:// (http://sender:8082)")
+    apis = GATEWAY_APIS
+    if (raw := _get(env, "SENDER_GATEWAY_APIS")) is not None:
+        apis = frozenset(p.strip().strip("/") for p in raw.split(",") if p.strip())
+        if bad := sorted(p for p in apis if not _API_PATH.fullmatch(p)):
+            raise ConfigError("SENDER_GATEWAY_APIS", f"{bad[0]!r} is not an API path like user/get")
+    # HTTPS_PROXY is the platform's standard variable (not ours to deploy): honoured as is.
+    standard = (env.get("HTTPS_PROXY") or env.get("https_proxy") or "").strip() or None
+    proxy = _get(env, "WECOM_HTTPS_PROXY") or standard
+    if proxy is not None and not proxy.startswith(("http://", "https://")):
+        raise ConfigError("WECOM_HTTPS_PROXY", "must be a proxy URL like http://10.0.0.5:3128")
+    return {
+        "sender_url": url.rstrip("/") if url else None,
+        "gateway_apis": apis,
+        "gateway_per_minute": _number(env, "SENDER_GATEWAY_PER_MINUTE", 9000, int, 1),
+        "gateway_per_hour": _number(env, "SENDER_GATEWAY_PER_HOUR", 140_000, int, 1),
+        "wecom_proxy": proxy,
+    }
 
 
 def _bots(path: str | None) -> dict[str, BotSettings]:

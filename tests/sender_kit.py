@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from devkit.fakewecom import DEFAULT_MEMBERS, FakeApp, FakeConfig, FakeWeCom, create_app
 from devkit.fakewecom.faults import FaultSpec
+from services.sender.actions import ActionHandler
 from services.sender.api import create_api
 from services.sender.handler import DuplicateCheck, OutboxHandler
 from shared.bus import delayed, names
@@ -162,6 +163,8 @@ class Replica:
     consumer: Consumer
 
     async def aclose(self) -> None:
+        if self.handler.actions is not None:
+            await self.handler.actions.http.aclose()
         for client in self.clients.values():
             await client.aclose()
         await self.redis.aclose()
@@ -186,6 +189,14 @@ def replica(redis_url: str, settings: Settings, wire: Recording, options: Option
         duplicate_check=options.duplicate_check,
         max_deliveries=5,
     )
+    handler.actions = ActionHandler(
+        redis,
+        prefix=settings.prefix,
+        clients=clients,
+        http=httpx.AsyncClient(transport=wire),
+        api_base=BASE,
+        backoff=handler.backoff,
+    )
     consumer = Consumer(
         redis,
         stream=names.outbox(settings.prefix),
@@ -206,8 +217,9 @@ async def sender_kit(
     probe_interval: float = 0.2,
     clock: Callable[[], float] = time.time,
     members: tuple[str, ...] = DEFAULT_MEMBERS,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Kit]:
-    base = helpers.settings(redis_url, SENDER_API_KEY=API_KEY)
+    base = helpers.settings(redis_url, SENDER_API_KEY=API_KEY, **(env or {}))
     settings = msgspec.structs.replace(base, apps={**base.apps, "hr": HR})
     fake = create_app(
         FakeConfig(

@@ -7,6 +7,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from bench import procs
@@ -19,7 +20,7 @@ from bench.callbacks import (
 )
 from bench.loadgen import LoadConfig, percentiles, run_load
 from bench.profile import summarize
-from bench.report import console, targets
+from bench.report import console, cpu_table, targets
 from bench.tencent import VALIDATE_SIGNATURE_ERROR, WXBizMsgCryptLike
 from shared.protocol.parser import parse_envelope
 from tests.helpers import AES_KEY, CORP_ID, TOKEN, crypto, text_xml
@@ -141,4 +142,44 @@ def test_report_says_what_was_not_measured() -> None:
     results = {"mode": "quick", "machine": {"nproc": 2}, "seconds": 1.0}
     rows = targets(results)
     assert rows and all(measured == "not measured" and ok is None for _, _, measured, ok in rows)
-    assert "performance targets" in console(results)
+    assert "Goals" in console(results)
+
+
+def test_the_asgi_baseline_verifies_and_decrypts(tmp_path: Path) -> None:
+    creds = Credentials.generate()
+    good = tmp_path / "good.pkl"
+    save_requests(callback_requests(creds, 20), good)
+    forged = tmp_path / "forged.pkl"  # signed with another app's Token: refused
+    save_requests(callback_requests(Credentials.generate(), 20), forged)
+    env = {**os.environ, **creds.env()}
+    with procs.server("asgi", env, tmp_path, cpus=None) as srv:
+        config = LoadConfig(port=srv.port, requests_file=str(good), connections=2, warmup=0.0)
+        ok = run_load(msgspec.structs.replace(config, duration=0.3))
+        refused = run_load(msgspec.structs.replace(config, duration=0.3, requests_file=str(forged)))
+    assert ok.completed > 0 and set(ok.statuses) == {"200"}
+    # only 200s count: a receiver that refuses everything carries nothing
+    assert refused.completed == 0 and refused.rps == 0 and set(refused.statuses) == {"403"}
+
+
+def test_cpu_table_is_in_units_of_the_baseline() -> None:
+    run = {
+        "rate": 500,
+        "sustained": True,
+        "latency_ms": {"p50": 5.0, "p99": 20.0},
+        "cpu_ms_per_message": {
+            "ingress": 0.2,
+            "responder": 0.1,
+            "sender": 0.4,
+            "redis": 0.1,
+            "fake-wecom": 0.3,
+        },
+    }
+    results = {"pipeline": {"baseline_cpu_ms": 0.1, "e2e": {"rates": [run]}}}
+    table = dict(cpu_table(results))
+    [(e2e_ms, e2e_ratio)], [(sender_ms, sender_ratio)] = table["end to end"], table["sender"]
+    assert round(e2e_ms, 6) == 0.8 and e2e_ratio is not None  # the fake is not counted
+    assert round(e2e_ratio, 6) == 8.0
+    assert sender_ms == 0.4 and sender_ratio is not None and round(sender_ratio, 6) == 4.0
+    rows = {what: (measured, ok) for what, _, measured, ok in targets(results)}
+    assert rows["end-to-end CPU per message at 500/s"] == ("0.800 ms (8.0×)", False)
+    assert rows["responder CPU per event at 500/s"] == ("0.100 ms (1.0×)", True)

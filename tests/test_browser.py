@@ -163,3 +163,15 @@ def test_a_conversation_belongs_to_its_member_and_survives_a_reload(page: Page) 
     if shot := os.environ.get("WECOM_BUS_SCREENSHOT"):
         page.locator("#text").blur()  # no blinking caret in the picture
         page.screenshot(path=shot)
+
+
+def test_an_image_chosen_in_the_page_is_pushed_and_kept_for_media_get(
+    page: Page, system: System
+) -> None:
+    picture = b"\x89PNG\r\n\x1a\n" + bytes(range(200))
+    be(page, "user7")
+    page.set_input_files("#image", {"name": "dot.png", "mimeType": "image/png", "buffer": picture})
+    bubble = page.locator(".bubble.mine", has_text="🖼 image")
+    expect(bubble.locator(".meta")).to_contain_text("✓", timeout=WAIT_MS)
+    kept = [m for m in system.fake("GET", "/fake/media")["media"] if m["filename"] == "dot.png"]
+    assert [(m["size"], m["content_type"]) for m in kept] == [(len(picture), "image/png")]

@@ -54,6 +54,7 @@ SECRET_OWNER = {
     "WECOM_ENCODING_AES_KEY": "ingress",
     "WECOM_SECRET": "sender",
     "SENDER_API_KEY": "sender",
+    "CONSOLE_API_KEY": "console",  # components/console, tests/test_deploy_console.py
 }
 SECRET_MOUNT = "/etc/wecom-bus/secrets"
 REDIS_URL_FILE = "/etc/wecom-bus/redis/REDIS_URL"
@@ -278,7 +279,7 @@ def test_every_variable_is_deployed_and_nothing_else() -> None:
     assert set(dotenv_values(ROOT / ".env.example")) == variables
     services = compose()["services"]
     seen: set[str] = set()
-    for name in (*SERVICES, "fake-wecom"):
+    for name in (*SERVICES, "console", "fake-wecom"):
         # The fake WeCom also reads FAKE_WECOM_* (devkit), set here.
         env = services[name]["environment"]
         if name == "fake-wecom":
@@ -292,7 +293,7 @@ def test_every_variable_is_deployed_and_nothing_else() -> None:
     example = secret_example()
     secret_keys = {
         key
-        for name in ("wecom-bus-ingress", "wecom-bus-sender")
+        for name in ("wecom-bus-ingress", "wecom-bus-sender", "wecom-bus-console")
         for key in example[name]["stringData"]
     }
     assert secret_keys == set(SECRET_OWNER)
@@ -308,10 +309,10 @@ def test_secret_policy_matches_the_code() -> None:
         return [f.name for f in fields if config.Secret in typing.get_args(f.type)]
 
     app_vars = {config._ENV_APP_FIELDS[name] for name in secret_fields(config.AppSettings)}
-    # Settings has one Secret of its own (sender_api_key, read from SENDER_API_KEY); a new one
-    # must be classified in SECRET_OWNER before it ships.
-    assert secret_fields(config.Settings) == ["sender_api_key"]
-    assert set(SECRET_OWNER) == app_vars | {"SENDER_API_KEY"}
+    # Settings has Secrets of its own (sender_api_key, console_api_key); a new one must be
+    # classified in SECRET_OWNER before it ships.
+    assert secret_fields(config.Settings) == ["sender_api_key", "console_api_key"]
+    assert set(SECRET_OWNER) == app_vars | {"SENDER_API_KEY", "CONSOLE_API_KEY"}
     assert set(SECRET_OWNER) | {"REDIS_URL"} <= set(config.SECRET_VARIABLES)  # _FILE forms
 
 
@@ -335,7 +336,12 @@ def test_secrets_reach_only_their_service_as_files(layout: str, service: str) ->
 
 def test_secret_example_holds_only_placeholders_and_is_not_deployed() -> None:
     example = secret_example()
-    assert set(example) == {"wecom-bus-ingress", "wecom-bus-sender", "wecom-bus-redis"}
+    assert set(example) == {
+        "wecom-bus-ingress",
+        "wecom-bus-sender",
+        "wecom-bus-console",
+        "wecom-bus-redis",
+    }
     assert set(example["wecom-bus-redis"]["stringData"]) == {"REDIS_URL", "REDIS_PASSWORD"}
     for secret in example.values():
         validate(secret)

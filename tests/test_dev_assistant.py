@@ -24,12 +24,12 @@ pytestmark = pytest.mark.slow
 
 
 def port_base() -> int:
-    """A port with the four after it free too (ingress, responder, sender, bot, model)."""
+    """A port with the five after it free too (ingress, responder, sender, console, bot, model)."""
     for _ in range(50):
         base = free_port()
-        if base < 65_000 and all(port_free(base + i) for i in range(1, 5)):
+        if base < 65_000 and all(port_free(base + i) for i in range(1, 6)):
             return base
-    raise AssertionError("no five free ports in a row on 127.0.0.1")
+    raise AssertionError("no six free ports in a row on 127.0.0.1")
 
 
 class Dev:

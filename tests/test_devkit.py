@@ -71,6 +71,7 @@ def test_the_production_wheel_holds_no_devkit_and_needs_no_dev_dependency(
         metadata_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
         metadata = Parser().parsestr(wheel.read(metadata_name).decode())
     assert any(n.startswith("services/sender/") for n in names)  # a real wheel, not an empty one
+    assert {f"services/console/static/console.{ext}" for ext in ("js", "css")} <= set(names)
     assert [n for n in names if n.startswith("devkit/")] == []
     assert [n for n in names if "fakewecom" in n or "embedded_redis" in n] == []
     assert [n for n in names if n.endswith(("chat.html", "chat.js", "chat.css"))] == []

@@ -25,9 +25,9 @@ from starlette.routing import Route
 
 from devkit.fakewecom.answers import ok
 from devkit.fakewecom.rules import Refusal, check_send, check_update
-from devkit.fakewecom.state import FakeApp, FakeState, Media, ResponseCode
+from devkit.fakewecom.state import FakeApp, FakeState, ResponseCode
 
-__all__ = ["ROUTES", "Recipients", "WeComRefusal", "parse_json"]
+__all__ = ["ROUTES", "Recipients", "WeComRefusal", "parse_json", "sniff_type"]
 
 _DAY = 86_400
 # What each media message accepts; a file message may carry any uploaded media.
@@ -249,8 +249,7 @@ async def media_upload(request: Request) -> Response:
         raise WeComRefusal(40005, f"not a {kind} file WeCom accepts")
     state = _state(request)
     now = state.clock()
-    media = Media(secrets.token_urlsafe(48), app.name, kind, filename, len(content), now)
-    state.media[media.media_id] = media
+    media = state.store_media(app.name, kind, filename, content, sniff_type(content))
     return JSONResponse(
         {
             "errcode": 0,
@@ -341,6 +340,17 @@ def _media_ok(state: FakeState, app: FakeApp, media_id: str, msgtype: str) -> bo
         and state.apps[media.app].corp_id == app.corp_id  # shared by the corp's apps
         and state.clock() - media.created_at <= 3 * _DAY
     )
+
+
+def sniff_type(content: bytes) -> str:
+    """The Content-Type media/get answers for a stored file (by its first bytes)."""
+    for magic, media_type in _MAGIC:
+        if content.startswith(magic):
+            return media_type
+    return "video/mp4" if content[4:8] == b"ftyp" else "application/octet-stream"
+
+
+_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG", "image/png"), (b"#!AMR", "audio/amr"))
 
 
 def _looks_like(kind: str, content: bytes) -> bool:

@@ -30,7 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ExceptionHandler, Receive, Scope, Send
 
-from devkit.fakewecom import api, bot, botroutes
+from devkit.fakewecom import api, bot, botroutes, directory
 from devkit.fakewecom.answers import client_ip, error_body
 from devkit.fakewecom.api import WeComRefusal
 from devkit.fakewecom.callbacks import CallbackSpec, push, verify_url
@@ -58,6 +58,8 @@ class FakeWeCom(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/cgi-bin/"):
+            api = scope["path"].removeprefix("/cgi-bin/")
+            self.fake.api_calls[api] = self.fake.api_calls.get(api, 0) + 1
             spec = self.faults.take(scope["path"])
             if spec is not None:
                 self.fake.faults_applied += 1
@@ -133,6 +135,13 @@ async def messages(request: Request) -> Response:
     state, since, app = _state(request), _since(request), request.query_params.get("app")
     found = [r.to_json() for r in state.sends if r.rev > since and app in (None, r.app)]
     return JSONResponse({"messages": found, "last": state.rev})
+
+
+async def list_media(request: Request) -> Response:
+    """The files the fake keeps (uploads and members' images), newest last, without bytes."""
+    fields = ("media_id", "app", "type", "filename", "size", "created_at", "content_type")
+    found = [{f: getattr(m, f) for f in fields} for m in _state(request).media.values()]
+    return JSONResponse({"media": found})
 
 
 async def list_callbacks(request: Request) -> Response:
@@ -241,6 +250,7 @@ ROUTES = [
     Route("/fake/apps", apps, methods=["GET"]),
     Route("/fake/messages", messages, methods=["GET"]),
     Route("/fake/callbacks", list_callbacks, methods=["GET"]),
+    Route("/fake/media", list_media, methods=["GET"]),
     Route("/fake/callbacks", push_callback, methods=["POST"]),
     Route("/fake/verify", verify, methods=["POST"]),
     Route("/fake/faults", list_faults, methods=["GET"]),
@@ -249,6 +259,8 @@ ROUTES = [
     Route("/fake/stats", stats, methods=["GET"]),
     Route("/fake/reset", reset, methods=["DELETE", "POST"]),
     *botroutes.ROUTES,  # AI bots (智能机器人): devkit/fakewecom/bot.py
+    *directory.ROUTES,
+    directory.UNKNOWN,  # last: any other /cgi-bin/ path is refused as WeCom does
 ]
 
 

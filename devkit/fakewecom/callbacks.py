@@ -11,6 +11,7 @@ message, not on the bytes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import secrets
 import time
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import httpx
 import msgspec
 
+from devkit.fakewecom.api import sniff_type
 from devkit.fakewecom.state import CallbackRecord, FakeApp, FakeState, ResponseCode
 from shared.errors import CryptoError
 from shared.protocol.crypto import CallbackCrypto
@@ -37,8 +39,10 @@ class CallbackSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     app: str = "default"
     from_user: str = msgspec.field(name="from", default="alice")
-    type: Literal["text", "location", "event"] = "text"
+    type: Literal["text", "location", "event", "image"] = "text"
     content: str | None = None  # text
+    image: str | None = None  # image: the picture, base64 (JPG or PNG); media/get serves it
+    filename: str = "image.png"
     event: str | None = None  # event: enter_agent, click, view, LOCATION, template_card_event…
     event_key: str | None = None
     latitude: float | None = None  # LOCATION event; location message (Location_X)
@@ -56,6 +60,8 @@ class CallbackSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         """Why this spec cannot become a callback, or None."""
         if self.type == "text" and not self.content:
             return "a text message needs content"
+        if self.type == "image" and _image(self.image) is None:
+            return "an image message needs 'image': a JPG or PNG picture in base64"
         if self.type == "event" and not self.event:
             return "an event needs its name in 'event'"
         if self.type == "location" and (self.latitude is None or self.longitude is None):
@@ -71,12 +77,26 @@ class CallbackSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         return None
 
 
+def _image(data: str | None) -> bytes | None:
+    try:
+        content = base64.b64decode(data or "", validate=True)
+    except ValueError:
+        return None
+    return content if content.startswith((b"\xff\xd8\xff", b"\x89PNG")) else None
+
+
 def _cdata(text: str) -> str:
     return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
 def build_plaintext(
-    app: FakeApp, spec: CallbackSpec, *, create_time: int, msg_id: int | None, response_code: str
+    app: FakeApp,
+    spec: CallbackSpec,
+    *,
+    create_time: int,
+    msg_id: int | None,
+    response_code: str,
+    media_id: str = "",
 ) -> bytes:
     """The decrypted XML WeCom sends for ``spec``."""
     parts = [
@@ -87,6 +107,11 @@ def build_plaintext(
     ]
     if spec.type == "text":
         parts.append(f"<Content>{_cdata(spec.content or '')}</Content>")
+    elif spec.type == "image":
+        parts += [
+            f"<PicUrl>{_cdata('https://wework.qpic.cn/fake/' + media_id[:16])}</PicUrl>",
+            f"<MediaId>{_cdata(media_id)}</MediaId>",
+        ]
     elif spec.type == "location":
         parts += [
             f"<Location_X>{spec.latitude}</Location_X>",
@@ -176,8 +201,18 @@ async def push(state: FakeState, client: httpx.AsyncClient, spec: CallbackSpec) 
     response_code = secrets.token_urlsafe(32)
     if spec.type == "event" and spec.event in _TEMPLATE_EVENTS:
         state.response_codes[response_code] = ResponseCode(app.name, state.clock(), None)
+    media_id = ""
+    if spec.type == "image" and (picture := _image(spec.image)) is not None:
+        media_id = state.store_media(
+            app.name, "image", spec.filename, picture, sniff_type(picture)
+        ).media_id
     plaintext = build_plaintext(
-        app, spec, create_time=int(time.time()), msg_id=msg_id, response_code=response_code
+        app,
+        spec,
+        create_time=int(time.time()),
+        msg_id=msg_id,
+        response_code=response_code,
+        media_id=media_id,
     )
     record = state.new_callback(
         app.name,

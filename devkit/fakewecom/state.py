@@ -72,6 +72,8 @@ class FakeConfig(msgspec.Struct, frozen=True, kw_only=True):
     unlicensed: frozenset[str] = frozenset()
     parties: Mapping[int, tuple[str, ...]] | None = None  # None: department 1 holds everyone
     tags: Mapping[int, tuple[str, ...]] | None = None
+    member_names: Mapping[str, str] | None = None  # userid → name (default: Userid)
+    party_names: Mapping[int, str] | None = None  # department id → name
     expires_in: int = 7200
     per_minute: int = 30  # per app per member, sliding 60 s; excess silently dropped
     per_hour: int = 1000  # per app per member, sliding 3600 s
@@ -99,6 +101,8 @@ class Media:
     filename: str
     size: int
     created_at: float
+    content: bytes = b""  # what media/get answers
+    content_type: str = "application/octet-stream"
 
 
 @dataclass(slots=True)
@@ -180,6 +184,13 @@ class FakeState:
         self.tags = {int(k): tuple(m.lower() for m in v) for k, v in (config.tags or {}).items()}
         self.reset()
 
+    def member_name(self, userid: str) -> str:
+        return (self.config.member_names or {}).get(userid) or userid.capitalize()
+
+    def party_name(self, pid: int) -> str:
+        default = "Head Office" if pid == 1 else f"Department {pid}"
+        return (self.config.party_names or {}).get(pid, default)
+
     def reset(self) -> None:
         self.rev = 0
         self.tokens: dict[str, Token] = {}
@@ -194,6 +205,18 @@ class FakeState:
         self.gettoken_calls: dict[str, int] = dict.fromkeys(self.apps, 0)
         self.gettoken_failures = 0
         self.faults_applied = 0
+        self.api_calls: dict[str, int] = {}  # /cgi-bin/<path> → requests received
+
+    def store_media(
+        self, app: str, kind: str, filename: str, content: bytes, content_type: str
+    ) -> Media:
+        """Keep an uploaded (or a member's) file for media/get and message/send."""
+        media_id = secrets.token_urlsafe(48)
+        media = Media(
+            media_id, app, kind, filename, len(content), self.clock(), content, content_type
+        )
+        self.media[media_id] = media
+        return media
 
     def bump(self) -> int:
         self.rev += 1
@@ -303,4 +326,5 @@ class FakeState:
             "callbacks": len(self.callbacks),
             "faults_applied": self.faults_applied,
             "media": len(self.media),
+            "api_calls": dict(self.api_calls),
         }

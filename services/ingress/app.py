@@ -6,6 +6,7 @@ everything else (GET verification, health, metrics, 404/405) goes through Starle
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +22,7 @@ from services.health import health_routes
 from services.ingress.bot import bot_routes
 from services.ingress.callback import AppReceiver, Receiver, verify_url
 from services.ingress.store import Store
+from shared.bus.tally import Tally
 from shared.config import Settings, load_settings
 
 __all__ = ["create_app", "dedup_ttl"]
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         settings.require_redis(), socket_timeout=2.0, socket_connect_timeout=1.0
     )
     max_skew = settings.ingress_max_clock_skew
+    tally = Tally("callbacks")
     post = Receiver(
         receivers,
         Store(
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         ),
         max_skew=max_skew,
         max_body=settings.ingress_max_body,
+        tally=tally,
     )
 
     async def verify(request: Request) -> Response:
@@ -59,9 +63,13 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        stop = asyncio.Event()  # per-minute counters for the console, flushed every 5 s
+        counters = asyncio.create_task(tally.run(client, settings.prefix, stop))
         try:
             yield {"settings": settings, "redis": client}
         finally:
+            stop.set()
+            await counters
             if redis is None:
                 await client.aclose()
 

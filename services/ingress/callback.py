@@ -19,7 +19,6 @@ verification the admin console makes on "save") is an ordinary Starlette endpoin
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,12 +32,14 @@ from starlette.types import Receive, Scope, Send
 
 from services.ingress import metrics
 from services.ingress.store import Store
+from shared.bus.tally import Tally
 from shared.config import AppSettings
 from shared.errors import CryptoError, ReceiveIdError, SignatureError
 from shared.protocol.crypto import CallbackCrypto
 from shared.protocol.parser import read_message
 from shared.schemas.envelope import EventEnvelope, encode_envelope
 from shared.schemas.inbound import InboundEventType, dedup_key
+from shared.tracing import ids, span
 
 __all__ = ["AppReceiver", "Receiver", "foreign_agent_id", "verify_url"]
 
@@ -147,9 +148,11 @@ class Receiver:
         *,
         max_skew: int,
         max_body: int,
+        tally: Tally | None = None,
     ) -> None:
         self.receivers = receivers
         self.store = store
+        self.tally = tally if tally is not None else Tally("callbacks")  # for the console
         self.max_skew = max_skew
         self.max_body = max_body
 
@@ -159,7 +162,9 @@ class Receiver:
         if receiver is None:
             status = 404
         else:
-            status = await self._receive(scope, receive, receiver)
+            with span("ingress.callback", {"wecom_bus.app": receiver.app.name}, kind="server") as s:
+                status = await self._receive(scope, receive, receiver)
+                s.set_attribute("http.response.status_code", status)
         await send({"type": "http.response.start", "status": status, "headers": _NO_BODY})
         await send({"type": "http.response.body", "body": b""})
 
@@ -193,10 +198,11 @@ class Receiver:
             _check_timestamp(timestamp, self.max_skew)
             body = await self._read_body(scope, receive)
             try:
-                plaintext = receiver.crypto.decrypt_callback(
-                    signature, timestamp, nonce, body, max_bytes=self.max_body
-                )
-                event, raw = read_message(plaintext, max_bytes=self.max_body)
+                with span("ingress.verify"):
+                    plaintext = receiver.crypto.decrypt_callback(
+                        signature, timestamp, nonce, body, max_bytes=self.max_body
+                    )
+                    event, raw = read_message(plaintext, max_bytes=self.max_body)
             except CryptoError as exc:
                 raise Refused(_crypto_status(exc), exc.reason) from None
             if foreign_agent_id(raw.get("AgentID"), app.agent_id):
@@ -205,7 +211,7 @@ class Receiver:
             return _refused(app.name, exc)
 
         key = dedup_key(event, raw)
-        trace_id = os.urandom(8).hex()
+        trace_id, traceparent = ids()  # the trace's id while tracing, else a random one
         envelope = EventEnvelope(
             app=app.name,
             received_at=time.time(),
@@ -213,9 +219,11 @@ class Receiver:
             dedup_key=key,
             event=cast("InboundEventType", event),
             raw=raw,
+            traceparent=traceparent,
         )
         try:
-            entry_id = await self.store.once(app.name, key, encode_envelope(envelope))
+            with span("ingress.store", {"wecom_bus.msg_type": type(event).__name__}):
+                entry_id = await self.store.once(app.name, key, encode_envelope(envelope))
         except (RedisError, OSError) as exc:
             metrics.CALLBACKS.labels(app.name, "redis_unavailable").inc()
             log.error(
@@ -224,7 +232,9 @@ class Receiver:
             )
             return 503
         (receiver.stored if entry_id else receiver.duplicate).inc()
-        metrics.ACK_SECONDS.observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        metrics.ACK_SECONDS.observe(took)
+        self.tally.ack(app.name, "stored" if entry_id else "duplicate", took)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "callback stored" if entry_id else "duplicate callback",

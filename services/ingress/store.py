@@ -2,7 +2,7 @@
 
 Under load many callbacks are waiting for Redis at the same moment. ``Store.once`` queues each
 call and sends everything queued within one event-loop tick as a single pipeline
-(``Script.run_batch``: no transaction, each script call stands alone and fails alone). One
+(``ScriptBatch``: no transaction, each script call stands alone and fails alone). One
 callback still costs one round trip, but a burst of them shares it: in ``make bench`` the
 batched store costs about a third of the CPU of one call per request.
 """
@@ -10,8 +10,6 @@ batched store costs about a third of the CPU of one call per request.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -29,8 +27,6 @@ end
 return false
 """)
 
-_Call = tuple[Sequence[str], Sequence[bytes | int]]
-
 
 class Store:
     """Batches ``once()`` calls made in the same loop tick into one pipeline."""
@@ -41,8 +37,7 @@ class Store:
         self.events = names.events(prefix)
         self.maxlen = maxlen
         self.dedup_ttl = dedup_ttl
-        self._calls: list[_Call] = []
-        self._futures: list[asyncio.Future[bytes | None]] = []
+        self._batch = STORE_ONCE.batch(redis)
 
     def once(self, app: str, key: str, data: bytes) -> asyncio.Future[bytes | None]:
         """Add ``data`` to the events stream unless ``app`` stored ``key`` already.
@@ -50,39 +45,5 @@ class Store:
         Resolves to the new entry id, or None for a duplicate. Raises what Redis raised
         (connection errors included) for this call alone.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bytes | None] = loop.create_future()
-        if not self._calls:
-            loop.call_soon(self._flush)
         keys = (names.seen(self.prefix, app, key), self.events)
-        self._calls.append((keys, (self.dedup_ttl, self.maxlen, data)))
-        self._futures.append(future)
-        return future
-
-    def _flush(self) -> None:
-        calls, futures = self._calls, self._futures
-        self._calls, self._futures = [], []
-        task = asyncio.ensure_future(self._send(calls, futures))
-        task.add_done_callback(_retrieve)
-
-    async def _send(self, calls: list[_Call], futures: list[asyncio.Future[bytes | None]]) -> None:
-        try:
-            results: list[Any] = await STORE_ONCE.run_batch(self.redis, calls)
-        except asyncio.CancelledError:
-            for future in futures:
-                future.cancel()
-            raise
-        except Exception as exc:  # a dropped connection fails the whole batch
-            results = [exc] * len(calls)
-        for future, result in zip(futures, results, strict=True):
-            if future.done():  # the request went away (client disconnected)
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-
-def _retrieve(task: asyncio.Future[None]) -> None:
-    if not task.cancelled():
-        task.exception()  # failures were handed to the callers' futures
+        return self._batch.call(keys, (self.dedup_ttl, self.maxlen, data))

@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 
 from services.health import health_routes
 from services.runtime import lifespan, make_consumer, run_async, serve_consumer
-from shared import logs
+from shared import logs, tracing
 from shared.bus import names
 from shared.bus.router import Router, State
 from shared.bus.worker import Consumer
@@ -64,6 +64,7 @@ def build_consumer(state: State, router: Router, group: str, start: str) -> Cons
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     logs.configure(args.group, settings.log_level, settings.log_format)
+    tracing.setup(args.group)  # on only with wecom-bus[otel] and OTEL_* set
     router = load_router(args.handlers)
     url = settings.require_redis()
     # Built-in groups start at the retained backlog so nothing accepted before they first ran

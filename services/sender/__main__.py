@@ -8,21 +8,29 @@ import contextlib
 import sys
 from collections.abc import Callable
 
+import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.runtime import Supervisor, make_consumer, run_async, serve_consumer
+from services.sender.actions import ActionHandler
 from services.sender.api import create_api
 from services.sender.handler import OutboxHandler, show_circuit
 from services.sender.metrics import DELAYED
-from shared import logs
+from shared import logs, tracing
 from shared.bus import delayed, names
+from shared.bus.tally import Tally
 from shared.bus.worker import Consumer
 from shared.config import AppSettings, Settings, load_settings
 from shared.wecom import circuit
-from shared.wecom.client import TokenFetcher, WeComClient
+from shared.wecom.client import DEFAULT_LIMITS, TokenFetcher, WeComClient, wecom_transport
 from shared.wecom.governor import Governor
 from shared.wecom.token import TokenCache
+
+# A send mostly waits (Redis, then WeCom, then Redis): as many in flight as the client's
+# connection pool holds, so a replica carries 1,000 sends a second even at 50 ms a send, and
+# the Redis work of sends finishing together shares round trips.
+SENDS_IN_FLIGHT = DEFAULT_LIMITS.max_connections or 64
 
 
 def make_clients(settings: Settings, redis: Redis) -> dict[str, WeComClient]:
@@ -42,12 +50,21 @@ def make_clients(settings: Settings, redis: Redis) -> dict[str, WeComClient]:
         return factory
 
     return {
-        name: WeComClient(app, token_source=tokens(app), base_url=settings.api_base)
+        name: WeComClient(
+            app, token_source=tokens(app), base_url=settings.api_base, proxy=settings.wecom_proxy
+        )
         for name, app in settings.apps.items()
     }
 
 
-def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> Consumer:
+def build(
+    settings: Settings,
+    redis: Redis,
+    clients: dict[str, WeComClient],
+    http: httpx.AsyncClient | None = None,
+    tally: Tally | None = None,
+) -> Consumer:
+    """The outbox consumer; ``http`` posts AI-bot responses (no ``http``: no bot responses)."""
     # margin: WeCom counts when a request arrives, not when we admitted it.
     governor = Governor(
         redis, prefix=settings.prefix, daily_quota=settings.sender_daily_quota, margin=1.0
@@ -61,7 +78,18 @@ def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> 
         probe_interval=settings.sender_circuit_probe,
         duplicate_check=settings.sender_duplicate_check,
         max_deliveries=settings.max_deliveries,
+        tally=tally,
     )
+    if http is not None:
+        handler.actions = ActionHandler(
+            redis,
+            prefix=settings.prefix,
+            clients=clients,
+            http=http,
+            api_base=settings.api_base,
+            backoff=handler.backoff,
+            max_deliveries=settings.max_deliveries,
+        )
     return make_consumer(
         settings,
         redis,
@@ -69,12 +97,14 @@ def build(settings: Settings, redis: Redis, clients: dict[str, WeComClient]) -> 
         group=names.SENDER_GROUP,
         handler=handler,
         start="backlog",  # a request enqueued before the first sender ever ran is still sent
+        concurrency=SENDS_IN_FLIGHT,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     logs.configure("sender", settings.log_level, settings.log_format)
+    tracing.setup("sender")  # on only with wecom-bus[otel] and OTEL_* set
     settings.require("secret")
     url = settings.require_redis()
 
@@ -84,7 +114,12 @@ def run(args: argparse.Namespace) -> int:
         async with contextlib.AsyncExitStack() as stack:
             for client in clients.values():
                 await stack.enter_async_context(client)
-            consumer, supervisor = build(settings, redis, clients), Supervisor()
+            # response_url replies of AI bots: WeCom's host too, so through the same proxy
+            transport = wecom_transport(DEFAULT_LIMITS, settings.wecom_proxy)
+            http = await stack.enter_async_context(httpx.AsyncClient(transport=transport))
+            tally = Tally("sends")
+            consumer = build(settings, redis, clients, http, tally)
+            supervisor = Supervisor()
             app = create_api(
                 settings,
                 redis,
@@ -108,12 +143,15 @@ def run(args: argparse.Namespace) -> int:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 5.0)
 
+            async def counters(stop: asyncio.Event) -> None:  # for the console, every 5 s
+                await tally.run(redis, settings.prefix, stop)
+
             await serve_consumer(
                 consumer,
                 app,
                 host=args.host,
                 port=args.port,
-                background=[scheduler, observe],
+                background=[scheduler, observe, counters],
                 supervisor=supervisor,
             )
         await redis.aclose()

@@ -7,6 +7,7 @@ Endpoints (all need ``Authorization: Bearer <SENDER_API_KEY>``; the API is off w
     POST /v1/recall                  {"msgid"} → message/recall
     POST /v1/template_card/update    WeCom's update_template_card JSON → its answer
     POST /v1/media?type=&app=        multipart field ``media`` → {"media_id"}
+    GET|POST /v1/wecom/{path}        WeCom's other APIs, allowlisted (services.sender.gateway)
 
 Every body is validated as WeCom would before anything is sent; ``app`` (body or query) names an
 app of the apps file. One error map covers the whole API (``exception_handlers``): a refusal is
@@ -243,6 +244,8 @@ def create_api(
 ) -> Starlette:
     """The API app; its resources (settings, Redis, the apps' clients) live in ``app.state``,
     opened and closed by the sender that owns them."""
+    from services.sender import gateway  # it uses this module's auth check and error map
+
     app = Starlette(
         routes=[
             Route("/v1/messages", post_message, methods=["POST"]),
@@ -250,6 +253,7 @@ def create_api(
             Route("/v1/recall", recall, methods=["POST"]),
             Route("/v1/media", upload, methods=["POST"]),
             Route("/v1/template_card/update", update_card, methods=["POST"]),
+            *gateway.ROUTES,
             *health_routes(redis, ready),
         ],
         exception_handlers=EXCEPTION_HANDLERS,

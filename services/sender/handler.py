@@ -26,13 +26,19 @@ from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
+from services.sender.actions import ActionHandler, uploaded
 from services.sender.metrics import CIRCUIT, PARTIAL, SENDS, SKIPPED
 from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
+from shared.bus.scripts import TickPipeline
+from shared.bus.tally import Tally
+from shared.logs import TRACE_ID
 from shared.schemas.envelope import OutboxEntry, decode_outbox
 from shared.schemas.outbound import SendRequest, encode_send_request, split_request
+from shared.tracing import span
 from shared.wecom import circuit
 from shared.wecom.client import SendResult, WeComClient
 from shared.wecom.errors import PermanentAPIError, WeComAPIError, WeComUnavailableError
@@ -59,6 +65,7 @@ class _Later(Exception):
     def __init__(self, wait: float, reason: str, errcode: int = 0) -> None:
         super().__init__(reason)
         self.wait, self.reason, self.errcode = wait, reason, errcode
+        self.attempted = 0  # the part whose send WeCom refused, so that it is counted
 
 
 class _Part(msgspec.Struct, frozen=True):
@@ -86,8 +93,12 @@ class OutboxHandler:
         probe_recheck: float = 1.0,
         duplicate_check: DuplicateCheck = "redelivery",
         max_deliveries: int = 5,
+        actions: ActionHandler | None = None,
+        tally: Tally | None = None,
     ) -> None:
+        self.actions = actions  # the outbox's action entries (services.sender.actions)
         self.redis = redis
+        self.tally = tally if tally is not None else Tally("sends")  # per-minute, for the console
         self.prefix = prefix
         self.clients = clients
         self.governor = governor
@@ -101,6 +112,8 @@ class OutboxHandler:
         self.probe_recheck = probe_recheck
         self.duplicate_check = duplicate_check
         self.max_deliveries = max_deliveries
+        self._gates = TickPipeline(redis)
+        self._records = TickPipeline(redis, transaction=True)
 
     def backoff(self, attempt: int) -> float:
         """Exponential with full jitter, capped."""
@@ -108,15 +121,22 @@ class OutboxHandler:
         return random.uniform(ceiling / 2, ceiling)
 
     async def __call__(self, delivery: Delivery) -> Sequence[Output]:
+        if b"action" in delivery.fields and self.actions is not None:  # recall, card update…
+            return await self.actions(delivery)
         raw = delivery.fields.get(b"data", b"")
         try:
             entry = decode_outbox(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise Reject(f"undecodable outbox entry: {exc}") from None
+        TRACE_ID.set(entry.trace_id)  # this delivery's task: its logs carry it
         client = self.clients.get(entry.app)
         if client is None:
             await self._dead(entry, None, "this sender has no such app; check the apps file")
             raise Reject(f"unknown app {entry.app!r}: not configured in this sender")
+        if entry.upload is not None and not await self.redis.exists(
+            names.sent(self.prefix, entry.id)
+        ):
+            entry = await self._upload(entry, client, delivery)
         parts = self._parts(entry)
         if len(parts) > 1 and await self.redis.exists(names.sent(self.prefix, entry.id)):
             SKIPPED.labels(entry.app).inc()
@@ -128,6 +148,21 @@ class OutboxHandler:
         except _Later as later:
             await self._defer(raw, entry, later)
         return []
+
+    async def _upload(
+        self, entry: OutboxEntry, client: WeComClient, delivery: Delivery
+    ) -> OutboxEntry:
+        """The attachment uploaded (services.sender.actions.uploaded), failures as sends'."""
+        try:
+            return await uploaded(self.redis, self.prefix, client, entry)
+        except PermanentAPIError as exc:
+            await self._dead(entry, exc.errcode, exc.advice)
+            raise Reject(f"media/upload errcode {exc.errcode}: {exc.advice}") from None
+        except (WeComAPIError, WeComUnavailableError) as exc:
+            first = self._parts(entry)[0]  # an attachment is one part
+            raise await self._retry(
+                entry, first, delivery, "media/upload failed", exc, False
+            ) from None
 
     def _parts(self, entry: OutboxEntry) -> list[_Part]:
         pieces = split_request(entry.request)
@@ -148,15 +183,21 @@ class OutboxHandler:
         parts: list[_Part],
     ) -> SendResult:
         """Send one part unless it was sent already; raises _Later when it has to wait."""
-        earlier, probe = await self._gate(entry, part)
+        about: dict[str, str | int] = {
+            "wecom_bus.app": entry.app,
+            "wecom_bus.request_id": entry.id,
+            "wecom_bus.part": part.k,
+        }
+        with span("sender.governor", about):
+            earlier, probe, tries = await self._gate(entry, part)
         if earlier is not None:
             SKIPPED.labels(entry.app).inc()
             return earlier
-        async with self.redis.pipeline(transaction=False) as pipe:
-            sendstate.attempt(pipe, self.prefix, entry.id, part.k)
-            tries = int((await pipe.execute())[0])
-        redelivered = tries > 1 or delivery.delivery_count > 1
-        result = await self._send(client, entry, part, redelivered, probe, delivery)
+        # An earlier attempt (counted with its outcome) or an earlier delivery may have reached
+        # WeCom; this attempt is counted with its own outcome (_record, _retry, _defer, _dead).
+        redelivered = tries > 0 or delivery.delivery_count > 1
+        with span("sender.send", about):
+            result = await self._send(client, entry, part, redelivered, probe, delivery)
         if probe and await circuit.close(self.redis, self.prefix, entry.app):
             show_circuit(entry.app, "closed")
             log.info("circuit closed: WeCom accepts the app again", extra={"app": entry.app})
@@ -165,50 +206,57 @@ class OutboxHandler:
         self._report(entry, result)
         return result
 
-    async def _gate(self, entry: OutboxEntry, part: _Part) -> tuple[SendResult | None, bool]:
-        """(the earlier result when already sent, whether this send is the circuit's probe);
-        raises _Later when the circuit or the governor says wait."""
+    async def _gate(self, entry: OutboxEntry, part: _Part) -> tuple[SendResult | None, bool, int]:
+        """(the earlier result when already sent, whether this send is the circuit's probe,
+        attempts at this part so far); raises _Later when the circuit or the governor says
+        wait."""
         now = self.clock()
         members = counted_members(part.request.touser)
         gov = self.governor.acquire_call(entry.app, members, part.rid)
         gate = circuit.admit_call(self.prefix, entry.app, now, self.probe_lease, self.probe_recheck)
-        mark, admit, acquired = await self._gate_round_trip(part.mark, gate, gov)
+        tries_key = (names.status(self.prefix, entry.id), sendstate.attempts_field(part.k))
+        mark, tries, admit, acquired = await self._gate_round_trip(part.mark, tries_key, gate, gov)
         gov_wait = self.governor.wait_from(entry.app, acquired) if gov is not None else 0.0
         probe = int(admit) == -1
         if probe and (mark is not None or gov_wait > 0):  # this send will not probe after all
             await circuit.release_probe(self.redis, self.prefix, entry.app)
         if mark is not None:
             record = msgspec.json.decode(mark, type=dict[str, Any])
-            return SendResult.from_payload(record), False
+            return SendResult.from_payload(record), False, 0
         if int(admit) > 0:
             if gov is not None and gov_wait == 0:
                 await self.governor.release(entry.app, members, part.rid)
             raise _Later(int(admit) / 1000, "the app's circuit is open")
         if gov_wait > 0:
             raise _Later(gov_wait, "a member's rate limit")
-        return None, probe
+        return None, probe, int(tries or 0)
 
     async def _gate_round_trip(
         self,
         mark: str,
+        tries: tuple[str, str],
         gate: tuple[list[str], list[int]],
         gov: tuple[list[str], tuple[int | str, ...]] | None,
-    ) -> tuple[bytes | None, Any, Any]:
-        """GET the sent mark, run the circuit and governor scripts: one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
+    ) -> tuple[bytes | None, bytes | None, Any, Any]:
+        """GET the sent mark and the attempt count, run the circuit and governor scripts: one
+        round trip, shared with the other sends that reach this point in the same loop tick."""
+
+        def fill(pipe: Pipeline) -> None:
             pipe.get(mark)
+            pipe.hget(*tries)
             circuit.ADMIT.queue(pipe, *gate)
             if gov is not None:
                 ACQUIRE.queue(pipe, *gov)
-            results = await pipe.execute(raise_on_error=False)
+
+        results = await self._gates.run(fill)
         if any(isinstance(r, NoScriptError) for r in results):  # Redis restarted: load them
-            results[1] = await circuit.ADMIT(self.redis, *gate)
+            results[2] = await circuit.ADMIT(self.redis, *gate)
             if gov is not None:
-                results[2] = await ACQUIRE(self.redis, *gov)
+                results[3] = await ACQUIRE(self.redis, *gov)
         for result in results:
             if isinstance(result, Exception):
                 raise result
-        return results[0], results[1], results[2] if gov is not None else 0
+        return results[0], results[1], results[2], results[3] if gov is not None else 0
 
     def _with_duplicate_check(self, request: SendRequest, redelivered: bool) -> SendRequest:
         wanted = self.duplicate_check == "always" or (
@@ -234,23 +282,29 @@ class OutboxHandler:
             return await client.send(encode_send_request(request))
         except WeComAPIError as exc:
             SENDS.labels(entry.app, str(exc.errcode)).inc()
+            self.tally.add(entry.app, str(exc.errcode))
             members = counted_members(request.touser)
             if exc.errcode in circuit.RATE_ERRCODES | circuit.CONFIG_ERRCODES:
                 await self.governor.release(entry.app, members, part.rid)
-                raise await self._trip(entry, exc, probe) from None
+                later = await self._trip(entry, exc, probe)
+                later.attempted = part.k
+                raise later from None
             if isinstance(exc, PermanentAPIError):
                 await self.governor.release(entry.app, members, part.rid)
                 if probe and await circuit.close(self.redis, self.prefix, entry.app):
                     show_circuit(entry.app, "closed")  # WeCom judged the message: app is fine
                 log.error("send refused by WeCom", extra={**extra, "errcode": exc.errcode})
-                await self._dead(entry, exc.errcode, exc.advice)
+                await self._dead(entry, exc.errcode, exc.advice, attempted=part.k)
                 raise Reject(f"errcode {exc.errcode}: {exc.advice}") from None
             log.warning("send failed, will retry", extra={**extra, "errcode": exc.errcode})
-            raise await self._retry(entry, delivery, f"errcode {exc.errcode}", exc, probe) from None
+            reason = f"errcode {exc.errcode}"
+            raise await self._retry(entry, part, delivery, reason, exc, probe) from None
         except WeComUnavailableError as exc:
             SENDS.labels(entry.app, "unavailable").inc()
+            self.tally.add(entry.app, "unavailable")
             log.warning("WeCom unreachable, will retry", extra={**extra, "error": str(exc)})
-            raise await self._retry(entry, delivery, "WeCom unreachable", exc, probe) from None
+            reason = "WeCom unreachable"
+            raise await self._retry(entry, part, delivery, reason, exc, probe) from None
 
     async def _trip(self, entry: OutboxEntry, exc: WeComAPIError, probe: bool) -> _Later:
         """Open (or reopen) the app's circuit; the entry waits until the circuit's next probe."""
@@ -292,6 +346,7 @@ class OutboxHandler:
     async def _retry(
         self,
         entry: OutboxEntry,
+        part: _Part,
         delivery: Delivery,
         reason: str,
         exc: WeComAPIError | WeComUnavailableError,
@@ -303,6 +358,7 @@ class OutboxHandler:
         defer = self.backoff(delivery.delivery_count)
         code = exc.errcode if isinstance(exc, WeComAPIError) else None
         async with self.redis.pipeline(transaction=False) as pipe:
+            sendstate.attempt(pipe, self.prefix, entry.id, part.k)
             if delivery.delivery_count >= self.max_deliveries:
                 sendstate.dead(pipe, self.prefix, entry.id, code, exc.advice)
             else:
@@ -317,6 +373,8 @@ class OutboxHandler:
         async with self.redis.pipeline(transaction=True) as pipe:
             delayed.queue_schedule(pipe, self.prefix, raw, until, member_id=entry.id)
             sendstate.delayed(pipe, self.prefix, entry.id, until, later.reason, later.errcode)
+            if later.attempted:  # it waits after an attempt (WeCom refused the app)
+                sendstate.attempt(pipe, self.prefix, entry.id, later.attempted)
             await pipe.execute()
         log.info(
             "send delayed",
@@ -331,9 +389,13 @@ class OutboxHandler:
     async def _record(
         self, entry: OutboxEntry, part: _Part, result: SendResult, done: list[SendResult] | None
     ) -> None:
-        """Mark the part sent; after the last part, the request (``done``: every result)."""
+        """Mark the part sent; after the last part, the request (``done``: every result).
+
+        One MULTI/EXEC, shared with the other sends recorded in the same loop tick."""
         record = {"msgid": result.msgid, "response_code": result.response_code}
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def fill(pipe: Pipeline) -> None:
+            sendstate.attempt(pipe, self.prefix, entry.id, part.k)
             pipe.set(part.mark, _sent_encoder.encode(record), ex=SENT_TTL)
             if done is not None:
                 msgids = [r.msgid for r in done]
@@ -342,15 +404,23 @@ class OutboxHandler:
                     summary = {"msgid": msgids[0], "msgids": msgids, "response_code": ""}
                     pipe.set(whole, _sent_encoder.encode(summary), ex=SENT_TTL)
                 sendstate.sent(pipe, self.prefix, entry.id, msgids, result.response_code)
-            await pipe.execute()
 
-    async def _dead(self, entry: OutboxEntry, errcode: int | None, advice: str) -> None:
+        for outcome in await self._records.run(fill):
+            if isinstance(outcome, Exception):
+                raise outcome
+
+    async def _dead(
+        self, entry: OutboxEntry, errcode: int | None, advice: str, *, attempted: int = 0
+    ) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
+            if attempted:
+                sendstate.attempt(pipe, self.prefix, entry.id, attempted)
             sendstate.dead(pipe, self.prefix, entry.id, errcode, advice)
             await pipe.execute()
 
     def _report(self, entry: OutboxEntry, result: SendResult) -> None:
         SENDS.labels(entry.app, "0").inc()
+        self.tally.add(entry.app, "0")
         for kind in ("invaliduser", "invalidparty", "invalidtag", "unlicenseduser"):
             if bad := getattr(result, kind):
                 PARTIAL.labels(entry.app, kind).inc(len(bad))

@@ -8,9 +8,17 @@ aggregate it with ``max``, never ``sum``.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["CIRCUIT", "DELAYED", "PARTIAL", "SENDS", "SKIPPED"]
+__all__ = [
+    "CIRCUIT",
+    "DELAYED",
+    "GATEWAY_CALLS",
+    "GATEWAY_SECONDS",
+    "PARTIAL",
+    "SENDS",
+    "SKIPPED",
+]
 
 SENDS = Counter(
     "wecom_sender_sends", "message/send outcomes by app and errcode", ["app", "errcode"]
@@ -30,4 +38,15 @@ CIRCUIT = Gauge(
 )
 DELAYED = Gauge(
     "wecom_sender_delayed", "Send requests waiting in <prefix>:delayed for a rate-limit slot"
+)
+GATEWAY_CALLS = Counter(
+    "wecom_gateway_calls",
+    "Gateway calls by app, API path and outcome: WeCom's errcode, or refused, limited, unavailable",
+    ["app", "api", "outcome"],
+)
+GATEWAY_SECONDS = Histogram(
+    "wecom_gateway_seconds",
+    "Time WeCom took to answer a gateway call",
+    ["api"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )

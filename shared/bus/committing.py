@@ -50,21 +50,21 @@ class Recorder:
         self.retry_key = names.retry(stream, group)
         self.deadletter = names.deadletter(options.prefix)
         self.stats: collections.Counter[str] = collections.Counter()
+        self._commits = streams.COMMIT.batch(redis)
 
     async def commit(self, delivery: Delivery, outputs: Sequence[Output]) -> None:
-        """XADD the outputs and XACK the entry, atomically."""
+        """XADD the outputs and XACK the entry, atomically (one script call per entry; the
+        commits of one loop tick share a round trip)."""
         maxlen = self.options.maxlen
-        committed = await self._persist(
-            partial(
-                streams.commit,
-                stream=self.stream,
-                group=self.group,
-                entry_id=delivery.entry_id,
-                outputs=[(out.stream, out.fields, out.maxlen or maxlen) for out in outputs],
-                retry_key=self.retry_key,
-                maxlen=maxlen,
-            )
+        keys, args = streams.commit_call(
+            stream=self.stream,
+            group=self.group,
+            entry_id=delivery.entry_id,
+            outputs=[(out.stream, out.fields, out.maxlen or maxlen) for out in outputs],
+            retry_key=self.retry_key,
+            maxlen=maxlen,
         )
+        committed = await self._persist(lambda _: self._commits.call(keys, args))
         self.count("ok" if committed else "failed")
 
     async def retry(self, delivery: Delivery, due_ms: int) -> bool:

@@ -25,6 +25,7 @@ import time
 
 from redis.asyncio import Redis
 
+from shared import tracing
 from shared.bus import names
 from shared.bus.outbox import enqueue_once
 from shared.bus.router import Context, request_id
@@ -63,6 +64,7 @@ async def send_now(
         created_at=time.time(),
         request=request,
         origin=f"handler:{ctx.handler}",
+        traceparent=tracing.traceparent(),  # sent within the handler's trace
     )
     digest = hashlib.sha256(f"{ctx.app}\0{rid}".encode()).hexdigest()
     mark = names.idempotency(prefix, digest)

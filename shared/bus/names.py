@@ -34,6 +34,14 @@ key                                         type    role (lifetime)
 ``<prefix>:botresponse:<digest>``           string  a response_url used (its answer; TTL 1 h)
 ``<prefix>:conv:{<app>}:<router>:<user>``   list    a member's recent turns with one behaviour
                                                     (its router's name); bounded, TTL
+``<prefix>:gwrate:{<corp>}:<api>:<window>``  string  gateway calls of one corp to one API in one
+                                                    minute or hour window (TTL: the window)
+``<prefix>:upload:<request id>``            string  the media_id an attachment was uploaded as
+                                                    (TTL 3 days, media's life)
+``<prefix>:dir:{<app>}:users``              hash    the directory copy: userid → member JSON
+``<prefix>:dir:{<app>}:departments``        hash    the directory copy: id → department JSON
+``<prefix>:stats:<kind>:<minute>``          hash    per-minute counters for the console
+                                                    (``<app>|<name>`` → count; TTL 2 h)
 ==========================================  ======  =============================================
 
 Nothing else builds a key: ``tests/test_names.py`` fails when a key is formatted elsewhere.
@@ -53,7 +61,10 @@ __all__ = [
     "deadletter",
     "delayed",
     "delayed_data",
+    "directory_departments",
+    "directory_users",
     "events",
+    "gateway_rate",
     "idempotency",
     "outbox",
     "rate_day",
@@ -62,9 +73,11 @@ __all__ = [
     "seen",
     "sent",
     "sent_part",
+    "stats",
     "status",
     "token",
     "token_lock",
+    "upload",
 ]
 
 DEFAULT_PREFIX = "wecom"
@@ -185,3 +198,28 @@ def conversation(prefix: str, app: str, behaviour: str, user: str) -> str:
     if not user:
         raise ValueError("user must be non-empty")
     return f"{prefix}:conv:{_rate_tag(app)}:{behaviour}:{user}"
+
+
+def gateway_rate(prefix: str, corp_id: str, api: str, window: str) -> str:
+    """Calls the gateway made for one corp to one API in one window (``m<n>`` or ``h<n>``)."""
+    return f"{prefix}:gwrate:{{{corp_id}}}:{api}:{window}"
+
+
+def upload(prefix: str, request_id: str) -> str:
+    """The media_id an outbox attachment was uploaded as, so a redelivery reuses it."""
+    return f"{prefix}:upload:{request_id}"
+
+
+def directory_users(prefix: str, app: str) -> str:
+    """The directory copy of the members an app sees: userid → user/get JSON."""
+    return f"{prefix}:dir:{_rate_tag(app)}:users"
+
+
+def directory_departments(prefix: str, app: str) -> str:
+    """The directory copy of the departments an app sees: id → department JSON."""
+    return f"{prefix}:dir:{_rate_tag(app)}:departments"
+
+
+def stats(prefix: str, kind: str, minute: int) -> str:
+    """One minute's counters of ``kind`` (``callbacks``, ``sends``); ``minute`` = unix s // 60."""
+    return f"{prefix}:stats:{kind}:{minute}"

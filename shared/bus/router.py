@@ -38,21 +38,25 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 import msgspec
-from redis.asyncio import Redis
 
+from shared import tracing
 from shared.aibot.answer import BotAnswer, is_bot_entry, read_bot_entry
 from shared.bus import metrics, names
+from shared.bus.actions import Action, Item, PublishedAction, action_outputs
 from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.delivery import Handler as WorkerHandler
+from shared.bus.directory import Directory
 from shared.bus.predicates import Predicate, app, event, event_key, sender, text
-from shared.config import Settings
+from shared.bus.state import State
+from shared.logs import TRACE_ID
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_envelope, encode_outbox
 from shared.schemas.inbound import InboundEvent
-from shared.schemas.outbound import SendRequest, SendRequestType
+from shared.schemas.outbound import Attachment, MediaUpload, SendRequest, SendRequestType
+from shared.wecom.gateway import WeComGateway, gateway_of
 
 __all__ = [
     "Context",
@@ -75,47 +79,9 @@ __all__ = [
 log = logging.getLogger("wecom_bus.router")
 
 E = TypeVar("E", bound=InboundEvent)
-Reply: TypeAlias = SendRequest | Sequence[SendRequest] | None
+Reply: TypeAlias = Item | Sequence[Item] | None
 Handler: TypeAlias = Callable[[E, "Context"], Awaitable[Reply]]
 Hook: TypeAlias = Callable[["State"], Awaitable[None]]
-
-
-class State:
-    """What a service hands its routers' hooks and handlers: shared for the process's life.
-
-    ``settings`` (the checked configuration), ``redis`` (the service's client) and ``environ``
-    (the environment the service started with, ``.env`` applied: a behaviour's own variables)
-    are always there. A startup hook may set any other attribute (``state.http = …``); reading
-    one nobody set raises AttributeError naming it.
-    """
-
-    def __init__(
-        self,
-        *,
-        settings: Settings | None = None,
-        redis: Redis | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        self.settings = settings if settings is not None else Settings()
-        self.environ: Mapping[str, str] = dict(environ or {})
-        self._redis = redis
-
-    @property
-    def redis(self) -> Redis:
-        if self._redis is None:
-            raise RuntimeError("this State has no Redis client (made outside a service?)")
-        return self._redis
-
-    def __setattr__(self, name: str, value: Any) -> None:  # declared so hooks may set anything
-        super().__setattr__(name, value)
-
-    def __getattr__(self, name: str) -> Any:
-        # Only called for attributes that are not set: say which, and where they come from.
-        raise AttributeError(f"state has no {name!r}: no startup hook set it")
-
-    def __repr__(self) -> str:  # attribute names only: values may hold secrets
-        extra = sorted(k for k in vars(self) if not k.startswith("_"))
-        return f"State({', '.join(extra)})"
 
 
 def request_id(stream: str, entry_id: str, handler: str, index: int) -> str:
@@ -130,6 +96,7 @@ class Published(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     handler: str
     request: SendRequest
+    upload: MediaUpload | None = None  # an attachment's file, uploaded by the sender
 
 
 SYS = "sys"  # the FromUserName of WeCom's system events (contact changes…): not a member
@@ -148,8 +115,16 @@ class _Outbox:
 
     def __init__(self) -> None:
         self.items: list[Published] = []
+        self.actions: list[PublishedAction] = []
 
-    def add(self, ctx: Context, request: SendRequest) -> str:
+    def add(self, ctx: Context, item: Item) -> str:
+        if isinstance(item, Action):  # ids of their own, apart from the send requests
+            index = sum(p.handler == ctx.handler for p in self.actions)
+            rid = request_id(ctx.stream, ctx.entry_id, f"{ctx.handler}!action", index)
+            self.actions.append(PublishedAction.checked(rid, ctx.handler, item))
+            return rid
+        request = item.request if isinstance(item, Attachment) else item
+        upload = item.upload if isinstance(item, Attachment) else None
         if not isinstance(request, SendRequest):
             raise TypeError(f"{ctx.handler}: expected a SendRequest, got {type(request).__name__}")
         if ctx.event.from_user == SYS and SYS in (request.touser or "").split("|"):
@@ -165,7 +140,7 @@ class _Outbox:
             request = kept
         index = sum(p.handler == ctx.handler for p in self.items)
         rid = request_id(ctx.stream, ctx.entry_id, ctx.handler, index)
-        self.items.append(Published(id=rid, handler=ctx.handler, request=request))
+        self.items.append(Published(id=rid, handler=ctx.handler, request=request, upload=upload))
         return rid
 
 
@@ -186,8 +161,8 @@ class Context:
     _outbox: _Outbox = dataclasses.field(default_factory=_Outbox, repr=False, compare=False)
     _bot: BotAnswer | None = dataclasses.field(default=None, repr=False, compare=False)
 
-    def publish(self, request: SendRequest) -> str:
-        """Queue ``request`` to be sent; returns its id.
+    def publish(self, request: Item) -> str:
+        """Queue ``request`` to be sent (or an attachment, or an outbox action); returns its id.
 
         It reaches the outbox with the event's ack, only if every matched handler succeeds.
         A reply to a system event (FromUserName "sys") is never sent to "sys": that recipient
@@ -207,6 +182,16 @@ class Context:
         A handler that would ``Retry`` (a busy upstream) can answer politely instead.
         """
         return 0 < self.max_deliveries <= self.delivery
+
+    @property
+    def wecom(self) -> WeComGateway:
+        """WeCom's APIs through the sender's gateway, as this event's app (shared.wecom.gateway)."""
+        return gateway_of(self.state, self.app)
+
+    @property
+    def directory(self) -> Directory:
+        """Members and departments from the Redis copy (shared.bus.directory)."""
+        return Directory(self.state.redis, self.state.settings.prefix, self.app, lambda: self.wecom)
 
     @property
     def bot_stream(self) -> BotAnswer:
@@ -341,7 +326,7 @@ class Router:
         for route in self.match(event, ctx):
             run_ctx = dataclasses.replace(ctx, handler=route.name)
             reply = await route.handler(event, run_ctx)
-            if isinstance(reply, SendRequest):
+            if isinstance(reply, SendRequest | Attachment | Action):
                 run_ctx.publish(reply)
             elif isinstance(reply, Sequence) and not isinstance(reply, str):
                 for request in reply:
@@ -381,6 +366,7 @@ class Router:
                     event = bot_envelope.event
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise Reject(f"not an event envelope: {exc}") from None
+            TRACE_ID.set(envelope.trace_id)  # this delivery's task: its logs carry it
             ctx = Context(
                 event=event,
                 app=envelope.app,
@@ -402,15 +388,15 @@ class Router:
                     "requests": len(published),
                 },
             )
-            return _outputs(envelope, published, outbox, maxlen)
+            return _outputs(envelope, ctx._outbox, outbox, maxlen)
 
         return handle
 
 
 def _outputs(
-    envelope: EventEnvelope, published: list[Published], outbox: str, maxlen: int | None
+    envelope: EventEnvelope, collected: _Outbox, outbox: str, maxlen: int | None
 ) -> list[Output]:
-    """One outbox entry per published request, carrying the event's app and trace id."""
+    """One outbox entry per published request or action, with the event's app and trace id."""
     now = time.time()
     entries = [
         OutboxEntry(
@@ -420,7 +406,10 @@ def _outputs(
             created_at=now,
             request=cast(SendRequestType, p.request),
             origin=f"handler:{p.handler}",
+            upload=p.upload,
+            traceparent=tracing.traceparent(),  # the handler's span: the sender continues it
         )
-        for p in published
+        for p in collected.items
     ]
-    return [Output(outbox, {"data": encode_outbox(entry)}, maxlen) for entry in entries]
+    sends = [Output(outbox, {"data": encode_outbox(entry)}, maxlen) for entry in entries]
+    return sends + action_outputs(envelope, collected.actions, outbox, maxlen, now)

@@ -27,6 +27,7 @@ __all__ = [
     "MessageState",
     "accepted",
     "attempt",
+    "attempts_field",
     "dead",
     "delayed",
     "read",
@@ -57,12 +58,19 @@ def accepted(pipe: Pipeline, prefix: str, request_id: str) -> None:
     pipe.expire(key, STATUS_TTL)
 
 
+def attempts_field(part: int) -> str:
+    """The status hash field counting the attempts at ``part`` (read it with HGET)."""
+    return f"try{part}"
+
+
 def attempt(pipe: Pipeline, prefix: str, request_id: str, part: int) -> None:
-    """Queue the count of one more attempt at ``part``; its pipeline result is the new count."""
+    """Queue the count of one more attempt at ``part``, with the write of its outcome.
+
+    An attempt cut short (a crash, a timeout) is not counted here, but its entry stays pending
+    and comes back with a delivery count above one, which tells the same.
+    """
     key = names.status(prefix, request_id)
-    pipe.hincrby(key, f"try{part}", 1)
-    pipe.hset(key, "state", "queued")
-    pipe.hdel(key, "until", "reason")
+    pipe.hincrby(key, attempts_field(part), 1)
     pipe.expire(key, STATUS_TTL)
 
 

@@ -27,6 +27,7 @@ from shared.bus.scripts import Script
 from shared.config import Settings
 
 __all__ = [
+    "COMMIT",
     "DEFAULT_MAXLEN",
     "Claimed",
     "ConsumerInfo",
@@ -40,6 +41,7 @@ __all__ = [
     "claim",
     "claim_stale",
     "commit",
+    "commit_call",
     "consumers",
     "dead_letter",
     "deferred_until",
@@ -101,7 +103,7 @@ class ConsumerInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 # KEYS: input stream, retry zset, output streams...   ARGV: group, id, then per output:
 # maxlen ("" = none), number of fields, field, value, ...
-_COMMIT = Script("""
+COMMIT = Script("""
 local group, id = ARGV[1], ARGV[2]
 if #redis.call('XPENDING', KEYS[1], group, id, id, 1) == 0 then return 0 end
 local a = 3
@@ -276,8 +278,7 @@ async def delivery_counts(
     return {_str(r[0]["message_id"]): int(r[0]["times_delivered"]) for r in replies if r}
 
 
-async def commit(
-    redis: Redis,
+def commit_call(
     *,
     stream: str,
     group: str,
@@ -285,13 +286,8 @@ async def commit(
     outputs: Sequence[tuple[str, FieldMap] | tuple[str, FieldMap, int | None]],
     retry_key: str,
     maxlen: int | None = DEFAULT_MAXLEN,
-) -> bool:
-    """XADD every output and XACK the entry atomically, if it is still pending in the group.
-
-    An output is ``(stream, fields)``, trimmed to ``maxlen``, or ``(stream, fields, maxlen)``.
-    False: someone else already acknowledged the entry, and nothing was written. A NOGROUP
-    error means the group or stream is gone.
-    """
+) -> tuple[list[str], list[Any]]:
+    """Keys and arguments of one commit, for :data:`COMMIT` (called alone or batched)."""
     keys = [stream, retry_key, *(out[0] for out in outputs)]
     args: list[Any] = [group, entry_id]
     for out in outputs:
@@ -299,7 +295,18 @@ async def commit(
         args += (_maxlen_arg(out[2] if len(out) > 2 else maxlen), len(fields))
         for name, value in fields.items():
             args += (name, value)
-    return bool(await _COMMIT(redis, keys, args))
+    return keys, args
+
+
+async def commit(redis: Redis, **call: Any) -> bool:
+    """XADD every output and XACK the entry atomically, if it is still pending in the group.
+
+    The arguments are :func:`commit_call`'s. An output is ``(stream, fields)``, trimmed to
+    ``maxlen``, or ``(stream, fields, maxlen)``. False: someone else already acknowledged the
+    entry, and nothing was written. A NOGROUP error means the group or stream is gone.
+    """
+    keys, args = commit_call(**call)
+    return bool(await COMMIT(redis, keys, args))
 
 
 async def dead_letter(

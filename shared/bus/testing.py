@@ -33,6 +33,7 @@ from shared.bus.options import ConsumerOptions
 from shared.bus.router import Router, State
 from shared.bus.worker import Consumer
 from shared.config import load_settings
+from shared.schemas.actions import ActionEntry, decode_action
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_outbox, encode_envelope
 from shared.schemas.inbound import (
     ClickEvent,
@@ -42,12 +43,14 @@ from shared.schemas.inbound import (
     dedup_key,
 )
 from shared.schemas.outbound import MarkdownSend, TextSend
+from shared.wecom.gateway import gateway_for
 
 __all__ = [
     "DEFAULT_PREFIX",
     "DeadLettered",
     "click_event",
     "publish_events",
+    "read_actions",
     "read_outbox",
     "run_events",
     "text_message",
@@ -128,7 +131,15 @@ async def read_outbox(
 ) -> list[OutboxEntry]:
     """The entries of ``<prefix>:outbox``, oldest first; only those after entry id ``after``."""
     rows: Any = await redis.xrange(names.outbox(prefix), min=f"({after}" if after else "-")
-    return [decode_outbox(fields[b"data"]) for _, fields in rows]
+    return [decode_outbox(fields[b"data"]) for _, fields in rows if b"data" in fields]
+
+
+async def read_actions(
+    redis: Redis, *, prefix: str = DEFAULT_PREFIX, after: str | None = None
+) -> list[ActionEntry]:
+    """The outbox actions (recall, card update, bot response) on ``<prefix>:outbox``."""
+    rows: Any = await redis.xrange(names.outbox(prefix), min=f"({after}" if after else "-")
+    return [decode_action(fields[b"action"]) for _, fields in rows if b"action" in fields]
 
 
 def texts(entries: Iterable[OutboxEntry]) -> list[str]:
@@ -185,31 +196,32 @@ async def run_events(
     after = last[0][0].decode() if last else None
     settings = msgspec.structs.replace(load_settings(environ or {}), prefix=prefix)
     state = State(settings=settings, redis=redis, environ=environ)
-    started = False
-    try:
-        await router.startup(state)  # as in a service: shutdown hooks only after a good start
-        started = True
-        await publish_events(redis, events, app=app, prefix=prefix)
-        consumer = Consumer(
-            redis,
-            stream=stream,
-            group=group,
-            handler=router.handler(prefix, state=state, max_deliveries=max_deliveries),
-            options=ConsumerOptions(
-                concurrency=1,
-                start="new",
-                prefix=prefix,
-                max_deliveries=max_deliveries,
-                claim_idle=0.5,  # a failed delivery is tried again soon
-                handler_timeout=30.0,
-            ),
-        )
-        await consumer.run_burst()
-    finally:
-        await redis.xgroup_destroy(stream, group)
-        await redis.delete(names.retry(stream, group))
-        if started:
-            await router.shutdown(state)
+    async with gateway_for(state):  # ctx.wecom, opened as a service opens it
+        started = False
+        try:
+            await router.startup(state)  # as in a service: shutdown hooks only after a good start
+            started = True
+            await publish_events(redis, events, app=app, prefix=prefix)
+            consumer = Consumer(
+                redis,
+                stream=stream,
+                group=group,
+                handler=router.handler(prefix, state=state, max_deliveries=max_deliveries),
+                options=ConsumerOptions(
+                    concurrency=1,
+                    start="new",
+                    prefix=prefix,
+                    max_deliveries=max_deliveries,
+                    claim_idle=0.5,  # a failed delivery is tried again soon
+                    handler_timeout=30.0,
+                ),
+            )
+            await consumer.run_burst()
+        finally:
+            await redis.xgroup_destroy(stream, group)
+            await redis.delete(names.retry(stream, group))
+            if started:
+                await router.shutdown(state)
     produced = await read_outbox(redis, prefix=prefix, after=after)
     errors = await _dead_letters(redis, prefix, group)
     if errors:

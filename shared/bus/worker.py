@@ -47,6 +47,7 @@ from shared.bus.options import ConsumerOptions
 from shared.bus.outage import OUTAGE, RedisWatch
 from shared.bus.streams import Entry
 from shared.errors import SchemaError
+from shared.tracing import span, traced_delivery
 
 __all__ = ["Consumer", "ConsumerOptions", "install_signal_handlers", "observe_groups"]
 
@@ -331,7 +332,8 @@ class Consumer:
         if entry.id in self._inflight:
             return
         delivery = Delivery(entry.id, self.stream, entry.fields, count)
-        task = asyncio.create_task(self._process(delivery), name=f"deliver {entry.id}")
+        work = traced_delivery(self._process(delivery), delivery, self.group)
+        task = asyncio.create_task(work, name=f"deliver {entry.id}")
         self._inflight[entry.id] = task
         task.add_done_callback(partial(self._done, entry.id))
 
@@ -349,7 +351,9 @@ class Consumer:
             return
         last = count >= self.options.max_deliveries
         try:
-            await record.commit(delivery, await self._call(delivery))
+            outputs = await self._call(delivery)
+            with span("bus.commit", {"wecom_bus.outputs": len(outputs)}):
+                await record.commit(delivery, outputs)
         except Retry as exc:
             if last:
                 await record.dead_letter(delivery, describe(exc), "deadlettered")
@@ -378,8 +382,9 @@ class Consumer:
     async def _call(self, delivery: Delivery) -> Sequence[Output]:
         started, limit = time.perf_counter(), self.options.handler_timeout
         try:
-            async with asyncio.timeout(limit) as deadline:
-                return await self.handler(delivery)
+            with span("bus.handler"):
+                async with asyncio.timeout(limit) as deadline:
+                    return await self.handler(delivery)
         except TimeoutError:
             if deadline.expired():
                 raise TimeoutError(f"handler ran longer than {limit:g}s") from None

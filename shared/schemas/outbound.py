@@ -28,14 +28,18 @@ from shared.schemas.cards import TemplateCard, UpdateButton, UpdateTemplateCardR
 from shared.schemas.split import MAX_PARTS, PART_BYTES, split_text
 
 __all__ = [
+    "INLINE_MAX",
     "MSGTYPES",
+    "UPLOAD_PLACEHOLDER",
     "Article",
+    "Attachment",
     "FileSend",
     "HasSender",
     "ImageSend",
     "Markdown",
     "MarkdownSend",
     "Media",
+    "MediaUpload",
     "MiniprogramNotice",
     "MiniprogramNoticeSend",
     "MpArticle",
@@ -60,6 +64,7 @@ __all__ = [
     "encode_send_request",
     "split_request",
     "validate",
+    "with_media_id",
 ]
 
 
@@ -216,20 +221,91 @@ class TextSend(_ContentSend, tag="text", frozen=True, kw_only=True):
     text: Text
 
 
-class ImageSend(SendRequest, tag="image", frozen=True, kw_only=True):
+INLINE_MAX: Final = 2 << 20  # bytes of an attachment carried in an outbox entry
+UPLOAD_PLACEHOLDER: Final = "@upload"  # the media_id until the sender has uploaded the file
+
+
+class MediaUpload(msgspec.Struct, frozen=True, kw_only=True):
+    """A file the sender uploads (media/upload) right before sending the request it is in."""
+
+    kind: str
+    filename: str
+    content_type: str
+    content: bytes
+
+    def __repr__(self) -> str:  # the bytes are not for logs
+        return f"MediaUpload({self.kind}, {self.filename!r}, {len(self.content)} bytes)"
+
+
+class Attachment(msgspec.Struct, frozen=True, kw_only=True):
+    """A media message and the file to upload for it; publish it like a SendRequest."""
+
+    request: SendRequest
+    upload: MediaUpload
+
+
+class _Uploadable(SendRequest, frozen=True, kw_only=True):
+    _kind: ClassVar[str]
+
+    @classmethod
+    def upload(
+        cls,
+        users: Ids,
+        content: bytes,
+        *,
+        filename: str,
+        content_type: str = "application/octet-stream",
+        **opts: Any,
+    ) -> Attachment:
+        """A message carrying ``content``, uploaded by the sender (at most INLINE_MAX bytes)."""
+        from shared.wecom.media import check_media  # the sender's own check, before the bus
+
+        check_media(cls._kind, content)
+        if len(content) > INLINE_MAX:
+            raise SchemaError("media", f"is {len(content)} bytes; attachments carry {INLINE_MAX}")
+        body = Media(media_id=UPLOAD_PLACEHOLDER)
+        media = Video(media_id=UPLOAD_PLACEHOLDER) if cls._kind == "video" else body
+        request = _addressed(cls, users, {cls._kind: media}, opts)
+        upload = MediaUpload(
+            kind=cls._kind, filename=filename, content_type=content_type, content=content
+        )
+        return Attachment(request=request, upload=upload)
+
+    @classmethod
+    def upload_reply(cls, event: HasSender, content: bytes, **kw: Any) -> Attachment:
+        """The same, back to the member who sent ``event``."""
+        return cls.upload(event.from_user, content, **kw)
+
+
+class ImageSend(_Uploadable, tag="image", frozen=True, kw_only=True):
+    _kind = "image"
     image: Media
 
 
-class VoiceSend(SendRequest, tag="voice", frozen=True, kw_only=True):
+class VoiceSend(_Uploadable, tag="voice", frozen=True, kw_only=True):
+    _kind = "voice"
     voice: Media
 
 
-class VideoSend(SendRequest, tag="video", frozen=True, kw_only=True):
+class VideoSend(_Uploadable, tag="video", frozen=True, kw_only=True):
+    _kind = "video"
     video: Video
 
 
-class FileSend(SendRequest, tag="file", frozen=True, kw_only=True):
+class FileSend(_Uploadable, tag="file", frozen=True, kw_only=True):
+    _kind = "file"
     file: Media
+
+
+def with_media_id(request: S, media_id: str) -> S:
+    """``request`` with its placeholder media_id replaced by the uploaded file's."""
+    for key in ("image", "voice", "video", "file"):
+        body = getattr(request, key, None)
+        if isinstance(body, Media | Video):
+            return msgspec.structs.replace(
+                request, **{key: msgspec.structs.replace(body, media_id=media_id)}
+            )
+    return request
 
 
 class TextCardSend(SendRequest, tag="textcard", frozen=True, kw_only=True):

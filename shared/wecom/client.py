@@ -15,21 +15,24 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import httpx
 import msgspec
 from httpx_aiohttp import AiohttpTransport
 
-from shared import __version__
+from shared import __version__, tracing
 from shared.errors import ConfigError, SchemaError
 from shared.wecom.errors import (
     TokenInvalidError,
+    WeComAPIError,
     WeComUnavailableError,
     map_transport_errors,
     payload_from_response,
+    raise_for_errcode,
     scrub,
 )
+from shared.wecom.media import MEDIA_MAX, MediaKind, check_media
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -41,47 +44,23 @@ __all__ = [
     "SendResult",
     "TokenFetcher",
     "TokenSource",
+    "TooLargeError",
     "WeComClient",
     "check_media",
+    "wecom_transport",
 ]
 
 DEFAULT_BASE_URL = "https://qyapi.weixin.qq.com"
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16)
 
-MediaKind = Literal["image", "voice", "video", "file"]
-# media/upload: every file must be larger than 5 bytes; upper bounds and formats per type
-# (image JPG/PNG, voice AMR, video MP4, file anything).
-MEDIA_MAX: dict[str, int] = {
-    "image": 10 << 20,
-    "voice": 2 << 20,
-    "video": 10 << 20,
-    "file": 20 << 20,
-}
-_MEDIA_FORMAT = {"image": "a JPG or PNG image", "voice": "AMR audio", "video": "an MP4 video"}
-# (offset, bytes) signatures a file of the type starts with; "file" may be anything.
-_SIGNATURES: dict[str, tuple[tuple[int, bytes], ...]] = {
-    "image": ((0, b"\xff\xd8\xff"), (0, b"\x89PNG\r\n\x1a\n")),
-    "voice": ((0, b"#!AMR"),),
-    "video": ((4, b"ftyp"),),
-}
 
-
-def _looks_like(kind: str, content: bytes) -> bool:
-    signs = _SIGNATURES.get(kind)
-    return signs is None or any(content[at : at + len(sign)] == sign for at, sign in signs)
-
-
-def check_media(kind: str, content: bytes) -> None:
-    """Raise SchemaError for a temporary-media upload WeCom would refuse (type, size, format)."""
-    if kind not in MEDIA_MAX:
-        raise SchemaError("type", f"must be one of {', '.join(MEDIA_MAX)}")
-    if not 5 < len(content) <= MEDIA_MAX[kind]:
-        raise SchemaError(
-            "media", f"is {len(content)} bytes; a {kind} must be 6 to {MEDIA_MAX[kind]} bytes"
-        )
-    if not _looks_like(kind, content):
-        raise SchemaError("media", f"is not {_MEDIA_FORMAT[kind]}, which WeCom requires")
+def wecom_transport(limits: httpx.Limits, proxy: str | None) -> httpx.AsyncBaseTransport:
+    """aiohttp under httpx's API (about a quarter of httpcore's CPU per request, measured with
+    `python -m bench profile --target sender`). httpx ignores its own proxy settings when a
+    transport is given, so ``proxy`` (WECOM_HTTPS_PROXY / HTTPS_PROXY) goes to the transport,
+    which hands it to aiohttp: CONNECT for https, absolute-form requests for http."""
+    return AiohttpTransport(limits=limits, proxy=httpx.Proxy(proxy) if proxy else None)
 
 
 _encode = msgspec.json.Encoder().encode
@@ -165,6 +144,34 @@ def _ids(value: object) -> list[str]:
     return []
 
 
+class TooLargeError(WeComUnavailableError):
+    """WeCom's answer (a media file) is larger than the caller accepts."""
+
+
+_TRANSFER_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+def _answer(response: httpx.Response, content: bytes) -> httpx.Response:
+    """A read answer holding ``content`` (decoded), its status and WeCom's other headers."""
+    headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _TRANSFER_HEADERS]
+    return httpx.Response(
+        response.status_code, headers=headers, content=content, request=response.request
+    )
+
+
+def _token_refused(response: httpx.Response) -> bool:
+    """Whether WeCom's answer is a token errcode (40014, 42001, 41001)."""
+    if response.status_code != 200 or not response.content.startswith(b"{"):
+        return False
+    try:
+        raise_for_errcode(_decode_body(response.content))
+    except TokenInvalidError:
+        return True
+    except (WeComAPIError, WeComUnavailableError, msgspec.DecodeError):
+        return False
+    return False
+
+
 class _RedactURLs(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
@@ -207,18 +214,17 @@ class WeComClient:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         limits: httpx.Limits = DEFAULT_LIMITS,
+        proxy: str | None = None,
     ) -> None:
         self.app = app
         self._http = httpx.AsyncClient(
             base_url=base_url,
-            # aiohttp under httpx's API: about a quarter of httpcore's CPU per request
-            # (measured with `python -m bench profile --target sender`); tests pass a
-            # MockTransport instead.
-            transport=transport or AiohttpTransport(limits=limits),
+            transport=transport or wecom_transport(limits, proxy),  # tests pass the fake's
             timeout=timeout,
             limits=limits,
             headers={"User-Agent": f"wecom-bus/{__version__}"},
         )
+        tracing.instrument_http(self._http)  # a span per WeCom call while tracing
         self._state = _State.UNOPENED
         self.tokens: TokenSource = (
             token_source if isinstance(token_source, TokenSource) else token_source(self.gettoken)
@@ -320,6 +326,57 @@ class WeComClient:
             )
         data["agentid"] = agentid
         return data
+
+    async def call(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        limit: int = 1 << 20,
+    ) -> httpx.Response:
+        """Any qyapi call, WeCom's answer untouched (the gateway's passthrough): only a token
+        errcode is acted on (fresh token, one retry, as for sends); other errcodes are the
+        caller's to read. The body is read up to ``limit`` bytes (TooLargeError beyond), and
+        the token never appears in it."""
+        self._ensure_open()
+        token = await self.tokens.get()
+        response = await self._raw(method, endpoint, token, params, body, limit)
+        if _token_refused(response):
+            await self.tokens.invalidate(token)
+            token = await self.tokens.get()
+            response = await self._raw(method, endpoint, token, params, body, limit)
+        if token.encode() in response.content:
+            return _answer(response, response.content.replace(token.encode(), b"***"))
+        return response
+
+    async def _raw(
+        self,
+        method: str,
+        endpoint: str,
+        token: str,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        limit: int,
+    ) -> httpx.Response:
+        query = {**(params or {}), "access_token": token}
+        headers = _JSON if body is not None else None
+        request = self._http.build_request(
+            method, f"/cgi-bin/{endpoint}", params=query, content=body, headers=headers
+        )
+        with map_transport_errors(endpoint):
+            response = await self._http.send(request, stream=True)
+            try:
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():  # decoded (gzip…), then counted
+                    size += len(chunk)
+                    if size > limit:
+                        raise TooLargeError(endpoint, f"answer larger than {limit} bytes")
+                    chunks.append(chunk)
+            finally:
+                await response.aclose()
+        return _answer(response, b"".join(chunks))
 
     async def _post_json(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._authed("POST", endpoint, content=_encode(body), headers=_JSON)

@@ -45,7 +45,7 @@
   function callbackBubble(r) {
     const isEvent = r.kind === "event";
     const text = isEvent ? `⚡ ${r.event}${r.event_key ? " " + r.event_key : ""}`
-      : r.kind === "location" ? "📍 location" : r.content;
+      : r.kind === "location" ? "📍 location" : r.kind === "image" ? "🖼 image" : r.content;
     let meta = "sending…";
     const last = r.attempts[r.attempts.length - 1];
     if (r.ok === true) meta = r.attempts.length > 1 ? `✓ after ${r.attempts.length} attempts` : "✓";
@@ -184,7 +184,9 @@
     const bots = await (await fetch("/fake/bots")).json();
     for (const name of bots.bots) app.append(new Option(`${name} (AI bot)`, `bot:${name}`));
     const modes = () => {
-      for (const id of ["enter-agent", "event-key", "click", "location"]) $(id).hidden = !!bot();
+      for (const id of ["enter-agent", "event-key", "click", "location", "image-pick"]) {
+        $(id).hidden = !!bot();
+      }
       $("enter-chat").hidden = !bot();
       rerender();
     };
@@ -204,6 +206,15 @@
     $("click").onclick = () => push({type: "event", event: "click", event_key: $("event-key").value});
     $("location").onclick = () => push({type: "event", event: "LOCATION",
       latitude: 39.9042, longitude: 116.4074, precision: 30});
+    $("image").onchange = () => {  // the fake keeps the file; its media/get serves the MediaId
+      const file = $("image").files[0];
+      if (!file) return;
+      const reader = new FileReader();
+      reader.onload = () => push({type: "image", filename: file.name,
+        image: String(reader.result).split(",", 2)[1]});
+      reader.readAsDataURL(file);
+      $("image").value = "";
+    };
     poll();
   }
 

@@ -1,0 +1,1 @@
+"""Greets members by name and department; describes the images they send (docs/gateway.md)."""

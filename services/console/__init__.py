@@ -1,0 +1,1 @@
+"""``wecom-bus console``: the operator console (web) for lag, traffic, dead letters, sends."""
