@@ -51,7 +51,12 @@ def build_consumer(state: State, router: Router, group: str, start: str) -> Cons
         state.redis,
         stream=names.events(settings.prefix),
         group=group,
-        handler=router.handler(prefix=settings.prefix, maxlen=settings.stream_maxlen, state=state),
+        handler=router.handler(
+            prefix=settings.prefix,
+            maxlen=settings.stream_maxlen,
+            state=state,
+            max_deliveries=settings.max_deliveries,  # as ConsumerOptions.from_settings
+        ),
         start="backlog" if start == "backlog" else "new",
     )
 

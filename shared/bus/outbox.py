@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from typing import NamedTuple
 
 import msgspec
 from redis.asyncio import Redis
@@ -23,24 +24,29 @@ from shared.bus import names, sendstate
 from shared.bus.scripts import Script
 from shared.config import Settings
 from shared.errors import SchemaError
-from shared.schemas.envelope import encode_outbox, outbox_entry
+from shared.schemas.envelope import OutboxEntry, encode_outbox, outbox_entry
 from shared.schemas.outbound import decode_send_request
 
-__all__ = ["IDEMPOTENCY_TTL", "enqueue"]
+__all__ = ["IDEMPOTENCY_TTL", "Enqueued", "enqueue", "enqueue_once"]
 
 # KEYS[1] idempotency mark, KEYS[2] outbox, KEYS[3] the request's status hash;
 # ARGV: ttl, maxlen, request id, data, status ttl.
-# Returns the id that holds the key: ours (enqueued now) or the first request's.
+# Returns {the id that holds the key, 1 if enqueued now}: ours, or the first request's and 0.
 _ENQUEUE_ONCE = Script("""
 local first = redis.call('GET', KEYS[1])
-if first then return first end
+if first then return {first, 0} end
 redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[4])
 redis.call('HSET', KEYS[3], 'state', 'queued')
 redis.call('EXPIRE', KEYS[3], ARGV[5])
-return ARGV[3]
+return {ARGV[3], 1}
 """)
 IDEMPOTENCY_TTL = 86_400
+
+
+class Enqueued(NamedTuple):
+    id: str  # the request that holds the idempotency mark
+    now: bool  # enqueued by this call (False: an earlier call's request holds the mark)
 
 
 class _Target(msgspec.Struct):
@@ -96,10 +102,32 @@ async def enqueue(
             sendstate.accepted(pipe, settings.prefix, request_id)
             await pipe.execute()
         return request_id
-    status = names.status(settings.prefix, request_id)
-    first = await _ENQUEUE_ONCE(
-        redis,
-        [mark, outbox, status],
-        [IDEMPOTENCY_TTL, settings.stream_maxlen, request_id, data, sendstate.STATUS_TTL],
+    first = await enqueue_once(
+        redis, entry, mark, prefix=settings.prefix, maxlen=settings.stream_maxlen, data=data
     )
-    return first.decode() if isinstance(first, bytes) else str(first)
+    return first.id
+
+
+async def enqueue_once(
+    redis: Redis,
+    entry: OutboxEntry,
+    mark: str,
+    *,
+    prefix: str = names.DEFAULT_PREFIX,
+    maxlen: int = 100_000,
+    data: bytes | None = None,
+) -> Enqueued:
+    """Put ``entry`` on the outbox unless ``mark`` (a ``names.idempotency`` key) is held.
+
+    The mark, the XADD and the ``queued`` status are one script, so a retried call (a repeated
+    Idempotency-Key, a redelivered event's early reply) enqueues nothing. Returns the id that
+    holds the mark (``entry.id``, or the first request's) and whether it was enqueued now.
+    ``data``: ``entry`` already encoded.
+    """
+    status = names.status(prefix, entry.id)
+    first, now = await _ENQUEUE_ONCE(
+        redis,
+        [mark, names.outbox(prefix), status],
+        [IDEMPOTENCY_TTL, maxlen, entry.id, data or encode_outbox(entry), sendstate.STATUS_TTL],
+    )
+    return Enqueued(first.decode() if isinstance(first, bytes) else str(first), bool(now))

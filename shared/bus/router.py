@@ -154,6 +154,7 @@ class Context:
     stream: str = ""  # the stream it was read from
     trace_id: str = ""  # carried into the outbox entry and logs
     delivery: int = 1  # 1 on the first attempt
+    max_deliveries: int = 0  # the consumer's BUS_MAX_DELIVERIES (0: not known, e.g. a test)
     received_at: float = 0.0  # unix time the ingress accepted the callback
     handler: str = ""  # the running handler's name; "" while routes are matched
     state: State = dataclasses.field(default_factory=State, repr=False, compare=False)
@@ -173,6 +174,14 @@ class Context:
     def published(self) -> list[Published]:
         """Every request queued so far by this event's handlers, in order."""
         return list(self._outbox.items)
+
+    @property
+    def last_delivery(self) -> bool:
+        """True on the consumer's last delivery: failing now dead-letters the event.
+
+        A handler that would ``Retry`` (a busy upstream) can answer politely instead.
+        """
+        return 0 < self.max_deliveries <= self.delivery
 
     @property
     def wecom(self) -> WeComGateway:
@@ -332,12 +341,14 @@ class Router:
         *,
         maxlen: int | None = None,
         state: State | None = None,
+        max_deliveries: int = 0,
     ) -> WorkerHandler:
         """The worker handler: decode the EventEnvelope, dispatch, return outbox outputs.
 
         ``maxlen`` trims the outbox (None: the consumer's maxlen). ``state`` is what handlers
-        see as ``ctx.state`` (run :meth:`startup` on it first). An entry that is not an
-        EventEnvelope is rejected (dead letter).
+        see as ``ctx.state`` (run :meth:`startup` on it first). ``max_deliveries``: the
+        consumer's limit, told to handlers as ``ctx.max_deliveries``/``ctx.last_delivery``.
+        An entry that is not an EventEnvelope is rejected (dead letter).
         """
         shared = state if state is not None else State()
         outbox = names.outbox(prefix)
@@ -363,6 +374,7 @@ class Router:
                 stream=delivery.stream,
                 trace_id=envelope.trace_id,
                 delivery=delivery.delivery_count,
+                max_deliveries=max_deliveries,
                 received_at=envelope.received_at,
                 state=shared,
                 _bot=bot,
