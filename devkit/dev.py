@@ -2,7 +2,8 @@
 
 With nothing configured it starts an embedded Redis and the fake WeCom with generated
 credentials; with ``REDIS_URL`` or ``WECOM_*`` set it uses those instead (real WeCom then, and no
-fake). Every service runs as its own process, exactly as in production.
+fake). Every service runs as its own process, exactly as in production. ``--assistant`` (or
+``WECOM_DEV_ASSISTANT=1``) answers with the LLM assistant against the stand-in model.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from devkit import fakellm
 from devkit.embedded_redis import EmbeddedRedis, die_with_parent
 from shared.protocol.crypto import generate_encoding_aes_key, generate_token
 
@@ -37,13 +39,16 @@ class Stack:
     log_dir: Path | None = None  # each child's output in <name>.log instead of our terminal
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
-    def spawn(self, name: str, *argv: str, label: str | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, *argv: str, label: str | None = None, command: list[str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Run ``wecom-bus <name> <argv…>`` (or ``command``, a whole argv) as a child."""
         out = None
         if self.log_dir is not None:
             out = (self.log_dir / f"{label or name}.log").open("ab")
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", name, *argv],
+                command or [sys.executable, "-m", "services.cli", name, *argv],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -140,6 +145,22 @@ def dev_bots(env: dict[str, str], directory: Path, ingress_port: int) -> None:
     )
 
 
+ASSISTANT = ("--group", "assistant", "--handlers", "examples.assistant:router")
+MODEL_CHUNK_DELAY = 0.05  # seconds between the stand-in's pieces: the chat page shows them grow
+
+
+def dev_assistant(env: dict[str, str], ports: dict[str, int]) -> None:
+    """The stand-in model on port base + 5 and the ``LLM_*`` settings pointing at it.
+
+    The assistant takes the place of the echo behaviours (the default responder runs
+    ``examples.assistant:router`` in group "assistant", and no bot echo runs), so a member gets
+    one answer, not an echo and the model's.
+    """
+    ports["fake-llm"] = ports["ingress"] + 5
+    ports.pop("aibot-echo", None)
+    env.update(fakellm.assistant_env(ports["fake-llm"]))
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     base: int = args.port_base
@@ -160,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
     if use_fake and not env.get("WECOM_BOTS_FILE"):
         dev_bots(env, Path(scratch.name), ports["ingress"])
         ports["aibot-echo"] = base + 4  # answers the bot: examples/aibot, its own group
+    if args.assistant or env.get("WECOM_DEV_ASSISTANT") == "1":
+        dev_assistant(env, ports)
     # A key we generate is fine to print in the banner; an operator's own key is not.
     generated_key = not env.get("SENDER_API_KEY")
     if generated_key:
@@ -179,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
             env["REDIS_URL"] = stack.redis.url
         _spawn_all(stack, ports, use_fake)
         urls = {
-            name: f"http://127.0.0.1:{port}/readyz"
+            name: f"http://127.0.0.1:{port}/{'healthz' if name == 'fake-llm' else 'readyz'}"
             for name, port in ports.items()
             if name != "fake-wecom" or use_fake
         }
@@ -210,8 +233,12 @@ def _spawn_all(stack: Stack, ports: dict[str, int], use_fake: bool) -> None:
     consumers."""
     if use_fake:
         stack.spawn("fake-wecom", "--host", "127.0.0.1", "--port", str(ports["fake-wecom"]))
+    if "fake-llm" in ports:
+        model = fakellm.command(ports["fake-llm"], chunk_delay=MODEL_CHUNK_DELAY)
+        stack.spawn("fake-llm", command=model)
     for name in ("ingress", "responder", "sender", "console"):
-        stack.spawn(name, "--host", "127.0.0.1", "--port", str(ports[name]))
+        role = ASSISTANT if name == "responder" and "fake-llm" in ports else ()
+        stack.spawn(name, *role, "--host", "127.0.0.1", "--port", str(ports[name]))
     if "aibot-echo" in ports:
         echo = ("--group", "aibot-echo", "--handlers", "examples.aibot.router:router")
         port = ("--host", "127.0.0.1", "--port", str(ports["aibot-echo"]))
@@ -237,9 +264,12 @@ def _banner(
     ]
     if fake:
         lines += [f"  chat page     {fake}/   (fake WeCom: pick a member and type)"]
-        if "aibot-echo" in ports:
+        if "FAKE_WECOM_CALLBACK_BASE" in env:
             lines += ["  AI bot        in the chat page's app list: helper (AI bot) → /bot/helper"]
-    else:
+    if "fake-llm" in ports:
+        model = f"http://127.0.0.1:{ports['fake-llm']}/v1"
+        lines += [f"  assistant     examples.assistant (no echo) ← stand-in model {model}"]
+    if not fake:
         lines += [
             "  WeCom         real (WECOM_* are set): configure the callback URL in the console"
         ]

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmd.add_argument("--fake-port", type=int, default=9000)
     cmd.add_argument("--timeout", type=float, default=60.0)
+    cmd.add_argument(
+        "--assistant", action="store_true", help="answer with the LLM assistant (stand-in model)"
+    )
     cmd.set_defaults(run=_lazy("services.devcommands:dev"))
 
     cmd = sub.add_parser("fake-wecom", help="a stand-in for qyapi.weixin.qq.com with a chat page")

@@ -2,6 +2,10 @@
 
 Log with ``extra={...}`` for fields (``trace_id``, ``app``, ``reason``...). Never pass secrets
 or message plaintext: nothing here can tell them apart from other text.
+
+``trace_id`` need not be passed while an entry is handled: the consumer runtime sets
+``TRACE_ID`` (a context variable, so each delivery's task has its own) to the entry's trace id,
+and every line logged meanwhile carries it, a handler's own included.
 """
 
 from __future__ import annotations
@@ -9,11 +13,15 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
 
-__all__ = ["configure"]
+__all__ = ["TRACE_ID", "configure"]
+
+# The trace id of the entry being handled in this task ("" outside one).
+TRACE_ID: ContextVar[str] = ContextVar("wecom_bus_trace_id", default="")
 
 # Record attributes that are not fields of ours (uvicorn adds color_message to its records).
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {
@@ -26,7 +34,10 @@ _encode = msgspec.json.Encoder(enc_hook=str).encode
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+    fields = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+    if "trace_id" not in fields and (trace_id := TRACE_ID.get()):
+        fields["trace_id"] = trace_id
+    return fields
 
 
 class JSONFormatter(logging.Formatter):

@@ -7,6 +7,7 @@ settings below and opens the pooled client; events go through a real consumer gr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -190,7 +191,14 @@ async def test_a_redelivered_message_is_answered_and_remembered_once(
     msg = text_message("long please", "alice")
     base: dict[str, Any] = {"event": msg, "entry_id": "99-0", "stream": names.events(PREFIX)}
     try:
-        for delivery in (1, 2):
+        # The first run reads a fast stream while each part waits for the previous one's
+        # delivery (no sender runs), so paragraphs queue up; the retry reads a slow one and
+        # sends each part at once. Parts must not depend on timing, or the retry repeats or
+        # loses some (it once did, on a loaded machine).
+        config = assistant.config
+        for delivery, chunk_delay, part_wait in ((1, 0.0, 0.2), (2, 0.002, 0.0)):
+            model.fake.chunk_delay = chunk_delay
+            assistant.config = dataclasses.replace(config, part_wait=part_wait)
             ctx = Context(**base, delivery=delivery, handler="assistant.chat", state=state)
             assert await assistant.handle(msg, ctx) is None
     finally:
@@ -211,6 +219,22 @@ async def test_nothing_reaches_the_dead_letter_on_failures(redis: Redis, model: 
     except DeadLettered as exc:  # pragma: no cover - the assertion names the failure
         raise AssertionError(f"dead-lettered: {exc.errors}") from None
     assert texts(entries) == [REPLIES["down"]]
+
+
+async def test_the_last_delivery_is_the_consumers_not_the_settings(
+    redis: Redis, model: Model
+) -> None:
+    # The settings allow five deliveries, the consumer running the router only one: on that
+    # one the member gets the polite reply, not a Retry that would dead-letter the message.
+    model.fake.faults.append(Fault(status=503, count=5))
+    env = model.env(BUS_MAX_DELIVERIES="5")
+    try:
+        entries = await run_events(
+            redis, router, [text_message("hi")], prefix=PREFIX, environ=env, max_deliveries=1
+        )
+    except DeadLettered as exc:  # pragma: no cover - the assertion names the failure
+        raise AssertionError(f"dead-lettered: {exc.errors}") from None
+    assert texts(entries) == [REPLIES["down"]] and len(model.fake.requests) == 1
 
 
 async def test_only_the_configured_apps_are_answered(redis: Redis, model: Model) -> None:

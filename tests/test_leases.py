@@ -5,13 +5,14 @@ and a replica that dies mid-handler has its entry taken over within the claim wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pytest
 from redis.asyncio import Redis
 
-from shared.bus import streams
+from shared.bus import leasing, streams, worker
 from shared.bus.delivery import Delivery, Output
 from shared.bus.options import ConsumerOptions
 from shared.config import Settings, load_settings
@@ -118,3 +119,39 @@ async def test_forty_second_handlers_with_a_five_second_claim_window(
     outputs = [f[b"id"].decode() for f in await records(redis, OUT)]
     assert Counter(outputs) == Counter(ids)
     assert await records(redis, DLQ) == []
+
+
+@pytest.mark.parametrize("ending", ["burst", "stop"])
+async def test_the_run_ends_even_when_a_lease_step_loses_its_cancellation(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """On Python 3.11 a cancel can be lost inside a Redis call: redis-py wraps each command's
+    write in ``asyncio.wait_for``, which returns the result instead of raising when the cancel
+    lands just as the write finishes. A run must still end (it once hung in ``run_burst``)."""
+    leased = asyncio.Event()
+
+    async def renew_then_lose_the_cancel(
+        redis: Redis, stream: str, group: str, name: str, running: Mapping[str, asyncio.Task[None]]
+    ) -> None:
+        await leasing.renew_leases(redis, stream, group, name, running)
+        if not leased.is_set():
+            leased.set()
+            with contextlib.suppress(asyncio.CancelledError):  # held here; the cancel is lost
+                await asyncio.Event().wait()
+
+    monkeypatch.setattr(worker, "renew_leases", renew_then_lose_the_cancel)
+    ids = [await streams.publish(redis, S, {"data": f"m{i}".encode()}) for i in range(3)]
+
+    async def handler(d: Delivery) -> Sequence[Output]:
+        await leased.wait()  # so the lease loop is held (the cancel lands there) before any ack
+        return [Output(OUT, {"id": d.entry_id})]
+
+    c = consumer(redis, handler)
+    if ending == "burst":
+        assert await asyncio.wait_for(c.run_burst(), 10) == {"ok": 3}
+    else:
+        run = asyncio.create_task(c.run())
+        await eventually(lambda: _outputs_at_least(redis, len(ids)))
+        c.stop()
+        await asyncio.wait_for(run, 10)
+    assert sorted(f[b"id"].decode() for f in await records(redis, OUT)) == sorted(ids)

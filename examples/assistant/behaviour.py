@@ -9,6 +9,11 @@
 3. If nothing was sent after ``ASSISTANT_INTERIM_AFTER`` seconds, "正在思考…" is sent, once.
 4. The exchange is remembered (once per event, however often it is delivered).
 
+A message to an AI bot (``handle_bot``) is answered on the stream the member watches
+(``ctx.bot_stream``): each piece of the model's answer is appended as it arrives, and the
+stream is finished at the end; the same memory (per bot and member) and the same failures
+apply, a polite text finishing the stream.
+
 Model API failures (``llm.ModelError``) never pass silently: a rejected key or a refused request
 gets a polite reply at once (and an error in the log); a rate limit is retried after its
 Retry-After, an unavailable model after a growing backoff, and on the last delivery the member
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 
@@ -33,6 +39,7 @@ from shared.bus.interim import Interim, delivered, early_id, send_now
 from shared.bus.memory import Memory, Turn
 from shared.bus.router import Reply
 from shared.config import Settings
+from shared.schemas.aibot import BotText
 from shared.schemas.inbound import TextMessage
 from shared.schemas.outbound import TextSend
 
@@ -49,6 +56,7 @@ REPLIES = {
     "down": "抱歉，模型服务暂时不可用，请稍后再试。",
     "empty": "抱歉，我没有想出答案，请换个说法再试。",
 }
+_MENTION = re.compile(r"^\s*@\S+\s*")  # a bot's group messages start with "@bot"
 RATE_DEFAULT_WAIT = 10.0  # a 429 without Retry-After
 RATE_MAX_WAIT = 600.0
 
@@ -120,11 +128,41 @@ class Assistant:
         try:
             answer = await self._answer(msg, ctx, self._messages(history, text))
         except ModelError as exc:
-            return self._failed(msg, ctx, exc)
+            return TextSend.reply_to(msg, self._failed(ctx, exc))
         if not answer:
             return TextSend.reply_to(msg, REPLIES["empty"])
         await self.memory.append(ctx.app, user, Turn(id=ctx.entry_id, user=text, assistant=answer))
         return None
+
+    async def handle_bot(self, msg: BotText, ctx: Context) -> None:
+        """Answer a bot message on its stream, the model's pieces appended as they arrive.
+
+        A redelivered message writes the same numbered appends again, which the stream ignores
+        (``shared.aibot.answer``): the member never sees text twice.
+        """
+        text, user, stream = _MENTION.sub("", msg.content).strip(), msg.from_user, ctx.bot_stream
+        if text.lower() in RESET_WORDS:
+            await self.memory.clear(ctx.app, user)
+            await stream.say(REPLIES["reset"])
+            return
+        history = await self.memory.history(ctx.app, user, exclude=ctx.entry_id)
+        pieces: list[str] = []
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                async for piece in self._pieces(self._messages(history, text)):
+                    pieces.append(piece)
+                    await stream.append(piece)
+        except (TimeoutError, ModelError) as exc:
+            error = exc if isinstance(exc, ModelError) else self._timed_out()
+            # Retry leaves the stream open: the next delivery continues after what was shown.
+            await stream.finish(("\n\n" if pieces else "") + self._failed(ctx, error))
+            return
+        answer = "".join(pieces).strip()
+        if answer:
+            await self.memory.append(
+                ctx.app, user, Turn(id=ctx.entry_id, user=text, assistant=answer)
+            )
+        await stream.finish("" if answer else REPLIES["empty"])
 
     def _messages(self, history: list[Turn], text: str) -> list[Message]:
         messages = (
@@ -169,10 +207,13 @@ class Assistant:
                     for part in parts.feed(piece):
                         ready.put_nowait(part)
         except TimeoutError:
-            raise ModelError("down", f"no full answer within {self.config.timeout:g} s") from None
+            raise self._timed_out() from None
         for part in parts.finish():
             ready.put_nowait(part)
         return "".join(pieces).strip()
+
+    def _timed_out(self) -> ModelError:
+        return ModelError("down", f"no full answer within {self.config.timeout:g} s")
 
     async def _pieces(self, messages: list[Message]) -> AsyncIterator[str]:
         if self.config.stream:
@@ -181,16 +222,17 @@ class Assistant:
         else:
             yield await self.client.complete(messages)
 
-    def _failed(self, msg: TextMessage, ctx: Context, exc: ModelError) -> Reply:
-        """A polite reply, or ``Retry`` while deliveries remain (see the module docstring)."""
-        last = ctx.delivery >= self.max_deliveries
+    def _failed(self, ctx: Context, exc: ModelError) -> str:
+        """The polite text, or ``Retry`` while deliveries remain (see the module docstring)."""
+        # The consumer's own limit; BUS_MAX_DELIVERIES for a Context made by hand.
+        last = ctx.last_delivery if ctx.max_deliveries else ctx.delivery >= self.max_deliveries
         fields = {"kind": exc.kind, "status": exc.status, "delivery": ctx.delivery, "last": last}
         if exc.kind in ("auth", "refused"):
             log.error("model API refused: %s", exc.detail, extra=fields)
-            return TextSend.reply_to(msg, REPLIES[exc.kind])
+            return REPLIES[exc.kind]
         log.warning("model API unavailable: %s", exc.detail, extra=fields)
         if last:
-            return TextSend.reply_to(msg, REPLIES[exc.kind])
+            return REPLIES[exc.kind]
         if exc.kind == "rate":
             wait = exc.retry_after if exc.retry_after is not None else RATE_DEFAULT_WAIT
             raise Retry(defer=min(RATE_MAX_WAIT, max(1.0, wait)), reason="model API rate limit")
@@ -205,7 +247,7 @@ class _PartSender:
     ``ASSISTANT_PART_WAIT`` seconds) for the previous one — or the interim reply — to be
     delivered: the member reads the parts in order. The first paragraph goes at once; later
     parts hold ``ASSISTANT_PART_MIN_BYTES`` to ``ASSISTANT_PART_BYTES`` (or the rest of the
-    answer), and paragraphs that queued up meanwhile travel together: fewer messages.
+    answer), cut by the text alone so that a redelivery makes the same parts.
     """
 
     def __init__(self, assistant: Assistant, msg: TextMessage, ctx: Context, interim: Interim):
@@ -223,15 +265,27 @@ class _PartSender:
                 self._take(await ready.get())
                 continue
             await self._wait_turn()
-            while not ready.empty():
-                self._take(ready.get_nowait())
             # The first part goes at once; later ones gather at least ASSISTANT_PART_MIN_BYTES.
             while self.count and not self.finished and self._size() < self.min_bytes:
                 self._take(await ready.get())
-            part = self.pending.popleft()
-            while self.pending and len(f"{part}\n\n{self.pending[0]}".encode()) <= self.limit:
-                part = f"{part}\n\n{self.pending.popleft()}"
-            await self._enqueue(part)
+            await self._enqueue(self._next_part())
+
+    def _next_part(self) -> str:
+        """The next part: the first paragraph alone, later ones joined up to the least size.
+
+        Parts depend on the answer's text only, never on timing (how many paragraphs happened
+        to be queued): a redelivered event cuts the same answer into the same parts, so the
+        parts an earlier delivery enqueued (same ids) are skipped and none is repeated or lost.
+        """
+        part = self.pending.popleft()
+        while (
+            self.count
+            and self.pending
+            and len(part.encode()) < self.min_bytes
+            and len(f"{part}\n\n{self.pending[0]}".encode()) <= self.limit
+        ):
+            part = f"{part}\n\n{self.pending.popleft()}"
+        return part
 
     def _size(self) -> int:
         return sum(len(p.encode()) + 2 for p in self.pending)

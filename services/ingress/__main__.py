@@ -9,7 +9,7 @@ from typing import Any
 import uvicorn
 
 from services.ingress.app import create_app
-from shared import logs
+from shared import logs, tracing
 from shared.config import load_settings
 
 # Production settings, also used by `make bench` for every receiver it compares.
@@ -28,6 +28,7 @@ UVICORN_OPTIONS: dict[str, Any] = {
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     logs.configure("ingress", settings.log_level, settings.log_format)
+    tracing.setup("ingress")  # on only with wecom-bus[otel] and OTEL_* set
     app = create_app(settings)  # checks the apps' Token and EncodingAESKey before listening
     uvicorn.run(
         app,

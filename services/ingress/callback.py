@@ -19,7 +19,6 @@ verification the admin console makes on "save") is an ordinary Starlette endpoin
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from shared.protocol.crypto import CallbackCrypto
 from shared.protocol.parser import read_message
 from shared.schemas.envelope import EventEnvelope, encode_envelope
 from shared.schemas.inbound import InboundEventType, dedup_key
+from shared.tracing import ids, span
 
 __all__ = ["AppReceiver", "Receiver", "foreign_agent_id", "verify_url"]
 
@@ -163,7 +163,9 @@ class Receiver:
         if receiver is None:
             status = 404
         else:
-            status = await self._receive(scope, receive, receiver)
+            with span("ingress.callback", {"wecom_bus.app": receiver.app.name}, kind="server") as s:
+                status = await self._receive(scope, receive, receiver)
+                s.set_attribute("http.response.status_code", status)
         await send({"type": "http.response.start", "status": status, "headers": _NO_BODY})
         await send({"type": "http.response.body", "body": b""})
 
@@ -197,10 +199,11 @@ class Receiver:
             _check_timestamp(timestamp, self.max_skew)
             body = await self._read_body(scope, receive)
             try:
-                plaintext = receiver.crypto.decrypt_callback(
-                    signature, timestamp, nonce, body, max_bytes=self.max_body
-                )
-                event, raw = read_message(plaintext, max_bytes=self.max_body)
+                with span("ingress.verify"):
+                    plaintext = receiver.crypto.decrypt_callback(
+                        signature, timestamp, nonce, body, max_bytes=self.max_body
+                    )
+                    event, raw = read_message(plaintext, max_bytes=self.max_body)
             except CryptoError as exc:
                 raise Refused(_crypto_status(exc), exc.reason) from None
             if foreign_agent_id(raw.get("AgentID"), app.agent_id):
@@ -209,7 +212,7 @@ class Receiver:
             return _refused(app.name, exc)
 
         key = dedup_key(event, raw)
-        trace_id = os.urandom(8).hex()
+        trace_id, traceparent = ids()  # the trace's id while tracing, else a random one
         envelope = EventEnvelope(
             app=app.name,
             received_at=time.time(),
@@ -217,10 +220,12 @@ class Receiver:
             dedup_key=key,
             event=cast("InboundEventType", event),
             raw=raw,
+            traceparent=traceparent,
         )
         try:
             member = event_member(raw)
-            entry_id = await self.store.once(app.name, key, encode_envelope(envelope), member)
+            with span("ingress.store", {"wecom_bus.msg_type": type(event).__name__}):
+                entry_id = await self.store.once(app.name, key, encode_envelope(envelope), member)
         except (RedisError, OSError) as exc:
             metrics.CALLBACKS.labels(app.name, "redis_unavailable").inc()
             log.error(

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 
 from services.health import health_routes
 from services.runtime import AnyConsumer, lifespan, make_consumer, run_async, serve_consumer
-from shared import logs
+from shared import logs, tracing
 from shared.bus import names
 from shared.bus.router import Router, State
 from shared.config import load_settings
@@ -50,7 +50,12 @@ def build_consumer(state: State, router: Router, group: str, start: str) -> AnyC
         state.redis,
         stream=names.events,
         group=group,
-        handler=router.handler(prefix=settings.prefix, maxlen=settings.stream_maxlen, state=state),
+        handler=router.handler(
+            prefix=settings.prefix,
+            maxlen=settings.stream_maxlen,
+            state=state,
+            max_deliveries=settings.max_deliveries,  # as ConsumerOptions.from_settings
+        ),
         start="backlog" if start == "backlog" else "new",
     )
 
@@ -58,6 +63,7 @@ def build_consumer(state: State, router: Router, group: str, start: str) -> AnyC
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     logs.configure(args.group, settings.log_level, settings.log_format)
+    tracing.setup(args.group)  # on only with wecom-bus[otel] and OTEL_* set
     router = load_router(args.handlers)
     url = settings.require_redis()
     # Built-in groups start at the retained backlog so nothing accepted before they first ran

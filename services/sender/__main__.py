@@ -24,7 +24,7 @@ from services.sender.actions import ActionHandler
 from services.sender.api import create_api
 from services.sender.handler import OutboxHandler, show_circuit
 from services.sender.metrics import DELAYED
-from shared import logs
+from shared import logs, tracing
 from shared.bus import delayed, names
 from shared.bus.tally import Tally
 from shared.config import AppSettings, Settings, load_settings
@@ -131,6 +131,7 @@ def build(
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     logs.configure("sender", settings.log_level, settings.log_format)
+    tracing.setup("sender")  # on only with wecom-bus[otel] and OTEL_* set
     settings.require("secret")
     url = settings.require_redis()
 

@@ -19,10 +19,9 @@ with WeCom's errcode and a sentence of advice. Every outcome is written to the s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -31,14 +30,17 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from services.sender.actions import ActionHandler, uploaded
+from services.sender.gates import cluster_gate
 from services.sender.metrics import CIRCUIT, PARTIAL, SENDS, SKIPPED
 from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
 from shared.bus.scripts import TickPipeline, Wait
 from shared.bus.tally import Tally
 from shared.connection import is_cluster
+from shared.logs import TRACE_ID
 from shared.schemas.envelope import OutboxEntry, decode_outbox
 from shared.schemas.outbound import SendRequest, encode_send_request, split_request
+from shared.tracing import span
 from shared.wecom import circuit
 from shared.wecom.client import SendResult, WeComClient
 from shared.wecom.errors import PermanentAPIError, WeComAPIError, WeComUnavailableError
@@ -114,9 +116,7 @@ class OutboxHandler:
         self.duplicate_check = duplicate_check
         self.max_deliveries = max_deliveries
         self._gates = TickPipeline(redis)
-        # One MULTI/EXEC per tick, unless the writes span slots (cluster) or end with WAIT
-        # (BUS_MIN_REPLICAS: the sent mark is confirmed by replicas).
-        multi = wait is None and not is_cluster(redis)
+        multi = wait is None and not is_cluster(redis)  # else: other slots, or WAIT closes it
         self._records = TickPipeline(redis, transaction=multi, wait=wait)
 
     def backoff(self, attempt: int) -> float:
@@ -132,6 +132,7 @@ class OutboxHandler:
             entry = decode_outbox(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise Reject(f"undecodable outbox entry: {exc}") from None
+        TRACE_ID.set(entry.trace_id)  # this delivery's task: its logs carry it
         client = self.clients.get(entry.app)
         if client is None:
             await self._dead(entry, None, "this sender has no such app; check the apps file")
@@ -186,14 +187,21 @@ class OutboxHandler:
         parts: list[_Part],
     ) -> SendResult:
         """Send one part unless it was sent already; raises _Later when it has to wait."""
-        earlier, probe, tries = await self._gate(entry, part)
+        about: dict[str, str | int] = {
+            "wecom_bus.app": entry.app,
+            "wecom_bus.request_id": entry.id,
+            "wecom_bus.part": part.k,
+        }
+        with span("sender.governor", about):
+            earlier, probe, tries = await self._gate(entry, part)
         if earlier is not None:
             SKIPPED.labels(entry.app).inc()
             return earlier
         # An earlier attempt (counted with its outcome) or an earlier delivery may have reached
         # WeCom; this attempt is counted with its own outcome (_record, _retry, _defer, _dead).
         redelivered = tries > 0 or delivery.delivery_count > 1
-        result = await self._send(client, entry, part, redelivered, probe, delivery)
+        with span("sender.send", about):
+            result = await self._send(client, entry, part, redelivered, probe, delivery)
         if probe and await circuit.close(self.redis, self.prefix, entry.app):
             show_circuit(entry.app, "closed")
             log.info("circuit closed: WeCom accepts the app again", extra={"app": entry.app})
@@ -238,12 +246,7 @@ class OutboxHandler:
         round trip, shared with the other sends that reach this point in the same loop tick
         (on a cluster, whose pipeline refuses EVALSHA, concurrent calls)."""
         if is_cluster(self.redis):
-            calls: list[Awaitable[Any]] = [self.redis.get(mark), self.redis.hget(*tries)]
-            calls.append(circuit.ADMIT(self.redis, *gate))
-            if gov is not None:
-                calls.append(ACQUIRE(self.redis, *gov))
-            found: list[Any] = await asyncio.gather(*calls)
-            return found[0], found[1], found[2], found[3] if gov is not None else 0
+            return await cluster_gate(self.redis, mark, tries, gate, gov)
 
         def fill(pipe: Pipeline) -> None:
             pipe.get(mark)
@@ -372,9 +375,8 @@ class OutboxHandler:
         return Retry(defer, reason)
 
     async def _defer(self, raw: bytes, entry: OutboxEntry, later: _Later, part: str) -> None:
-        """Park the entry in partition ``part``'s delayed queue (acked here; it comes back as a
-        new entry). The state first: the queue and the state are in different slots on a
-        cluster, and a crash between them leaves the entry pending, to be delivered again."""
+        """Park the entry in partition ``part``'s delayed queue (acked here; back as a new entry).
+        The state first (another slot on a cluster): a crash in between leaves it pending."""
         until = self.clock() + later.wait
         async with self.redis.pipeline(transaction=False) as pipe:
             sendstate.delayed(pipe, self.prefix, entry.id, until, later.reason, later.errcode)
@@ -397,11 +399,9 @@ class OutboxHandler:
     ) -> None:
         """Mark the part sent; after the last part, the request (``done``: every result).
 
-        One MULTI/EXEC, shared with the sends recorded in the same loop tick; on a cluster
-        (marks and state in different slots) or with ``wait``, a plain pipeline, mark before
-        state (``sendstate.read`` overrules a stale state: a sent mark means sent). ``wait``:
-        too few replicas raise NotReplicated; the entry stays pending and its redelivery finds
-        the mark instead of sending again."""
+        One MULTI/EXEC shared with the sends recorded in the same tick; on a cluster or with
+        ``wait``, a pipeline, mark before state (a sent mark overrules a stale state). ``wait``:
+        too few replicas raise NotReplicated; the redelivery finds the mark, sends nothing."""
         record = {"msgid": result.msgid, "response_code": result.response_code}
 
         def fill(pipe: Pipeline) -> None:

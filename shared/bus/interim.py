@@ -4,8 +4,9 @@ What a handler returns or ``ctx.publish``-es reaches the outbox only with the ev
 is right for an answer but useless for "I am working on it" or for the first paragraph of a long
 answer. ``send_now`` puts one request on the outbox at once, with an id derived from the event's
 entry id, the handler and a label (``request_id(stream, entry, "<handler>#<label>", index)``):
-a redelivered event makes the same ids. The request is enqueued with an idempotency mark in the
-same script as the XADD, so a second delivery adds nothing; the sender's sent-mark dedups too.
+a redelivered event makes the same ids. The request is enqueued with an idempotency mark by
+``outbox.enqueue_once`` (mark and XADD in one script), so a second delivery adds nothing; the
+sender's sent-mark dedups too.
 
 ``Interim`` sends one interim reply if the handler has not answered within ``after`` seconds;
 ``interim(ctx, …)`` makes one on the service's Redis and outbox (``ctx.state``)::
@@ -24,23 +25,16 @@ import time
 
 from redis.asyncio import Redis
 
+from shared import tracing
 from shared.bus import names
-from shared.bus.outbox import IDEMPOTENCY_TTL
+from shared.bus.outbox import enqueue_once
 from shared.bus.router import Context, request_id
-from shared.bus.scripts import Script
-from shared.schemas.envelope import encode_outbox, outbox_entry
+from shared.schemas.envelope import outbox_entry
 from shared.schemas.outbound import SendRequest
 
 __all__ = ["Interim", "delivered", "early_id", "interim", "send_now"]
 
 log = logging.getLogger("wecom_bus.interim")
-
-# KEYS[1] idempotency mark, KEYS[2] outbox; ARGV: ttl, maxlen, data. Returns 1 if enqueued now.
-_ONCE = Script("""
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) == false then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3])
-return 1
-""")
 
 
 def early_id(ctx: Context, label: str, index: int = 0) -> str:
@@ -71,11 +65,13 @@ async def send_now(
         created_at=time.time(),
         request=request,
         origin=f"handler:{ctx.handler}",
+        traceparent=tracing.traceparent(),  # sent within the handler's trace
     )
     digest = hashlib.sha256(f"{ctx.app}\0{rid}".encode()).hexdigest()
     part = names.partition_of(ctx.stream, prefix)  # the mark shares the outbox's slot
-    keys = [names.idempotency(part, digest), names.outbox(part)]
-    return bool(await _ONCE(redis, keys, [IDEMPOTENCY_TTL, maxlen, encode_outbox(entry)]))
+    mark = names.idempotency(part, digest)
+    enqueued = await enqueue_once(redis, entry, mark, prefix=prefix, part=part, maxlen=maxlen)
+    return enqueued.now
 
 
 async def delivered(

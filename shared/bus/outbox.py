@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from typing import NamedTuple
 
 import msgspec
 from redis.asyncio import Redis
@@ -26,21 +27,31 @@ from shared.bus import names, partitions, sendstate
 from shared.bus.scripts import Script
 from shared.config import Settings
 from shared.errors import SchemaError
-from shared.schemas.envelope import encode_outbox, outbox_entry
+from shared.schemas.envelope import OutboxEntry, encode_outbox, outbox_entry
 from shared.schemas.outbound import decode_send_request
 
-__all__ = ["IDEMPOTENCY_TTL", "enqueue"]
+__all__ = ["IDEMPOTENCY_TTL", "Enqueued", "enqueue", "enqueue_once"]
 
-# KEYS[1] idempotency mark, KEYS[2] outbox; ARGV: ttl, maxlen, request id, data.
-# Returns the id that holds the key: ours (enqueued now) or the first request's.
+# KEYS[1] idempotency mark, KEYS[2] outbox[, KEYS[3] the request's status hash, when it is in
+# the same slot]; ARGV: ttl, maxlen, request id, data, status ttl.
+# Returns {the id that holds the key, 1 if enqueued now}: ours, or the first request's and 0.
 _ENQUEUE_ONCE = Script("""
 local first = redis.call('GET', KEYS[1])
-if first then return first end
+if first then return {first, 0} end
 redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[4])
-return ARGV[3]
+if KEYS[3] then
+  redis.call('HSET', KEYS[3], 'state', 'queued')
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
+return {ARGV[3], 1}
 """)
 IDEMPOTENCY_TTL = 86_400
+
+
+class Enqueued(NamedTuple):
+    id: str  # the request that holds the idempotency mark
+    now: bool  # enqueued by this call (False: an earlier call's request holds the mark)
 
 
 class _Target(msgspec.Struct):
@@ -93,17 +104,55 @@ async def enqueue(
     part = partitions.prefix_for(
         settings.prefix, settings.partitions, app_name, partitions.request_member(request)
     )
-    outbox = names.outbox(part)
-    if idempotency_key is None:
-        await redis.xadd(outbox, {"data": data}, maxlen=settings.stream_maxlen, approximate=True)
-    else:
+    if idempotency_key is not None:  # its mark is in the outbox's partition (one slot)
         mark = names.idempotency(part, digest)
-        args: list[str | bytes | int] = [IDEMPOTENCY_TTL, settings.stream_maxlen, request_id, data]
-        held = await _ENQUEUE_ONCE(redis, [mark, outbox], args)
-        first = held.decode() if isinstance(held, bytes) else str(held)
-        if first != request_id:  # the key was used first with another origin: nothing added
-            return first
-    async with redis.pipeline(transaction=False) as pipe:
+        first = await enqueue_once(
+            redis,
+            entry,
+            mark,
+            prefix=settings.prefix,
+            part=part,
+            maxlen=settings.stream_maxlen,
+            data=data,
+        )
+        return first.id
+    # One MULTI when the outbox and the status share a slot (no partitions), else in order.
+    outbox = names.outbox(part)
+    async with redis.pipeline(transaction=part == settings.prefix) as pipe:
+        pipe.xadd(outbox, {"data": data}, maxlen=settings.stream_maxlen, approximate=True)
         sendstate.accepted(pipe, settings.prefix, request_id)
         await pipe.execute()
     return request_id
+
+
+async def enqueue_once(
+    redis: Redis,
+    entry: OutboxEntry,
+    mark: str,
+    *,
+    prefix: str = names.DEFAULT_PREFIX,
+    part: str | None = None,
+    maxlen: int = 100_000,
+    data: bytes | None = None,
+) -> Enqueued:
+    """Put ``entry`` on partition ``part``'s outbox (None: ``prefix``'s, unpartitioned) unless
+    ``mark`` (a ``names.idempotency`` key in that partition) is held.
+
+    The mark, the XADD and the ``queued`` status are one script, so a retried call (a repeated
+    Idempotency-Key, a redelivered event's early reply) enqueues nothing. With partitions the
+    status hash is in another slot: it is written right after, by the call that enqueued.
+    Returns the id that holds the mark (``entry.id``, or the first request's) and whether it
+    was enqueued now. ``data``: ``entry`` already encoded.
+    """
+    part = part or prefix
+    status = names.status(prefix, entry.id)
+    first, now = await _ENQUEUE_ONCE(
+        redis,
+        [mark, names.outbox(part), *([status] if part == prefix else [])],
+        [IDEMPOTENCY_TTL, maxlen, entry.id, data or encode_outbox(entry), sendstate.STATUS_TTL],
+    )
+    if now and part != prefix:
+        async with redis.pipeline(transaction=False) as pipe:
+            sendstate.accepted(pipe, prefix, entry.id)
+            await pipe.execute()
+    return Enqueued(first.decode() if isinstance(first, bytes) else str(first), bool(now))

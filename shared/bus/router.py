@@ -38,12 +38,12 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 import msgspec
-from redis.asyncio import Redis
 
+from shared import tracing
 from shared.aibot.answer import BotAnswer, is_bot_entry, read_bot_entry
 from shared.bus import metrics, names
 from shared.bus.actions import Action, Item, PublishedAction, action_outputs
@@ -52,7 +52,8 @@ from shared.bus.delivery import Handler as WorkerHandler
 from shared.bus.directory import Directory
 from shared.bus.ordering import order_of
 from shared.bus.predicates import Predicate, app, event, event_key, sender, text
-from shared.config import Settings
+from shared.bus.state import State
+from shared.logs import TRACE_ID
 from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_envelope, encode_outbox
 from shared.schemas.inbound import InboundEvent
 from shared.schemas.outbound import Attachment, MediaUpload, SendRequest, SendRequestType
@@ -82,44 +83,6 @@ E = TypeVar("E", bound=InboundEvent)
 Reply: TypeAlias = Item | Sequence[Item] | None
 Handler: TypeAlias = Callable[[E, "Context"], Awaitable[Reply]]
 Hook: TypeAlias = Callable[["State"], Awaitable[None]]
-
-
-class State:
-    """What a service hands its routers' hooks and handlers: shared for the process's life.
-
-    ``settings`` (the checked configuration), ``redis`` (the service's client) and ``environ``
-    (the environment the service started with, ``.env`` applied: a behaviour's own variables)
-    are always there. A startup hook may set any other attribute (``state.http = …``); reading
-    one nobody set raises AttributeError naming it.
-    """
-
-    def __init__(
-        self,
-        *,
-        settings: Settings | None = None,
-        redis: Redis | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        self.settings = settings if settings is not None else Settings()
-        self.environ: Mapping[str, str] = dict(environ or {})
-        self._redis = redis
-
-    @property
-    def redis(self) -> Redis:
-        if self._redis is None:
-            raise RuntimeError("this State has no Redis client (made outside a service?)")
-        return self._redis
-
-    def __setattr__(self, name: str, value: Any) -> None:  # declared so hooks may set anything
-        super().__setattr__(name, value)
-
-    def __getattr__(self, name: str) -> Any:
-        # Only called for attributes that are not set: say which, and where they come from.
-        raise AttributeError(f"state has no {name!r}: no startup hook set it")
-
-    def __repr__(self) -> str:  # attribute names only: values may hold secrets
-        extra = sorted(k for k in vars(self) if not k.startswith("_"))
-        return f"State({', '.join(extra)})"
 
 
 def request_id(stream: str, entry_id: str, handler: str, index: int) -> str:
@@ -192,6 +155,7 @@ class Context:
     stream: str = ""  # the stream it was read from
     trace_id: str = ""  # carried into the outbox entry and logs
     delivery: int = 1  # 1 on the first attempt
+    max_deliveries: int = 0  # the consumer's BUS_MAX_DELIVERIES (0: not known, e.g. a test)
     received_at: float = 0.0  # unix time the ingress accepted the callback
     handler: str = ""  # the running handler's name; "" while routes are matched
     state: State = dataclasses.field(default_factory=State, repr=False, compare=False)
@@ -211,6 +175,14 @@ class Context:
     def published(self) -> list[Published]:
         """Every request queued so far by this event's handlers, in order."""
         return list(self._outbox.items)
+
+    @property
+    def last_delivery(self) -> bool:
+        """True on the consumer's last delivery: failing now dead-letters the event.
+
+        A handler that would ``Retry`` (a busy upstream) can answer politely instead.
+        """
+        return 0 < self.max_deliveries <= self.delivery
 
     @property
     def wecom(self) -> WeComGateway:
@@ -370,12 +342,14 @@ class Router:
         *,
         maxlen: int | None = None,
         state: State | None = None,
+        max_deliveries: int = 0,
     ) -> WorkerHandler:
         """The worker handler: decode the EventEnvelope, dispatch, return outbox outputs.
 
         ``maxlen`` trims the outbox (None: the consumer's maxlen). ``state`` is what handlers
-        see as ``ctx.state`` (run :meth:`startup` on it first). An entry that is not an
-        EventEnvelope is rejected (dead letter).
+        see as ``ctx.state`` (run :meth:`startup` on it first). ``max_deliveries``: the
+        consumer's limit, told to handlers as ``ctx.max_deliveries``/``ctx.last_delivery``.
+        An entry that is not an EventEnvelope is rejected (dead letter).
         """
         shared = state if state is not None else State()
 
@@ -392,6 +366,7 @@ class Router:
                     event = bot_envelope.event
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise Reject(f"not an event envelope: {exc}") from None
+            TRACE_ID.set(envelope.trace_id)  # this delivery's task: its logs carry it
             ctx = Context(
                 event=event,
                 app=envelope.app,
@@ -399,6 +374,7 @@ class Router:
                 stream=delivery.stream,
                 trace_id=envelope.trace_id,
                 delivery=delivery.delivery_count,
+                max_deliveries=max_deliveries,
                 received_at=envelope.received_at,
                 state=shared,
                 _bot=bot,
@@ -433,6 +409,7 @@ def _outputs(
             request=cast(SendRequestType, p.request),
             origin=f"handler:{p.handler}",
             upload=p.upload,
+            traceparent=tracing.traceparent(),  # the handler's span: the sender continues it
         )
         for p in collected.items
     ]

@@ -206,7 +206,7 @@ async def run_events(
                 redis,
                 stream=stream,
                 group=group,
-                handler=router.handler(prefix, state=state),
+                handler=router.handler(prefix, state=state, max_deliveries=max_deliveries),
                 options=ConsumerOptions(
                     concurrency=1,
                     start="new",

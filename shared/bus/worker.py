@@ -49,6 +49,7 @@ from shared.bus.ordering import order_of, wait_turn
 from shared.bus.outage import OUTAGE, RedisWatch
 from shared.bus.streams import Entry
 from shared.errors import SchemaError
+from shared.tracing import span, traced_delivery
 
 __all__ = ["Consumer", "ConsumerOptions", "install_signal_handlers", "observe_groups"]
 
@@ -84,7 +85,7 @@ class Consumer:
         self._read_reserved = 0  # the part of _reserved a blocking read holds
         self._slot = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._force = self._running = self._heal_needed = False
+        self._force = self._running = self._heal_needed = self._ended = False
         self._failing: set[str] = set()  # loops whose last step failed with a non-outage error
         self._last_seen: str | None = None
         self._next_sweep = 0.0
@@ -131,7 +132,7 @@ class Consumer:
     async def _serve(self, *, burst: bool) -> None:
         if self._running:
             raise RuntimeError(f"consumer {self.name} is already running")
-        self._running, self._force = True, False
+        self._running, self._force, self._ended = True, False, False
         self._stopping.clear()
         loops: list[asyncio.Task[None]] = []
         try:
@@ -151,6 +152,7 @@ class Consumer:
             await self._drain(loops)
         finally:
             # Reached early only on cancellation or a bug: then nothing is drained.
+            self._ended = True  # the lease loop ends even if its cancel is lost (see _loop)
             pending = [*loops, *self._inflight.values()]
             for task in pending:
                 task.cancel()
@@ -175,11 +177,12 @@ class Consumer:
             )
 
     async def _loop(self, name: str, step: Step, *, once: bool = False) -> None:
-        """Run ``step`` until stopping (the lease loop: until cancelled), sleeping what it
+        """Run ``step`` until stopping (the lease loop: until the run ends), sleeping what it
         returns. Outages are waited out; any other error is logged and backed off, and the
-        consumer reports itself unhealthy until the step succeeds again."""
+        consumer reports itself unhealthy until the step succeeds again. A cancel alone may not
+        end a loop: on Python 3.11 redis-py's wait_for drops one landing as a write finishes."""
         failures, forever = 0, name == "lease"
-        while forever or not self._stopping.is_set():
+        while not (self._ended if forever else self._stopping.is_set()):
             try:
                 if self._heal_needed and not forever:
                     await self._heal()
@@ -333,7 +336,8 @@ class Consumer:
         if entry.id in self._inflight:
             return
         delivery = Delivery(entry.id, self.stream, entry.fields, count)
-        task = asyncio.create_task(self._process(delivery), name=f"deliver {entry.id}")
+        work = traced_delivery(self._process(delivery), delivery, self.group)
+        task = asyncio.create_task(work, name=f"deliver {entry.id}")
         self._inflight[entry.id] = task
         task.add_done_callback(partial(self._done, entry.id))
 
@@ -361,7 +365,9 @@ class Consumer:
                 self.options.order_wait,
             )
         try:
-            await record.commit(delivery, await self._call(delivery))
+            outputs = await self._call(delivery)
+            with span("bus.commit", {"wecom_bus.outputs": len(outputs)}):
+                await record.commit(delivery, outputs)
         except Retry as exc:
             if last:
                 await record.dead_letter(delivery, describe(exc), "deadlettered")
@@ -390,8 +396,9 @@ class Consumer:
     async def _call(self, delivery: Delivery) -> Sequence[Output]:
         started, limit = time.perf_counter(), self.options.handler_timeout
         try:
-            async with asyncio.timeout(limit) as deadline:
-                return await self.handler(delivery)
+            with span("bus.handler"):
+                async with asyncio.timeout(limit) as deadline:
+                    return await self.handler(delivery)
         except TimeoutError:
             if deadline.expired():
                 raise TimeoutError(f"handler ran longer than {limit:g}s") from None

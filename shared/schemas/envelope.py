@@ -35,6 +35,7 @@ class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     # element repeats; None when empty. Holds what ``event`` does not model (new fields,
     # repeats, every field of an unknown type). Empty in entries written before it existed.
     raw: dict[str, Any] = {}
+    traceparent: str = ""  # W3C trace context of the ingress span ("" when not tracing)
 
 
 class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,6 +46,7 @@ class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
     request: SendRequestType
     origin: str = ""  # who asked: "handler:<name>", "api", "cli"
     upload: MediaUpload | None = None  # an attachment the sender uploads first (≤ 2 MB)
+    traceparent: str = ""  # W3C trace context of the span that asked ("" when not tracing)
 
 
 class _RawEnvelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,6 +56,7 @@ class _RawEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     dedup_key: str
     event: msgspec.Raw
     raw: dict[str, Any] = {}
+    traceparent: str = ""
 
 
 _envelope_decoder = msgspec.json.Decoder(EventEnvelope)
@@ -80,13 +83,22 @@ def decode_envelope(data: bytes) -> EventEnvelope:
             dedup_key=raw.dedup_key,
             event=event,
             raw=raw.raw,
+            traceparent=raw.traceparent,
         )
 
 
 def outbox_entry(
-    *, id: str, app: str, trace_id: str, created_at: float, request: SendRequest, origin: str
+    *,
+    id: str,
+    app: str,
+    trace_id: str,
+    created_at: float,
+    request: SendRequest,
+    origin: str,
+    traceparent: str = "",
 ) -> OutboxEntry:
-    """Build an OutboxEntry from any SendRequest (the union is only for decoding)."""
+    """Build an OutboxEntry from any SendRequest (the union is only for decoding).
+    ``traceparent``: ``shared.tracing.traceparent()`` where a span asks for the send."""
     return OutboxEntry(
         id=id,
         app=app,
@@ -94,6 +106,7 @@ def outbox_entry(
         created_at=created_at,
         request=cast("SendRequestType", request),
         origin=origin,
+        traceparent=traceparent,
     )
 
 

@@ -21,7 +21,7 @@ import httpx
 import msgspec
 from httpx_aiohttp import AiohttpTransport
 
-from shared import __version__
+from shared import __version__, tracing
 from shared.errors import ConfigError, SchemaError
 from shared.wecom.errors import (
     TokenInvalidError,
@@ -224,6 +224,7 @@ class WeComClient:
             limits=limits,
             headers={"User-Agent": f"wecom-bus/{__version__}"},
         )
+        tracing.instrument_http(self._http)  # a span per WeCom call while tracing
         self._state = _State.UNOPENED
         self.tokens: TokenSource = (
             token_source if isinstance(token_source, TokenSource) else token_source(self.gettoken)
