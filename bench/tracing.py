@@ -38,7 +38,9 @@ TOKEN, AES_KEY, CORP, AGENT = "Token", "a" * 43, "wwcorp", 1000002
 class _Stored:
     """A store that answers at once: an entry id for every call."""
 
-    def once(self, app: str, key: str, data: bytes) -> asyncio.Future[bytes | None]:
+    def once(
+        self, app: str, key: str, data: bytes, member: str = ""
+    ) -> asyncio.Future[bytes | None]:
         future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         future.set_result(b"1-0")
         return future
