@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import redis
 
@@ -80,7 +81,29 @@ class _Sentinel:
                 self.process.wait()
 
 
-class SentinelSet:
+class _Topology:
+    """Start on entering, stop on leaving (and when starting fails half-way)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class SentinelSet(_Topology):
     """A primary, ``replicas`` replicas and ``sentinels`` Sentinels with quorum 2."""
 
     def __init__(self, *, replicas: int = 2, sentinels: int = 3) -> None:
@@ -154,20 +177,8 @@ class SentinelSet:
         for node in self.nodes:
             node.stop()
 
-    def __enter__(self) -> SentinelSet:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
 
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-class Cluster:
+class Cluster(_Topology):
     """``size`` primaries sharing the 16384 slots evenly; no replicas."""
 
     def __init__(self, size: int = 3) -> None:
@@ -231,15 +242,3 @@ class Cluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> Cluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
