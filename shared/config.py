@@ -299,17 +299,22 @@ def _check_app(source: str, name: str, raw: Mapping[str, Any]) -> AppSettings:
     )
 
 
-def _apps_from_file(path_str: str) -> dict[str, AppSettings]:
-    path = Path(path_str)
+def toml_tables(path_str: str, variable: str, key: str) -> dict[str, Any]:
+    """The ``[<key>.<name>]`` tables of the TOML file ``variable`` names (apps, bots)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(Path(path_str).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError("WECOM_APPS_FILE", f"no such file: {path_str}") from None
+        raise ConfigError(variable, f"no such file: {path_str}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("WECOM_APPS_FILE", f"not valid TOML: {exc}") from None
-    table = data.get("apps")
+        raise ConfigError(variable, f"not valid TOML: {exc}") from None
+    table = data.get(key)
     if not isinstance(table, dict) or not table:
-        raise ConfigError("WECOM_APPS_FILE", "needs at least one [apps.<name>] table")
+        raise ConfigError(variable, f"needs at least one [{key}.<name>] table")
+    return table
+
+
+def _apps_from_file(path_str: str) -> dict[str, AppSettings]:
+    table = toml_tables(path_str, "WECOM_APPS_FILE", "apps")
     apps: dict[str, AppSettings] = {}
     for name, raw in table.items():
         if not isinstance(raw, dict):

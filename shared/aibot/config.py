@@ -8,11 +8,9 @@ key; secrets are held in ``Secret``.
 from __future__ import annotations
 
 import re
-import tomllib
-from pathlib import Path
 from typing import Any
 
-from shared.config import BotSettings, Secret
+from shared.config import BotSettings, Secret, toml_tables
 from shared.errors import ConfigError
 
 __all__ = ["BotSettings", "load_bots"]
@@ -78,13 +76,5 @@ def load_bots(path: str | None) -> dict[str, BotSettings]:
     """The bots of ``path`` (``WECOM_BOTS_FILE``); no file means no bots."""
     if not path:
         return {}
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("WECOM_BOTS_FILE", f"no such file: {path}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("WECOM_BOTS_FILE", f"not valid TOML: {exc}") from None
-    table = data.get("bots")
-    if not isinstance(table, dict) or not table:
-        raise ConfigError("WECOM_BOTS_FILE", "needs at least one [bots.<name>] table")
+    table = toml_tables(path, "WECOM_BOTS_FILE", "bots")
     return {name: _bot(name, raw) for name, raw in table.items()}
