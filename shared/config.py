@@ -18,6 +18,8 @@ import msgspec
 from shared.connection import parse_redis_url
 from shared.errors import ConfigError
 from shared.layout import check_bots, check_partitions, check_prefix, check_topology
+from shared.secrets import SECRET_VARIABLES, Secret, secret_value, with_secret_files
+from shared.secrets import env_text as _get
 
 __all__ = [
     "GATEWAY_APIS",
@@ -54,29 +56,6 @@ GATEWAY_APIS = frozenset(
         "get_api_domain_ip",
     }
 )
-
-
-class Secret:
-    """A string that never shows itself: ``repr`` and ``str`` are masked, ``get()`` reveals it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 class AppSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -178,11 +157,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 _BUS = Settings()  # the BUS_* defaults, stated once (ConsumerOptions shares them)
 
 
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name)
-    return value.strip() if value is not None and value.strip() != "" else None
-
-
 def _number(
     env: Mapping[str, str], name: str, default: T, cast: Callable[[str], T], low: float
 ) -> T:
@@ -196,55 +170,6 @@ def _number(
     if value < low:  # type: ignore[operator]
         raise ConfigError(name, f"must be at least {low}, got {raw!r}")
     return value
-
-
-# Variables that hold secrets (REDIS_URL may carry a password). Each may instead be given as
-# <NAME>_FILE naming a file that holds it: a mounted Kubernetes or Docker secret keeps the value
-# out of the environment, where `ps e`, crash reports and child processes would see it.
-SECRET_VARIABLES = (
-    "REDIS_URL",
-    "WECOM_SECRET",
-    "WECOM_TOKEN",
-    "WECOM_ENCODING_AES_KEY",
-    "SENDER_API_KEY",
-    "CONSOLE_API_KEY",
-    "LLM_API_KEY",
-)
-
-
-def secret_value(env: Mapping[str, str], name: str) -> str | None:
-    """``name`` from the environment, or read from the file ``<name>_FILE`` names.
-
-    The file's content is treated like the variable's value (surrounding whitespace, so the
-    trailing newline of ``echo … > file``, is dropped; empty means unset). Errors name the
-    variable and the path, never the content.
-    """
-    direct, path = _get(env, name), _get(env, f"{name}_FILE")
-    if path is None:
-        return direct
-    if direct is not None:
-        raise ConfigError(f"{name} and {name}_FILE", "both are set: set only one of them")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        problem = exc.strerror or type(exc).__name__
-        raise ConfigError(f"{name}_FILE", f"cannot read {path}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{name}_FILE", f"{path} is not UTF-8 text") from None
-    return _get({name: text}, name)
-
-
-def _with_secret_files(env: Mapping[str, str]) -> Mapping[str, str]:
-    """The environment with every ``<NAME>_FILE`` of SECRET_VARIABLES read into ``NAME``."""
-    if not any(f"{name}_FILE" in env for name in SECRET_VARIABLES):
-        return env
-    resolved = dict(env)
-    for name in SECRET_VARIABLES:
-        value = secret_value(env, name)
-        resolved.pop(f"{name}_FILE", None)
-        if value is not None:
-            resolved[name] = value
-    return resolved
 
 
 _ENV_APP_FIELDS = {
@@ -346,7 +271,7 @@ def _api_key(name: str, value: str | None) -> Secret | None:
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check every variable once; raise ConfigError naming the first bad one."""
-    env = _with_secret_files(os.environ if environ is None else environ)
+    env = with_secret_files(os.environ if environ is None else environ)
     apps: dict[str, AppSettings] = {}
     if apps_file := _get(env, "WECOM_APPS_FILE"):
         apps = _apps_from_file(apps_file)
