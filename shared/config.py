@@ -142,14 +142,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def require_redis(self) -> str:
         """REDIS_URL, checked against the bus layout: a service stops at start, with one line,
-        where every multi-key script would fail (CROSSSLOT) or WAIT cannot be kept."""
+        where every multi-key script would fail (CROSSSLOT)."""
         if not self.redis_url:
             raise ConfigError("REDIS_URL", "not set (e.g. redis://redis:6379/0)")
         check_topology(
             parse_redis_url(self.redis_url).topology,
             partitions=self.partitions,
             prefix=self.prefix,
-            min_replicas=self.min_replicas,
         )
         return self.redis_url
 

@@ -41,8 +41,8 @@ def check_partitions(partitions: int, prefix: str) -> None:
         )
 
 
-def check_topology(topology: str, *, partitions: int, prefix: str, min_replicas: int) -> None:
-    """On Redis Cluster: one slot per script (a tagged prefix or partitions), and no WAIT."""
+def check_topology(topology: str, *, partitions: int, prefix: str) -> None:
+    """On Redis Cluster: one slot per script (a tagged prefix or partitions)."""
     if topology != "cluster":
         return
     if partitions == 1 and "{" not in prefix:
@@ -50,10 +50,6 @@ def check_topology(topology: str, *, partitions: int, prefix: str, min_replicas:
             "BUS_PREFIX",
             "on Redis Cluster give BUS_PREFIX a hash tag (e.g. {wecom}) or set "
             "BUS_PARTITIONS above 1: the bus's multi-key scripts need one slot",
-        )
-    if min_replicas:
-        raise ConfigError(
-            "BUS_MIN_REPLICAS", "is supported on a single server and Sentinel, not Cluster"
         )
 
 

@@ -37,8 +37,10 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 class Node(EmbeddedRedis):
     """An embedded server with extra command-line options (replication, cluster mode)."""
 
-    def __init__(self, *, extra: Sequence[str] = (), appendfsync: str = "always") -> None:
-        super().__init__(appendfsync=appendfsync)
+    def __init__(
+        self, *, extra: Sequence[str] = (), appendfsync: str = "always", binary: Path | None = None
+    ) -> None:
+        super().__init__(appendfsync=appendfsync, binary=binary)
         self.extra = list(extra)
 
     def _argv(self) -> list[str]:
@@ -179,38 +181,46 @@ class SentinelSet(_Topology):
 
 
 class Cluster(_Topology):
-    """``size`` primaries sharing the 16384 slots evenly; no replicas."""
+    """``size`` primaries sharing the 16384 slots evenly, each with ``replicas`` replicas."""
 
-    def __init__(self, size: int = 3) -> None:
-        self.nodes: list[Node] = []
-        for _ in range(size):
-            bus = free_port()  # explicit: port + 10000 overflows for high ports
-            self.nodes.append(
-                Node(
-                    extra=[
-                        "--cluster-enabled", "yes",
-                        "--cluster-config-file", "nodes.conf",
-                        "--cluster-port", str(bus),
-                        "--cluster-node-timeout", "2000",
-                    ],
-                    appendfsync="everysec",
-                )
-            )  # fmt: skip
-            self.nodes[-1].bus_port = bus  # type: ignore[attr-defined]
+    def __init__(self, size: int = 3, *, replicas: int = 0, binary: Path | None = None) -> None:
+        self.binary = binary
+        self.nodes: list[Node] = [self._node() for _ in range(size)]  # the primaries
+        self.replicas: dict[int, list[Node]] = {  # by primary port
+            n.port: [self._node() for _ in range(replicas)] for n in self.nodes
+        }
+
+    def _node(self) -> Node:
+        bus = free_port()  # explicit: port + 10000 overflows for high ports
+        node = Node(
+            extra=[
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-port", str(bus),
+                "--cluster-node-timeout", "2000",
+            ],
+            appendfsync="everysec",
+            binary=self.binary,
+        )  # fmt: skip
+        node.bus_port = bus  # type: ignore[attr-defined]
+        return node
 
     @property
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
+    def all_nodes(self) -> list[Node]:
+        return [*self.nodes, *(r for group in self.replicas.values() for r in group)]
+
     def start(self) -> Cluster:
-        for node in self.nodes:
+        for node in self.all_nodes():
             node.start()
         step = 16384 // len(self.nodes)
         for i, node in enumerate(self.nodes):
             last = 16383 if i == len(self.nodes) - 1 else (i + 1) * step - 1
             node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)  # type: ignore[no-untyped-call]
         first = self.nodes[0].client()
-        for node in self.nodes[1:]:
+        for node in self.all_nodes()[1:]:
             first.execute_command(  # type: ignore[no-untyped-call]
                 "CLUSTER",
                 "MEET",
@@ -218,17 +228,38 @@ class Cluster(_Topology):
                 node.port,
                 node.bus_port,  # type: ignore[attr-defined]
             )
-        for node in self.nodes:
+        total = len(self.all_nodes())
+        for node in self.all_nodes():
             client = node.client()
             wait_for(
                 lambda c=client: (
                     c.cluster("info")["cluster_state"] == "ok"  # type: ignore[misc]
-                    and int(c.cluster("info")["cluster_known_nodes"]) == len(self.nodes)
+                    and int(c.cluster("info")["cluster_known_nodes"]) == total
                 ),
                 30,
                 f"node {node.port} sees an ok cluster",
             )
+        for primary in self.nodes:
+            self._attach(primary, self.replicas[primary.port])
         return self
+
+    def _attach(self, primary: Node, replicas: list[Node]) -> None:
+        if not replicas:
+            return
+        node_id = primary.client().execute_command("CLUSTER", "MYID")  # type: ignore[no-untyped-call]
+        for replica in replicas:
+            replica.client().execute_command("CLUSTER", "REPLICATE", node_id)  # type: ignore[no-untyped-call]
+        client = primary.client()
+        wait_for(
+            lambda: client.info("replication")["connected_slaves"] == len(replicas),
+            30,
+            f"replicas of {primary.port} connected",
+        )
+        # The first WAIT after a full sync can take seconds; pay it here, not in the test.
+        key = next(k for i in range(1000) if self.node_of(k := f"warm-up:{i}") is primary)
+        client.set(key, 1)
+        client.execute_command("WAIT", len(replicas), 20_000)  # type: ignore[no-untyped-call]
+        client.delete(key)
 
     def node_of(self, key: str) -> Node:
         """The node serving ``key``'s slot."""
@@ -240,5 +271,5 @@ class Cluster(_Topology):
         raise LookupError(key)
 
     def stop(self) -> None:
-        for node in self.nodes:
+        for node in self.all_nodes():
             node.stop()

@@ -18,6 +18,8 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
+from shared.bus.pinned import collector, run_pinned
+
 __all__ = ["NotReplicated", "Script", "ScriptBatch", "TickPipeline", "Wait", "check_replicated"]
 
 Keys = Sequence[str | bytes]
@@ -78,13 +80,14 @@ class Script:
         Errors are returned in place, not raised, so one failing call does not hide the others'
         results. Calls that met NOSCRIPT are sent again in full. On Redis Cluster the calls go
         out concurrently instead (redis-py's cluster pipeline refuses EVALSHA). ``wait``
-        appends ``WAIT`` to the pipeline (same connection, so it covers these writes); when
-        too few replicas confirm, every successful result becomes a NotReplicated error.
+        appends ``WAIT`` to the pipeline (same connection, so it covers these writes; on a
+        cluster one per node, see ``shared.bus.pinned``); when too few replicas confirm, every
+        successful result becomes a NotReplicated error.
         """
         if not calls:
             return []
-        if isinstance(redis, RedisCluster):
-            # A cluster pipeline refuses EVALSHA; concurrent calls still share the wait.
+        if isinstance(redis, RedisCluster) and wait is None:
+            # A cluster pipeline refuses EVALSHA: concurrent calls instead.
             return list(
                 await asyncio.gather(*(self(redis, k, a) for k, a in calls), return_exceptions=True)
             )
@@ -106,13 +109,15 @@ class Script:
         *,
         full: bool,
     ) -> list[Any]:
-        pipe = redis.pipeline(transaction=False)
+        pipe = collector() if isinstance(redis, RedisCluster) else redis.pipeline(transaction=False)
         for i in which:
             keys, args = calls[i]
             if full:
                 pipe.eval(self.text, len(keys), *keys, *args)
             else:
                 self.queue(pipe, keys, args)
+        if isinstance(redis, RedisCluster) and wait is not None:
+            return await run_pinned(redis, pipe.command_stack, wait)
         return await _execute(pipe, wait)
 
 
@@ -157,7 +162,8 @@ class TickPipeline:
     tick's commands run in one MULTI/EXEC: each caller's writes are still all or nothing. On
     Redis Cluster every caller gets its own pipeline, as if there were no batching. ``wait``
     (not with ``transaction``: WAIT inside MULTI does not block) closes the pipeline with one
-    WAIT; too few replicas turn every successful result into a NotReplicated error.
+    WAIT (on a cluster one per node: ``shared.bus.pinned``); too few replicas turn every
+    successful result into a NotReplicated error.
     """
 
     def __init__(
@@ -172,6 +178,10 @@ class TickPipeline:
 
     async def run(self, fill: Callable[[Pipeline], object]) -> list[Any]:
         if isinstance(self.redis, RedisCluster):
+            if self.wait is not None:  # one connection per node, each closed by its WAIT
+                collected = collector()
+                fill(collected)
+                return await run_pinned(self.redis, collected.command_stack, self.wait)
             async with self.redis.pipeline(transaction=self.transaction) as pipe:
                 fill(pipe)
                 return await _execute(pipe, self.wait)

@@ -1,0 +1,120 @@
+"""``BUS_MIN_REPLICAS`` on Redis Cluster: writes and their ``WAIT`` on one node's connection.
+
+``WAIT`` counts the replicas holding the writes made earlier *on the same connection* (Valkey
+answers a WAIT on a connection that wrote nothing at once, counting every replica). A cluster
+client takes a connection from the key's node for each command, so here the commands are
+grouped by the node that serves their first key, and each node's group goes out on one
+connection of that node, closed by one ``WAIT``. The groups run concurrently.
+
+Answers are parsed with the cluster client's callbacks, as its own pipeline does; errors are
+returned in place. A redirection (``MOVED``/``ASK`` during a resharding), ``CLUSTERDOWN`` or a
+lost connection makes the client read the slots again before the next call; the caller's entry
+is not acknowledged (503 to WeCom, a consumer's retry), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ConnectionError,
+    MovedError,
+    ResponseError,
+    TimeoutError,
+    TryAgainError,
+)
+
+__all__ = ["collector", "run_pinned"]
+
+Command = tuple[tuple[Any, ...], Mapping[str, Any]]  # (args, options), as a pipeline stacks them
+Wait = tuple[int, int]
+
+_REROUTE = (MovedError, AskError, ClusterDownError, TryAgainError)
+_LOST = (ConnectionError, TimeoutError, OSError)
+_collector: Redis | None = None
+
+
+def collector() -> Pipeline:
+    """A pipeline that only collects commands (``command_stack``); it is never executed."""
+    global _collector
+    if _collector is None:
+        _collector = Redis()  # never connects: nothing is sent through it
+    return _collector.pipeline(transaction=False)
+
+
+async def run_pinned(cluster: RedisCluster, commands: Sequence[Command], wait: Wait) -> list[Any]:
+    """Run ``commands`` (each keyed: its first argument after the name is a key) and, per node,
+    one ``WAIT`` after them on the same connection; one result or error per command, in order.
+    Too few replicas turn a node's successful results into ``NotReplicated`` errors."""
+    from shared.bus.scripts import NotReplicated, check_replicated  # scripts imports this module
+
+    await cluster.initialize()
+    groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+    for i, (args, _) in enumerate(commands):
+        scripted = str(args[0]).upper() in ("EVAL", "EVALSHA")
+        if len(args) < 2 or (scripted and (len(args) < 4 or int(args[2]) < 1)):
+            raise ValueError(f"{args[0]} without a key: no node to send it to")
+        key = args[3] if scripted else args[1]
+        node = cluster.get_node_from_key(key)
+        if node is None:
+            raise ClusterDownError(f"no node serves the slot of {key!r}")
+        groups.setdefault(node.name, (node, []))[1].append(i)
+    results: list[Any] = [None] * len(commands)
+
+    async def one(node: ClusterNode, which: list[int]) -> None:
+        try:
+            answers = await _on_node(cluster, node, [commands[i] for i in which], wait)
+        except _LOST as exc:  # this node's commands fail; the other nodes' stand
+            answers = [exc] * (len(which) + 1)
+        acked = answers.pop()
+        try:
+            if isinstance(acked, BaseException):
+                raise acked
+            check_replicated(acked, wait)
+        except (NotReplicated, ResponseError, *_LOST) as exc:
+            answers = [a if isinstance(a, BaseException) else exc for a in answers]
+        for i, answer in zip(which, answers, strict=True):
+            results[i] = answer
+
+    await asyncio.gather(*(one(node, which) for node, which in groups.values()))
+    return results
+
+
+async def _on_node(
+    cluster: RedisCluster, node: ClusterNode, commands: Sequence[Command], wait: Wait
+) -> list[Any]:
+    stack = [*commands, (("WAIT", *wait), {})]
+    connection = node.acquire_connection()
+    try:
+        await connection.send_packed_command(connection.pack_commands(a for a, _ in stack))
+        answers: list[Any] = []
+        for args, options in stack:
+            try:
+                answers.append(await node.parse_response(connection, args[0], **options))
+            except ResponseError as exc:
+                answers.append(exc)
+    except (*_LOST, asyncio.CancelledError) as exc:
+        await connection.disconnect()  # half-read answers must not reach the next caller
+        if not isinstance(exc, asyncio.CancelledError):
+            await _reread_slots(cluster)
+        raise
+    finally:
+        node.release(connection)
+    if any(isinstance(a, _REROUTE) for a in answers):
+        await _reread_slots(cluster)
+    return answers
+
+
+async def _reread_slots(cluster: RedisCluster) -> None:
+    """Learn the slots again (a failover, a resharding): the next call goes to the new owner."""
+    try:
+        await cluster.nodes_manager.initialize()
+    except (*_LOST, ResponseError):
+        pass  # the next call tries again
