@@ -169,8 +169,9 @@ def test_the_whole_system_on_a_cluster_with_min_replicas_answers_each_message_on
     cluster: Cluster, tmp_path: Path
 ) -> None:
     """Ingress, responder and sender as real processes, each write confirmed by a replica."""
-    env = {"BUS_PREFIX": "cwsys", "BUS_PARTITIONS": "4", "BUS_MIN_REPLICAS": "1"}
-    with running_system(cluster.url, tmp_path, **env) as system:
+    with running_system(
+        cluster.url, tmp_path, BUS_PREFIX="cwsys", BUS_PARTITIONS="4", BUS_MIN_REPLICAS="1"
+    ) as system:
         for i in range(20):
             assert system.push(**{"from": f"user{i % 5}", "type": "text", "content": f"w{i}?"})[
                 "ok"
