@@ -17,7 +17,7 @@ import msgspec
 
 from shared.connection import parse_redis_url
 from shared.errors import ConfigError
-from shared.layout import check_bots, check_partitions, check_prefix, check_topology
+from shared.layout import check_partitions, check_prefix, check_topology
 from shared.secrets import SECRET_VARIABLES, Secret, secret_value, with_secret_files
 from shared.secrets import env_text as _get
 
@@ -329,7 +329,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         responder_other_reply=_get(env, "RESPONDER_OTHER_REPLY") or "",
         log_level=level,
         log_format="json" if log_format == "json" else "console",
-        bots=_bots(_get(env, "WECOM_BOTS_FILE"), partitions),
+        bots=_bots(_get(env, "WECOM_BOTS_FILE")),
         **_gateway(env),
     )
 
@@ -358,9 +358,7 @@ def _gateway(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def _bots(path: str | None, partitions: int) -> dict[str, BotSettings]:
+def _bots(path: str | None) -> dict[str, BotSettings]:
     from shared.aibot.config import load_bots  # it imports Secret from here
 
-    bots = load_bots(path)
-    check_bots(bots, partitions)
-    return bots
+    return load_bots(path)

@@ -8,11 +8,10 @@ keys no consumer reads stops the service with one line instead of failing later.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 
 from shared.errors import ConfigError
 
-__all__ = ["check_bots", "check_partitions", "check_prefix", "check_topology"]
+__all__ = ["check_partitions", "check_prefix", "check_topology"]
 
 # A key prefix, optionally holding one Redis Cluster hash tag ({wecom}: every key in one slot).
 _PREFIX = re.compile(r"(?=.)(?![:])[\w.:-]*(?:\{[\w.:-]+\})?[\w.:-]*(?<![:])", re.ASCII)
@@ -50,15 +49,4 @@ def check_topology(topology: str, *, partitions: int, prefix: str) -> None:
             "BUS_PREFIX",
             "on Redis Cluster give BUS_PREFIX a hash tag (e.g. {wecom}) or set "
             "BUS_PARTITIONS above 1: the bus's multi-key scripts need one slot",
-        )
-
-
-def check_bots(bots: Mapping[str, object], partitions: int) -> None:
-    """AI bots need one partition: a bot's callback, its dedup mark and its streamed answer's
-    state are one script on unpartitioned keys, which no partitioned consumer reads."""
-    if bots and partitions > 1:
-        raise ConfigError(
-            "BUS_PARTITIONS",
-            f"is {partitions} but WECOM_BOTS_FILE configures AI bots, which need "
-            "BUS_PARTITIONS=1 (on Redis Cluster with a hash-tagged BUS_PREFIX such as {wecom})",
         )

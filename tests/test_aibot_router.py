@@ -15,8 +15,9 @@ from redis.asyncio import Redis
 
 from examples.aibot.router import router as echo_router
 from services.ingress.app import create_app
-from shared.bus import Context, Router, names, streams
+from shared.bus import Context, Router, names, partitions, streams
 from shared.bus.options import ConsumerOptions
+from shared.bus.partitioned import PartitionedConsumer
 from shared.bus.router import State
 from shared.bus.worker import Consumer
 from shared.schemas.aibot import BotText
@@ -128,3 +129,44 @@ async def test_bot_stream_is_only_for_bot_messages(redis: Redis) -> None:
     assert errors == []
     with pytest.raises(RuntimeError, match="only for AI-bot messages"):
         _ = Context(event=text_message("hi"), handler="h").bot_stream
+
+
+async def test_with_partitions_a_bot_answer_lives_in_its_senders_partition(
+    redis_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    settings = helpers.settings(redis_url, WECOM_BOTS_FILE=bots_file(tmp_path), BUS_PARTITIONS="4")
+    transport = httpx.ASGITransport(app=create_app(settings, redis=redis))
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as ingress:
+        ids = {}
+        for member in ("alice", "bob", "carol", "dave"):
+            message = sample("text_group", msgid=f"m-{member}", **{"from": {"userid": member}})
+            message["text"] = {"content": f"@RobotA hi {member}"}
+            ids[member] = (await post(ingress, message)).reply["stream"]["id"]
+        parts = names.partitions("wecom", 4)
+        held = {p: await redis.xlen(names.events(p)) for p in parts}
+        assert sum(held.values()) == 4 and len([n for n in held.values() if n]) >= 2
+        assert await redis.xlen(EVENTS) == 0  # nothing on the unpartitioned stream
+        for member, stream_id in ids.items():
+            index = partitions.index("bot:helper", member, 4)
+            assert stream_id.endswith(f"p{index}")
+            key = names.bot_stream(parts[index], "helper", stream_id)
+            assert await redis.exists(key), member
+        consumer = PartitionedConsumer(
+            redis,
+            streams=[names.events(p) for p in parts],
+            group="responder",
+            handler=echo_router.handler(
+                "wecom", state=State(redis=redis, environ={"AIBOT_ECHO_DELAY": "0"})
+            ),
+            options=ConsumerOptions(prefix="wecom", start="backlog", handler_timeout=30.0),
+        )
+        await consumer.run_burst()
+        for member, stream_id in ids.items():
+            assert await stream_of(ingress, stream_id) == {
+                "id": stream_id,
+                "finish": True,
+                "content": f"hi {member}",
+            }
+        # An id of another layout (no partition, or one out of range) is an unknown stream.
+        for odd in (ids["alice"][:32], ids["alice"][:32] + "p9"):
+            assert (await stream_of(ingress, odd))["finish"] is True

@@ -42,6 +42,8 @@ from services.ingress.callback import (
 from shared.aibot.config import BotSettings
 from shared.aibot.streams import STORE_MESSAGE, BotStreams, StreamState, stream_id_for
 from shared.bus import names
+from shared.bus.partitions import index as partition_index
+from shared.bus.partitions import prefix_for
 from shared.config import Settings
 from shared.errors import CryptoError
 from shared.protocol.aibot import decrypt_bot_callback, encrypt_bot_reply, parse_bot_callback
@@ -61,7 +63,8 @@ __all__ = ["BotEndpoint", "BotReceiver", "bot_routes", "dedup_key"]
 log = logging.getLogger("wecom_bus.ingress.bot")
 
 _PLAIN_MSGID = re.compile(r"[A-Za-z0-9+/=_.-]{1,128}")
-_STREAM_ID = re.compile(r"[0-9a-f]{32}")  # what stream_id_for makes
+# What stream_id_for makes, and with partitions the member's partition after it (``…p3``).
+_STREAM_ID = re.compile(r"[0-9a-f]{32}(?:p(?P<partition>[0-9]{1,4}))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,7 @@ class BotEndpoint:
         redis: Redis,
         *,
         prefix: str,
+        partitions: int = 1,
         maxlen: int,
         dedup_ttl: int,
         max_skew: int,
@@ -115,9 +119,8 @@ class BotEndpoint:
     ) -> None:
         self.receivers = receivers
         self.redis = redis
-        self.streams = BotStreams(redis, prefix)
         self.prefix = prefix
-        self.events = names.events(prefix)
+        self.partitions = partitions
         self.maxlen = maxlen
         self.dedup_ttl = dedup_ttl
         self.max_skew = max_skew
@@ -187,7 +190,7 @@ class BotEndpoint:
             return reply(await self._poll(receiver.bot, callback.stream.id))
         state = await self._store(receiver, callback, received_at)
         if isinstance(callback, BotMessage):
-            stream_id = stream_id_for(receiver.bot.name, callback.msgid)
+            stream_id = self._stream_id(receiver, callback)
             return reply(self._answer(receiver.bot, stream_id, state))
         if isinstance(callback, BotEnterChat) and receiver.bot.welcome:
             return reply(text_reply(receiver.bot.welcome))
@@ -199,7 +202,8 @@ class BotEndpoint:
         """Dedup + events entry (+ a message's stream state) in one call → the stream state."""
         bot = receiver.bot
         is_message = isinstance(callback, BotMessage)
-        stream_id = stream_id_for(bot.name, callback.msgid) if is_message else ""
+        stream_id = self._stream_id(receiver, callback) if is_message else ""
+        part = self._partition(receiver, callback)
         key = dedup_key(callback.msgid)
         trace_id = os.urandom(8).hex()
         envelope = BotEnvelope(
@@ -211,9 +215,9 @@ class BotEndpoint:
             bot=bot.name,
             stream_id=stream_id,
         )
-        keys = [names.bot_seen(self.prefix, bot.name, key), self.events]
+        keys = [names.bot_seen(part, bot.name, key), names.events(part)]
         if is_message:
-            keys.append(self.streams.key(bot.name, stream_id))
+            keys.append(names.bot_stream(part, bot.name, stream_id))
         entry_id, text, finished, started = await STORE_MESSAGE(
             self.redis,
             keys,
@@ -244,11 +248,34 @@ class BotEndpoint:
     async def _poll(self, bot: BotSettings, stream_id: str) -> bytes:
         """A refresh: the stream as it stands; ended with what it has once answer_timeout passed."""
         state = None
-        if _STREAM_ID.fullmatch(stream_id):
-            state = await self.streams.read(bot.name, stream_id)
+        if (streams := self._streams_of(stream_id)) is not None:
+            state = await streams.read(bot.name, stream_id)
             if state and not state.finished and time.time() - state.started > bot.answer_timeout:
-                state = await self.streams.close(bot.name, stream_id, bot.no_answer_text)
+                state = await streams.close(bot.name, stream_id, bot.no_answer_text)
         return self._answer(bot, stream_id or "unknown", state)
+
+    def _partition(self, receiver: BotReceiver, callback: BotCallbackType) -> str:
+        """The key prefix of the member's partition: one member's callbacks share it."""
+        return prefix_for(self.prefix, self.partitions, receiver.label, callback.from_.userid)
+
+    def _stream_id(self, receiver: BotReceiver, callback: BotCallbackType) -> str:
+        """The message's stream id; with partitions, its partition number follows the hash, so
+        a refresh poll (which carries only the id) finds the stream's state."""
+        stream_id = stream_id_for(receiver.bot.name, callback.msgid)
+        if self.partitions == 1:
+            return stream_id
+        index = partition_index(receiver.label, callback.from_.userid, self.partitions)
+        return f"{stream_id}p{index}"
+
+    def _streams_of(self, stream_id: str) -> BotStreams | None:
+        """The streams of the partition a stream id names; None for an id we never made."""
+        found = _STREAM_ID.fullmatch(stream_id)
+        if found is None or (found["partition"] is None) != (self.partitions == 1):
+            return None
+        index = int(found["partition"] or 0)
+        if index >= self.partitions:
+            return None
+        return BotStreams(self.redis, names.partition(self.prefix, index, self.partitions))
 
 
 def bot_routes(settings: Settings, redis: Redis, *, dedup_ttl: int) -> list[Route]:
@@ -257,6 +284,7 @@ def bot_routes(settings: Settings, redis: Redis, *, dedup_ttl: int) -> list[Rout
         {name: BotReceiver.build(bot) for name, bot in settings.bots.items()},
         redis,
         prefix=settings.prefix,
+        partitions=settings.partitions,
         maxlen=settings.stream_maxlen,
         dedup_ttl=dedup_ttl,
         max_skew=settings.ingress_max_clock_skew,

@@ -362,7 +362,8 @@ class Router:
                 event: InboundEvent = envelope.event
                 bot = None
                 if is_bot_entry(envelope.app):  # an AI-bot callback (shared.aibot)
-                    bot_envelope, bot = read_bot_entry(data, lambda: shared.redis, prefix)
+                    part = names.partition_of(delivery.stream, prefix)  # its stream's
+                    bot_envelope, bot = read_bot_entry(data, lambda: shared.redis, part)
                     event = bot_envelope.event
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise Reject(f"not an event envelope: {exc}") from None
