@@ -48,7 +48,7 @@ FULL = Plan(
     gettoken_sends=300,
     roundtrip_callbacks=500,
     topology_rate=300,
-    topology_duration=4.0,
+    topology_duration=3.0,
 )
 
 QUICK = Plan(

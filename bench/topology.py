@@ -17,6 +17,7 @@ process is stopped when its case ends.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,10 +72,12 @@ def _cases(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     ingress, end_to_end = {}, {}
     for label in labels:
+        started = time.perf_counter()
         log(f"  {label}: ingress alone …")
         ingress[label] = _ingress(ctx, url, primaries, label)
         log(f"  {label}: end to end at {ctx.plan.topology_rate} msg/s …")
         end_to_end[label] = _end_to_end(ctx, url, nodes, label)
+        log(f"  {label}: done in {time.perf_counter() - started:.0f} s")
     return ingress, end_to_end
 
 
