@@ -286,7 +286,8 @@ def topology_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
             f"{alone['rps']:.0f}, {_ms(alone['latency_ms'], 'p50', 'p99')}" if alone else "-",
         ]
         if run:
-            cpu = run["cpu_ms_per_message"]
+            cpu, work = run["cpu_ms_per_message"], run.get("redis_per_message")
+            reads = f", {work['reads']:.1f} Redis reads" if work else ""
             once = f"{run['delivered']} of {run['sent']}, {run.get('duplicates', 0)} twice"
             if other := run.get("other_requests"):
                 once += f", {other} resent (WeCom's duplicate check)"
@@ -294,7 +295,8 @@ def topology_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
                 f"{run.get('delivered_per_s', 0.0):.0f}",
                 _ms(run["latency_ms"], "p50", "p99"),
                 "yes" if run["sustained"] else "no",
-                f"{_times(run['end_to_end_cpu_ms'], base)}, Redis {cpu.get('redis', 0.0):.3f} ms",
+                f"{_times(run['end_to_end_cpu_ms'], base)}, Redis {cpu.get('redis', 0.0):.3f} ms"
+                f"{reads}",
                 once,
             ]
         else:

@@ -196,6 +196,7 @@ def test_topology_rows_say_what_each_case_delivered_and_cost() -> None:
         "latency_ms": {"p50": 12.0, "p99": 80.0},
         "end_to_end_cpu_ms": 0.8,
         "cpu_ms_per_message": {"ingress": 0.2, "redis": 0.25},
+        "redis_per_message": {"reads": 4.04, "commands": 44.0},
     }
     ingress = {"rps": 1900.0, "latency_ms": {"p50": 14.0, "p99": 50.0}}
     results = {
@@ -212,7 +213,7 @@ def test_topology_rows_say_what_each_case_delivered_and_cost() -> None:
         "290",
         "12.0 / 80.0",
         "no",
-        "0.800 ms (8.0×), Redis 0.250 ms",
+        "0.800 ms (8.0×), Redis 0.250 ms, 4.0 Redis reads",
         "1199 of 1200, 0 twice, 3 resent (WeCom's duplicate check)",
     )
     assert "| cluster, 8 partitions | 1900, 14.0 / 50.0 | 290 |" in markdown(results)
