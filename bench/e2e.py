@@ -186,9 +186,11 @@ def e2e_rate(
     rate: int,
     first: int,
     duration: float,
+    drain_timeout: float = 60.0,
 ) -> dict[str, Any]:
     """``rate`` callbacks a second for ``duration`` seconds (indices from ``first``), each
-    followed to its message/send; CPU per message until the last one is out."""
+    followed to its message/send (for at most ``drain_timeout`` seconds after the last
+    callback); CPU per message until the last one is out."""
     count = int(rate * duration)
     file = ctx.workdir / f"e2e-{rate}-{first}.pkl"
     save_requests(
@@ -215,7 +217,7 @@ def e2e_rate(
     sent_done = time.time()
     # The fake's counter, not its message list, while waiting: the list is long and costly.
     # CPU is counted until the last message is out: a backlog's work belongs to its messages.
-    wait(partial(sent_at_least, system, sends0 + result.sent), 60.0, system, poll=0.1)
+    wait(partial(sent_at_least, system, sends0 + result.sent), drain_timeout, system, poll=0.1)
     cpu_ms = cpu_ms_per(cpu0, cpu(system, nodes), result.sent)
     redis_work = {
         k: round((v - redis0[k]) / max(1, result.sent), 2) for k, v in _redis_work(nodes).items()
