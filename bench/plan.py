@@ -30,6 +30,8 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     gettoken_senders: int
     gettoken_sends: int
     roundtrip_callbacks: int
+    topology_rate: int  # end to end on each Redis topology: callbacks a second …
+    topology_duration: float  # … for this many seconds
 
 
 FULL = Plan(
@@ -45,6 +47,8 @@ FULL = Plan(
     gettoken_senders=3,
     gettoken_sends=300,
     roundtrip_callbacks=500,
+    topology_rate=300,
+    topology_duration=3.0,
 )
 
 QUICK = Plan(
@@ -60,6 +64,8 @@ QUICK = Plan(
     gettoken_senders=3,
     gettoken_sends=300,
     roundtrip_callbacks=200,
+    topology_rate=300,
+    topology_duration=2.0,
 )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["console", "load", "markdown", "targets"]
+__all__ = ["console", "load", "markdown", "targets", "topology_rows"]
 
 LABELS = {
     "bare": "bare Starlette, empty 200 (HTTP stack bound)",
@@ -273,6 +273,53 @@ def _pipeline_lines(pipe: dict[str, Any]) -> list[str]:
     return out
 
 
+def topology_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Per Redis topology: ingress alone (callbacks/s, p50 / p99), then end to end (delivered
+    msg/s, p50 / p99 callback → message/send, CPU per message with Redis's share, once)."""
+    topo, base = results.get("topology") or {}, baseline_ms(results)
+    ingress, runs = topo.get("ingress", {}), _get(topo, "e2e", "runs", default={})
+    rows = []
+    for label in dict.fromkeys([*ingress, *runs]):
+        alone, run = ingress.get(label), runs.get(label)
+        cells = [
+            label,
+            f"{alone['rps']:.0f}, {_ms(alone['latency_ms'], 'p50', 'p99')}" if alone else "-",
+        ]
+        if run:
+            cpu, work = run["cpu_ms_per_message"], run.get("redis_per_message")
+            reads = f", {work['reads']:.1f} Redis reads" if work else ""
+            once = f"{run['delivered']} of {run['sent']}, {run.get('duplicates', 0)} twice"
+            if other := run.get("other_requests"):
+                once += f", {other} resent (WeCom's duplicate check)"
+            cells += [
+                f"{run.get('delivered_per_s', 0.0):.0f}",
+                _ms(run["latency_ms"], "p50", "p99"),
+                "yes" if run["sustained"] else "no",
+                f"{_times(run['end_to_end_cpu_ms'], base)}, Redis {cpu.get('redis', 0.0):.3f} ms"
+                f"{reads}",
+                once,
+            ]
+        else:
+            cells += ["-"] * 5
+        rows.append(tuple(cells))
+    return rows
+
+
+def _topology_lines(results: dict[str, Any]) -> list[str]:
+    e2e = _get(results, "topology", "e2e", default={})
+    out = [
+        "",
+        "Redis topologies: the ingress alone (closed loop, callbacks/s, p50 / p99 ms), then end to "
+        f"end at {e2e.get('rate', '-')} msg/s for {e2e.get('seconds', '-')} s (delivered msg/s, "
+        "p50 / p99 ms callback → message/send, sustained, CPU per message of ingress + responder + "
+        "sender + every Redis node, delivered once)",
+    ]
+    for row in topology_rows(results):
+        out.append(f"  {row[0]:<31} {row[1]:>19} | {row[2]:>4} {row[3]:>15} {row[4]:>3}  {row[5]}")
+        out.append(f"  {'':<31} {row[6]}")
+    return out
+
+
 def console(results: dict[str, Any]) -> str:
     m = results.get("machine", {})
     out = [
@@ -284,6 +331,8 @@ def console(results: dict[str, Any]) -> str:
     if pipe := results.get("pipeline"):
         out += _pipeline_lines(pipe)
     out += _cpu_lines(results)
+    if results.get("topology"):
+        out += _topology_lines(results)
     out += ["", "Goals"]
     for what, target, value, ok in targets(results):
         mark = "—" if ok is None else ("met" if ok else "MISSED")
@@ -293,7 +342,7 @@ def console(results: dict[str, Any]) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The README's tables: receivers, CPU per message by process, goals."""
+    """The README's tables: receivers, CPU per message by process, Redis topologies, goals."""
     rows = []
     if ing := results.get("ingress"):
         rows += [
@@ -316,6 +365,16 @@ def markdown(results: dict[str, Any]) -> str:
                 for ms, ratio in cells
             )
             rows.append(f"| {name} | {text} |")
+        rows.append("")
+    if topology := topology_rows(results):
+        e2e = _get(results, "topology", "e2e", default={})
+        rows += [
+            "| Redis topology | ingress alone: callbacks/s, p50 / p99 ms | end to end at "
+            f"{e2e.get('rate')} msg/s: delivered msg/s | p50 / p99 ms | sustained | CPU per "
+            "message | delivered once |",
+            "| --- | ---: | ---: | --- | --- | --- | --- |",
+        ]
+        rows += ["| " + " | ".join(row) + " |" for row in topology]
         rows.append("")
     rows += ["| goal | target | measured | |", "| --- | --- | --- | --- |"]
     for what, target, value, ok in targets(results):

@@ -20,7 +20,7 @@ from bench.callbacks import (
 )
 from bench.loadgen import LoadConfig, percentiles, run_load
 from bench.profile import summarize
-from bench.report import console, cpu_table, targets
+from bench.report import console, cpu_table, markdown, targets, topology_rows
 from bench.tencent import VALIDATE_SIGNATURE_ERROR, WXBizMsgCryptLike
 from shared.protocol.parser import parse_envelope
 from tests.helpers import AES_KEY, CORP_ID, TOKEN, crypto, text_xml
@@ -183,3 +183,39 @@ def test_cpu_table_is_in_units_of_the_baseline() -> None:
     rows = {what: (measured, ok) for what, _, measured, ok in targets(results)}
     assert rows["end-to-end CPU per message at 500/s"] == ("0.800 ms (8.0×)", False)
     assert rows["responder CPU per event at 500/s"] == ("0.100 ms (1.0×)", True)
+
+
+def test_topology_rows_say_what_each_case_delivered_and_cost() -> None:
+    run = {
+        "sent": 1200,
+        "delivered": 1199,
+        "duplicates": 0,
+        "other_requests": 3,
+        "delivered_per_s": 290.4,
+        "sustained": False,
+        "latency_ms": {"p50": 12.0, "p99": 80.0},
+        "end_to_end_cpu_ms": 0.8,
+        "cpu_ms_per_message": {"ingress": 0.2, "redis": 0.25},
+        "redis_per_message": {"reads": 4.04, "commands": 44.0},
+    }
+    ingress = {"rps": 1900.0, "latency_ms": {"p50": 14.0, "p99": 50.0}}
+    results = {
+        "pipeline": {"baseline_cpu_ms": 0.1},
+        "topology": {
+            "ingress": {"cluster, 8 partitions": ingress},
+            "e2e": {"rate": 300, "seconds": 4.0, "runs": {"cluster, 8 partitions": run}},
+        },
+    }
+    [row] = topology_rows(results)
+    assert row == (
+        "cluster, 8 partitions",
+        "1900, 14.0 / 50.0",
+        "290",
+        "12.0 / 80.0",
+        "no",
+        "0.800 ms (8.0×), Redis 0.250 ms, 4.0 Redis reads",
+        "1199 of 1200, 0 twice, 3 resent (WeCom's duplicate check)",
+    )
+    assert "| cluster, 8 partitions | 1900, 14.0 / 50.0 | 290 |" in markdown(results)
+    assert "end to end at 300 msg/s" in console({"topology": results["topology"]})
+    assert topology_rows({}) == []
