@@ -148,6 +148,11 @@ def connect(url: str, **options: Any) -> Redis:
         auth["ssl"] = True
     if target.topology == "cluster":
         nodes = [ClusterNode(host, port) for host, port in target.hosts]
+        # redis-py's cluster client holds at most 100 connections per node by default and
+        # then fails the command at once (MaxConnectionsError) instead of waiting for one: a
+        # sender's sends in flight and a burst of callbacks on one node reached that. Batches
+        # share a connection per node (shared.bus.pinned); this bound is for bursts.
+        options.setdefault("max_connections", 1000)
         return cast("Redis", RedisCluster(startup_nodes=nodes, **auth, **options))
     sentinel_options = {k: v for k, v in options.items() if k.startswith("socket_")}
     if target.sentinel_password:

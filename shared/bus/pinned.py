@@ -1,15 +1,19 @@
-"""``BUS_MIN_REPLICAS`` on Redis Cluster: writes and their ``WAIT`` on one node's connection.
+"""Redis Cluster batches: each node's commands on one connection of that node.
 
-``WAIT`` counts the replicas holding the writes made earlier *on the same connection* (Valkey
-answers a WAIT on a connection that wrote nothing at once, counting every replica). A cluster
-client takes a connection from the key's node for each command, so here the commands are
-grouped by the node that serves their first key, and each node's group goes out on one
-connection of that node, closed by one ``WAIT``. The groups run concurrently.
+A cluster client takes a pooled connection of the key's node for every command and refuses
+EVALSHA in its pipelines, so a batch of script calls would cost a connection and a round trip
+each. Here the commands are grouped by the node that serves their first key, and each node's
+group goes out on one connection of that node, in one write; the groups run concurrently.
+
+``BUS_MIN_REPLICAS`` needs this too: ``WAIT`` counts the replicas holding the writes made
+earlier *on the same connection* (Valkey answers a WAIT on a connection that wrote nothing at
+once, counting every replica), so each node's group is closed by its own ``WAIT``.
 
 Answers are parsed with the cluster client's callbacks, as its own pipeline does; errors are
-returned in place. A redirection (``MOVED``/``ASK`` during a resharding), ``CLUSTERDOWN`` or a
-lost connection makes the client read the slots again before the next call; the caller's entry
-is not acknowledged (503 to WeCom, a consumer's retry), so nothing is lost.
+returned in place. A command answered ``MOVED`` did not run and is sent once more after the
+slot map is read again; ``ASK``, ``CLUSTERDOWN`` or a lost connection (whose commands may have
+run) are returned to the caller, whose entry is not acknowledged (503 to WeCom, a consumer's
+retry), and the slot map is read again before the next call.
 """
 
 from __future__ import annotations
@@ -49,37 +53,49 @@ def collector() -> Pipeline:
     return _collector.pipeline(transaction=False)
 
 
-async def run_pinned(cluster: RedisCluster, commands: Sequence[Command], wait: Wait) -> list[Any]:
-    """Run ``commands`` (each keyed: its first argument after the name is a key) and, per node,
-    one ``WAIT`` after them on the same connection; one result or error per command, in order.
-    Too few replicas turn a node's successful results into ``NotReplicated`` errors."""
+async def run_pinned(
+    cluster: RedisCluster, commands: Sequence[Command], wait: Wait | None = None
+) -> list[Any]:
+    """Run ``commands`` (each keyed: its first argument after the name is a key), each node's
+    on one connection of that node, with ``wait`` closed by one ``WAIT`` there; one result or
+    error per command, in order. Too few replicas turn a node's successful results into
+    ``NotReplicated`` errors. A command answered ``MOVED`` (it did not run) is sent once more
+    to the slot's new owner."""
+    results = await _run(cluster, commands, wait)
+    moved = [i for i, r in enumerate(results) if isinstance(r, MovedError)]
+    if moved:
+        again = await _run(cluster, [commands[i] for i in moved], wait)
+        for i, result in zip(moved, again, strict=True):
+            results[i] = result
+    return results
+
+
+async def _run(cluster: RedisCluster, commands: Sequence[Command], wait: Wait | None) -> list[Any]:
     from shared.bus.scripts import NotReplicated, check_replicated  # scripts imports this module
 
     await cluster.initialize()
     groups: dict[str, tuple[ClusterNode, list[int]]] = {}
     for i, (args, _) in enumerate(commands):
-        scripted = str(args[0]).upper() in ("EVAL", "EVALSHA")
-        if len(args) < 2 or (scripted and (len(args) < 4 or int(args[2]) < 1)):
-            raise ValueError(f"{args[0]} without a key: no node to send it to")
-        key = args[3] if scripted else args[1]
-        node = cluster.get_node_from_key(key)
+        node = cluster.get_node_from_key(_key(args))
         if node is None:
-            raise ClusterDownError(f"no node serves the slot of {key!r}")
+            raise ClusterDownError(f"no node serves the slot of {_key(args)!r}")
         groups.setdefault(node.name, (node, []))[1].append(i)
     results: list[Any] = [None] * len(commands)
 
     async def one(node: ClusterNode, which: list[int]) -> None:
+        extra = 0 if wait is None else 1
         try:
             answers = await _on_node(cluster, node, [commands[i] for i in which], wait)
         except _LOST as exc:  # this node's commands fail; the other nodes' stand
-            answers = [exc] * (len(which) + 1)
-        acked = answers.pop()
-        try:
-            if isinstance(acked, BaseException):
-                raise acked
-            check_replicated(acked, wait)
-        except (NotReplicated, ResponseError, *_LOST) as exc:
-            answers = [a if isinstance(a, BaseException) else exc for a in answers]
+            answers = [exc] * (len(which) + extra)
+        if wait is not None:
+            acked = answers.pop()
+            try:
+                if isinstance(acked, BaseException):
+                    raise acked
+                check_replicated(acked, wait)
+            except (NotReplicated, ResponseError, *_LOST) as exc:
+                answers = [a if isinstance(a, BaseException) else exc for a in answers]
         for i, answer in zip(which, answers, strict=True):
             results[i] = answer
 
@@ -87,10 +103,17 @@ async def run_pinned(cluster: RedisCluster, commands: Sequence[Command], wait: W
     return results
 
 
+def _key(args: Sequence[Any]) -> Any:
+    scripted = str(args[0]).upper() in ("EVAL", "EVALSHA")
+    if len(args) < 2 or (scripted and (len(args) < 4 or int(args[2]) < 1)):
+        raise ValueError(f"{args[0]} without a key: no node to send it to")
+    return args[3] if scripted else args[1]
+
+
 async def _on_node(
-    cluster: RedisCluster, node: ClusterNode, commands: Sequence[Command], wait: Wait
+    cluster: RedisCluster, node: ClusterNode, commands: Sequence[Command], wait: Wait | None
 ) -> list[Any]:
-    stack = [*commands, (("WAIT", *wait), {})]
+    stack = [*commands] if wait is None else [*commands, (("WAIT", *wait), {})]
     connection = node.acquire_connection()
     try:
         await connection.send_packed_command(connection.pack_commands(a for a, _ in stack))

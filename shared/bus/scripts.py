@@ -78,19 +78,14 @@ class Script:
         """Run many calls in one round trip (no transaction); one result (or error) per call.
 
         Errors are returned in place, not raised, so one failing call does not hide the others'
-        results. Calls that met NOSCRIPT are sent again in full. On Redis Cluster the calls go
-        out concurrently instead (redis-py's cluster pipeline refuses EVALSHA). ``wait``
-        appends ``WAIT`` to the pipeline (same connection, so it covers these writes; on a
-        cluster one per node, see ``shared.bus.pinned``); when too few replicas confirm, every
-        successful result becomes a NotReplicated error.
+        results. Calls that met NOSCRIPT are sent again in full. On Redis Cluster each node's
+        calls go out on one connection of that node (``shared.bus.pinned``: redis-py's cluster
+        pipeline refuses EVALSHA). ``wait`` appends ``WAIT`` to the pipeline (same connection,
+        so it covers these writes; on a cluster one per node); when too few replicas confirm,
+        every successful result becomes a NotReplicated error.
         """
         if not calls:
             return []
-        if isinstance(redis, RedisCluster) and wait is None:
-            # A cluster pipeline refuses EVALSHA: concurrent calls instead.
-            return list(
-                await asyncio.gather(*(self(redis, k, a) for k, a in calls), return_exceptions=True)
-            )
         results = await self._pipelined(redis, calls, range(len(calls)), wait, full=False)
         again = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if again:
@@ -116,7 +111,7 @@ class Script:
                 pipe.eval(self.text, len(keys), *keys, *args)
             else:
                 self.queue(pipe, keys, args)
-        if isinstance(redis, RedisCluster) and wait is not None:
+        if isinstance(redis, RedisCluster):  # its pipelines refuse EVALSHA: one per node
             return await run_pinned(redis, pipe.command_stack, wait)
         return await _execute(pipe, wait)
 
@@ -160,7 +155,8 @@ class TickPipeline:
     ``await ticks.run(fill)``: ``fill(pipe)`` adds this caller's commands; the answer is their
     results, errors in place (``raise_on_error=False``). With ``transaction=True`` the whole
     tick's commands run in one MULTI/EXEC: each caller's writes are still all or nothing. On
-    Redis Cluster every caller gets its own pipeline, as if there were no batching. ``wait``
+    Redis Cluster a tick's commands go out on one connection per node (``shared.bus.pinned``),
+    and with ``transaction`` every caller gets its own pipeline (a MULTI spans one slot). ``wait``
     (not with ``transaction``: WAIT inside MULTI does not block) closes the pipeline with one
     WAIT (on a cluster one per node: ``shared.bus.pinned``); too few replicas turn every
     successful result into a NotReplicated error.
@@ -177,17 +173,16 @@ class TickPipeline:
         self._futures: list[asyncio.Future[Any]] = []
 
     async def run(self, fill: Callable[[Pipeline], object]) -> list[Any]:
-        if isinstance(self.redis, RedisCluster):
-            if self.wait is not None:  # one connection per node, each closed by its WAIT
-                collected = collector()
-                fill(collected)
-                return await run_pinned(self.redis, collected.command_stack, self.wait)
-            async with self.redis.pipeline(transaction=self.transaction) as pipe:
+        cluster = isinstance(self.redis, RedisCluster)
+        if cluster and self.transaction:
+            async with self.redis.pipeline(transaction=True) as pipe:
                 fill(pipe)
                 return await _execute(pipe, self.wait)
         loop = asyncio.get_running_loop()
         if self._pipe is None:
-            self._pipe = self.redis.pipeline(transaction=self.transaction)
+            self._pipe = (
+                collector() if cluster else self.redis.pipeline(transaction=self.transaction)
+            )
             loop.call_soon(self._flush)
         start = len(self._pipe.command_stack)
         fill(self._pipe)
@@ -203,7 +198,10 @@ class TickPipeline:
         assert pipe is not None
 
         async def execute() -> list[Any]:
-            results = await _execute(pipe, self.wait)
+            if isinstance(self.redis, RedisCluster):
+                results = await run_pinned(self.redis, pipe.command_stack, self.wait)
+            else:
+                results = await _execute(pipe, self.wait)
             return [results[a:b] for a, b in spans]
 
         _settle_later(futures, execute())
