@@ -72,6 +72,16 @@ GROUPS = (
 
 
 _CHECKOUT = f"{Path(__file__).resolve().parents[1]}/"  # this checkout, wherever it is
+MISSING = (
+    "py-spy is not installed (the bench extra): run `make bench` once, "
+    "or .venv/bin/python -m pip install -e '.[bench]'"
+)
+
+
+def _py_spy() -> str | None:
+    """py-spy on PATH or beside this interpreter (the venv's bin/), or None."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or (str(beside) if os.access(beside, os.X_OK) else None)
 
 
 def _frame_key(frame: str) -> str:
@@ -165,7 +175,9 @@ def _spy(
 ) -> str:
     """py-spy record on ``pid`` (itself pinned to ``cpus``); the collapsed stacks, or raise.
     ``nonblocking``: never pause the process (less exact stacks, undisturbed timing)."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    spy = _py_spy()
+    if spy is None:
+        raise RuntimeError(MISSING)
     argv = [spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
     argv += ["--rate", str(rate), "--nolineno", "--format", "raw", "--output", str(out)]
     argv += ["--nonblocking"] if nonblocking else []
@@ -281,7 +293,10 @@ def _profile_e2e(args: argparse.Namespace, workdir: Path) -> int:
 
 def profile(args: argparse.Namespace) -> int:
     """Profile ``args.target`` (ingress, responder, sender, or all three end to end) and print
-    the top costs."""
+    the top costs. Without py-spy: one line saying how to install it, exit code 2."""
+    if _py_spy() is None:
+        print(MISSING, file=sys.stderr)
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="wecom-bus-profile-"))
     try:
         if args.target == "e2e":

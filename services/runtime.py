@@ -19,6 +19,7 @@ import uvicorn
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
+from services.serving import uvicorn_options
 from shared.bus import metrics, names
 from shared.bus.delivery import Handler
 from shared.bus.options import ConsumerOptions
@@ -161,9 +162,7 @@ async def serve_consumer(
 ) -> None:
     """Serve ``app`` while ``consumer`` runs; ``background`` tasks run under ``supervisor``
     (pass the one whose ``healthy`` the app's /readyz checks)."""
-    config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
-    )
+    config = uvicorn.Config(app, host=host, port=port, **uvicorn_options(lifespan="off"))
     server = _Server(config)
     install_signal_handlers(consumer)
     stop = asyncio.Event()

@@ -8,6 +8,7 @@ stream whose steps the test releases one by one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,18 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from devkit.fakewecom import FakeApp, FakeConfig, FakeWeCom, create_app
 from devkit.fakewecom.bot import FakeBots, bots_from_env
 from services.ingress.app import create_app as create_ingress
 from shared.bus import Context, Router
 from shared.config import Secret
+from shared.protocol.aibot import encrypt_bot_reply
+from shared.protocol.aibot_reply import stream_reply
 from shared.protocol.crypto import generate_encoding_aes_key, generate_token
 from shared.schemas.aibot import BotText
 from tests import helpers
@@ -152,3 +159,31 @@ async def test_a_refused_callback_fails_the_conversation(
         assert record.status == "failed" and record.error == "HTTP 403"
     finally:
         await bots.aclose()
+
+
+async def test_closing_ends_the_polls_even_when_a_cancel_is_lost(tmp_path: Path) -> None:
+    """On Python 3.11 a cancel landing as redis-py's write finishes is lost (its wait_for) and
+    the poll answers as usual: closing must still end the polls, not after six minutes."""
+    bots = bots_from_env(bots_env("redis://127.0.0.1:1/0", tmp_path))
+    crypto, parked = bots.bot(BOT).crypto, asyncio.Event()
+    lost: list[bool] = []
+
+    async def ingress(request: Request) -> Response:  # "still thinking", every time
+        if bots.records[-1].polls and not lost:  # the first poll: parked until cancelled
+            parked.set()
+            with contextlib.suppress(asyncio.CancelledError):  # the lost cancel
+                await asyncio.Event().wait()
+            lost.append(True)
+        plaintext = stream_reply("s1", "thinking", finish=False)
+        params = request.query_params
+        body = encrypt_bot_reply(crypto, plaintext, params["timestamp"], params["nonce"])
+        return Response(body, media_type="application/json")
+
+    app = Starlette(routes=[Route("/bot/{name}", ingress, methods=["POST"])])
+    bots._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    record = await bots.send_text(BOT, "alice", "a long question")
+    assert record.status == "answering"
+    await asyncio.wait_for(parked.wait(), 10)
+    async with asyncio.timeout(10):
+        await bots.aclose()
+    assert lost and not bots._tasks

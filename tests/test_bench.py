@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from bench import procs
+from bench.__main__ import main as bench_main
 from bench.callbacks import (
     Credentials,
     callback_requests,
@@ -136,6 +137,22 @@ def test_profile_summary_shares() -> None:
     assert report["samples"] == 4
     assert ("decrypt (shared/protocol/c.py)", 75.0) in report["self_top"]
     assert ("receive (services/ingress/callback.py)", 75.0) in report["inclusive_top"]
+
+
+def test_profile_without_py_spy_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No bench extra: one line and exit code 2 at once, not a traceback from a spy thread."""
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no py-spy on PATH…
+    monkeypatch.setattr("sys.executable", str(tmp_path / "bin" / "python"))  # …nor beside us
+    out = tmp_path / "profile.json"
+    for target in ("ingress", "e2e"):
+        assert bench_main(["profile", "--target", target, "--out", str(out)]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and len(captured.err.splitlines()) == 1
+        assert "make bench" in captured.err and "pip install -e '.[bench]'" in captured.err
+    assert not out.exists()
 
 
 def test_report_says_what_was_not_measured() -> None:

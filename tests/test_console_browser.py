@@ -139,9 +139,12 @@ def test_the_overview_shows_a_stopped_groups_lag_growing(page: Page, system: Sys
     expect(lag).to_have_text("0")
     for i in range(3):
         assert system.push(**{"from": "bob", "type": "text", "content": f"lag {i}"})["ok"]
-    expect(lag).to_have_text("3")  # the page refreshes itself every 5 s
+    # What follows shows only after a refresh of the page (every 5 s), the counters only after
+    # the ingress flushed them (every 5 s) too: up to 10 s unloaded, so never expect's default
+    # 5 s (page.set_default_timeout does not reach expect).
+    expect(lag).to_have_text("3", timeout=WAIT_MS)
     responder = page.locator('tr[data-group="responder"] td.lag')
-    expect(responder).to_have_text("0")  # a running group keeps up
-    # The ingress's per-minute counters reach the chart (flushed every 5 s).
-    expect(page.locator('[data-app="default"] .n-callbacks')).not_to_have_text("0")
+    expect(responder).to_have_text("0", timeout=WAIT_MS)  # a running group keeps up
+    counted = page.locator('[data-app="default"] .n-callbacks')
+    expect(counted).not_to_have_text("0", timeout=WAIT_MS)
     shoot(page, "console-overview")

@@ -11,9 +11,10 @@ Each fenced block needs a language tag; what "run" means depends on it:
   ``wecom-bus …`` (also after ``kubectl exec … --`` and ``docker compose run <service>``)
   parses with the CLI's own parser; ``make X`` names a Makefile target; ``python -m bench …``
   uses sub-commands, flags and choices bench's ``--help`` lists; ``pytest``, ``cp``,
-  ``kubectl apply -k`` and ``docker build`` name paths that exist; a ``curl`` URL's path is a
-  route of the ingress or the send API; ``docker compose`` names services of
-  docker-compose.yml; any other program must be in ``EXTERNAL`` (tools a user brings).
+  ``kubectl apply -k`` and ``docker build`` name paths that exist; a ``curl`` URL's path is
+  served by a route of the ingress, the sender or the console (their apps' route tables);
+  ``docker compose`` names services of docker-compose.yml; any other program must be in
+  ``EXTERNAL`` (tools a user brings).
 - ``toml`` and ``yaml``: parsed (the rules files are also loaded by the keywords example's
   loader in tests/test_example_keywords.py).
 - ``promql``: each line passes ``promtool check rules`` and names only metrics docs/metrics.md
@@ -27,14 +28,16 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import importlib
 import importlib.util
+import inspect
 import re
 import shlex
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -43,14 +46,20 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 from redis.asyncio import Redis
-from starlette.routing import compile_path
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Mount, Route
 
 from services.cli import build_parser
+from services.console.app import create_app as create_console
+from services.console.auth import Access
+from services.ingress.app import create_app as create_ingress
+from services.sender.api import create_api
 from shared.bus import Router
 from shared.bus.testing import run_events, text_message, texts
 from shared.config import load_settings
 from shared.errors import SchemaError
 from shared.schemas.outbound import TextSend, split_request
+from tests import helpers
 from tests.test_metrics_doc import documented
 from tests.test_monitoring import run_promtool
 
@@ -190,18 +199,27 @@ def make_targets() -> set[str]:
     return set(re.findall(r"^([\w-]+):", makefile, re.M))
 
 
-def routes() -> list[str]:
-    """The HTTP paths of the ingress, the send API and the gateway, as their routes declare them."""
-    found = []
-    for source in (
-        "services/ingress/app.py",
-        "services/sender/api.py",
-        "services/sender/gateway.py",
-    ):
-        text = (ROOT / source).read_text(encoding="utf-8")
-        found += re.findall(r'\bRoute\("([^"]+)"', text)
-    assert "/callback" in found and "/v1/messages" in found
+@functools.cache
+def routes() -> tuple[BaseRoute, ...]:
+    """The routes the ingress, the sender (send API, gateway, health) and the console serve: read
+    from the apps they build, so a route added or renamed is seen (Redis is never reached)."""
+    settings = helpers.settings("redis://127.0.0.1:6379/0")
+    redis = Redis.from_url(settings.require_redis())
+    ingress = create_ingress(settings, redis)  # an ASGI function around its Starlette routes
+    wrapped = inspect.getclosurevars(ingress).nonlocals.values()
+    apps = [
+        *[app for app in [ingress, *wrapped] if isinstance(app, Starlette)],
+        create_api(settings, redis, clients={}),
+        create_console(settings, redis, Access(None)),
+    ]
+    found = tuple(route for app in apps for route in app.routes)
+    assert served(found, "/callback") and served(found, "/v1/messages")
     return found
+
+
+def served(table: Sequence[BaseRoute], path: str) -> bool:
+    """Whether a route of ``table`` takes ``path`` (with any method)."""
+    return any(isinstance(route, Route | Mount) and route.path_regex.match(path) for route in table)
 
 
 def compose_services() -> set[str]:
@@ -270,7 +288,7 @@ def check(argv: list[str], created: dict[str, str]) -> None:
     elif program == "curl":
         (url,) = [a for a in operands if "://" in a]
         path = urlparse(url).path
-        assert any(compile_path(r)[0].match(path) for r in routes()), f"no route for {url}"
+        assert served(routes(), path), f"no route for {url}"
     elif program == "docker" and args[:1] == ["compose"]:
         if args[1] == "run":
             service, *rest = [a for a in args[2:] if not a.startswith("--")]
@@ -297,6 +315,14 @@ def test_shell_blocks_name_commands_that_exist(where: str, lang: str, code: str)
     assert shown, where
     for argv in shown:
         check(argv, created)
+
+
+def test_curl_paths_are_checked_against_the_routes_the_services_serve() -> None:
+    table = routes()
+    for path in ("/callback/hr", "/bot/helper", "/healthz", "/v1/wecom/user/get", "/static/x"):
+        assert served(table, path), path
+    for path in ("/v1/nothing", "/callbacks", "/v1/messages/a/b"):
+        assert not served(table, path), path
 
 
 def test_the_shell_check_refuses_what_does_not_exist() -> None:

@@ -1,9 +1,10 @@
 """Background tasks cannot die silently: a failing one is logged, restarted with backoff, and
-/readyz answers 503 until it runs again."""
+/readyz answers 503 until it runs again. And serve_consumer: HTTP, consumer and tasks together."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import httpx
@@ -13,8 +14,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from starlette.applications import Starlette
 
+from devkit.embedded_redis import free_port
 from services.health import health_routes
-from services.runtime import Supervisor
+from services.runtime import Supervisor, serve_consumer
+from shared.bus.delivery import Delivery, Output
+from shared.bus.options import ConsumerOptions
+from shared.bus.worker import Consumer
 
 
 async def test_a_failing_background_task_is_logged_restarted_and_readyz_is_503_meanwhile(
@@ -84,3 +89,39 @@ async def test_a_task_that_returns_early_is_restarted_and_stop_ends_all(
     await asyncio.wait_for(supervisor.wait(), 5)
     ended = [r for r in caplog.records if "ended by itself" in r.getMessage()]
     assert len(ended) == 2 and all(r.__dict__["task"] == "gauges" for r in ended)
+
+
+async def test_a_consumer_service_answers_quietly_and_everything_stops_with_the_consumer(
+    redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handler(delivery: Delivery) -> list[Output]:
+        return []
+
+    options = ConsumerOptions(prefix="t", block_ms=100, start="backlog")
+    consumer = Consumer(redis, stream="t:served", group="g", handler=handler, options=options)
+    stopped = asyncio.Event()
+
+    async def gauges(stop: asyncio.Event) -> None:
+        await stop.wait()
+        stopped.set()
+
+    port = free_port()
+    app = Starlette(routes=health_routes(redis, lambda: consumer.healthy))
+    serving = asyncio.create_task(
+        serve_consumer(consumer, app, host="127.0.0.1", port=port, background=[gauges])
+    )
+    try:
+        with caplog.at_level(logging.DEBUG):
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                async with asyncio.timeout(20):
+                    while True:
+                        with contextlib.suppress(httpx.TransportError):
+                            if (ready := await client.get("/readyz")).status_code == 200:
+                                break
+                        await asyncio.sleep(0.05)
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(serving, 20)
+    assert stopped.is_set()
+    assert "server" not in ready.headers  # no server names itself (services/serving.py)
+    assert not [r for r in caplog.records if r.name == "uvicorn.access"]

@@ -20,6 +20,7 @@ import uvicorn
 from devkit.fakewecom.app import create_app
 from devkit.fakewecom.bot import bots_from_env
 from devkit.fakewecom.state import DEFAULT_MEMBERS, FakeApp, FakeConfig
+from services.serving import uvicorn_options
 from shared import logs
 from shared.config import load_settings
 from shared.errors import ConfigError
@@ -56,15 +57,8 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     logs.configure("fake-wecom", settings.log_level, settings.log_format)
     app = create_app(config_from_env(), bots=bots_from_env(os.environ))
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=5,
-    )
+    options = uvicorn_options(timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=args.host, port=args.port, **options)
     return 0
 
 

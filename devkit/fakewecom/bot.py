@@ -127,6 +127,7 @@ class FakeBots:
         self.records: list[BotRecord] = []
         self.rev = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False  # ends the polls even if a cancel is lost (see aclose)
         self.api_base = api_base.rstrip("/")
         self.codes: dict[str, _Code] = {}
 
@@ -140,6 +141,10 @@ class FakeBots:
         record.rev = self.rev
 
     async def aclose(self) -> None:
+        """Stop the polls and close the client. A cancel alone may not stop a poll: on Python
+        3.11 one landing as redis-py's write finishes (its asyncio.wait_for, in the ingress the
+        poll calls in process) is lost, and the poll returns as if nothing happened."""
+        self._closing = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -264,7 +269,7 @@ class FakeBots:
         self, bot: FakeBot, record: BotRecord, chattype: str, chatid: str | None, started: float
     ) -> None:
         """Poll the stream until it finishes, fails or WeCom's six minutes are over."""
-        while record.status == "answering":
+        while record.status == "answering" and not self._closing:
             await asyncio.sleep(self.poll_interval)
             if time.monotonic() - started > self.max_wait:
                 record.status = "gave_up"

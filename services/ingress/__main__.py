@@ -9,16 +9,15 @@ from typing import Any
 import uvicorn
 
 from services.ingress.app import create_app
+from services.serving import uvicorn_options
 from shared import logs, tracing
 from shared.config import load_settings
 
 # Production settings, also used by `make bench` for every receiver it compares.
 UVICORN_OPTIONS: dict[str, Any] = {
+    **uvicorn_options(),
     "loop": "uvloop",
     "http": "httptools",
-    "access_log": False,
-    "log_config": None,
-    "server_header": False,
     "proxy_headers": True,  # behind a k8s Ingress; trusted from INGRESS_TRUSTED_PROXIES only
     "timeout_keep_alive": 15,
     "timeout_graceful_shutdown": 10,
