@@ -9,6 +9,7 @@ revoked, as WeCom documents.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from shared.wecom import (
     WeComAPIError,
     WeComClient,
 )
+from shared.wecom import token as token_module
 from tests.inprocess_wecom import InProcessWeCom
 
 KEY = "wecom:token:{wwcorp:1000002}"
@@ -401,3 +403,27 @@ async def test_a_45009_on_gettoken_waits_at_least_a_minute(
     with pytest.raises(RateLimitedError):
         await cache.get()
     assert fetch.calls == 1
+
+
+async def test_the_lock_keeper_stops_even_when_its_cancel_is_lost(
+    redis: Redis, fetcher: Callable[..., Fetcher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Python 3.11 a cancel landing as redis-py's command finishes can be lost (its
+    wait_for): the keeper's extend then returns as usual, and the fetch that cancelled it must
+    still end instead of waiting on a keeper that extends the lock forever."""
+    parked, lost = asyncio.Event(), asyncio.Event()
+    extend = token_module._EXTEND
+
+    async def lossy(client: Redis, keys: Any, args: Any) -> Any:
+        if not lost.is_set():  # the first extend: parked until cancelled, the cancel lost
+            parked.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+            lost.set()
+        return await extend(client, keys, args)
+
+    monkeypatch.setattr(token_module, "_EXTEND", lossy)
+    cache = make_cache(redis, fetcher(gate=parked), lock_ttl=0.3)
+    async with asyncio.timeout(10):
+        token = await cache.get()
+    assert lost.is_set() and token

@@ -184,7 +184,8 @@ class TokenCache:
 
     async def _refresh_locked(self, owner: str, *, reason: str, stale: str | None = None) -> str:
         """Holding the lock: re-check Redis, else fetch and store. Releases the lock."""
-        keeper = asyncio.create_task(self._keep_lock(owner))
+        done = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lock(owner, done))
         try:
             value, remaining = await self._read()
             if value is not None and value != stale and remaining > self.refresh_ahead:
@@ -198,15 +199,19 @@ class TokenCache:
                 log.warning("redis unreachable; token kept in-process only", extra=self._x)
             return self._adopt(token, ttl)
         finally:
+            done.set()  # the keeper also stops on this: Python 3.11 can lose the cancel below
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
             with contextlib.suppress(*_REDIS_DOWN):  # else the lock expires after lock_ttl
                 await _RELEASE(self._redis, [self.lock_key], [owner])
 
-    async def _keep_lock(self, owner: str) -> None:
+    async def _keep_lock(self, owner: str, done: asyncio.Event) -> None:
         # Real time on purpose: the lock's PX runs on Redis's clock, not on an injected one.
-        while True:
+        # ``done`` ends the loop even when its cancel was lost inside redis-py's wait_for.
+        while not done.is_set():
             await asyncio.sleep(self.lock_ttl / 3)
+            if done.is_set():
+                return
             if not await _EXTEND(self._redis, [self.lock_key], [owner, self._ms(self.lock_ttl)]):
                 log.warning("lost the token refresh lock while fetching", extra=self._x)
                 return
