@@ -111,6 +111,7 @@ class OutboxHandler:
         self.probe_recheck = probe_recheck
         self.duplicate_check = duplicate_check
         self.max_deliveries = max_deliveries
+        self._sent: dict[str, Any] = {}  # app -> its wecom_sender_sends{errcode="0"} child
         self._gate = Gate(redis)  # services.sender.gates
         self._record = Records(redis, prefix, wait)  # services.sender.records
 
@@ -364,8 +365,13 @@ class OutboxHandler:
             await pipe.execute()
 
     def _report(self, entry: OutboxEntry, result: SendResult) -> None:
-        SENDS.labels(entry.app, "0").inc()
+        sent = self._sent.get(entry.app)
+        if sent is None:  # the labelled child once per app, not a label lookup per send
+            sent = self._sent[entry.app] = SENDS.labels(entry.app, "0")
+        sent.inc()
         self.tally.add(entry.app, "0")
+        if not result.partial:
+            return
         for kind in ("invaliduser", "invalidparty", "invalidtag", "unlicenseduser"):
             if bad := getattr(result, kind):
                 PARTIAL.labels(entry.app, kind).inc(len(bad))

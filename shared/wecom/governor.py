@@ -26,6 +26,7 @@ whole milliseconds because Lua turns numbers into strings with 14 significant di
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -275,5 +276,9 @@ def seconds_to_midnight(now: float) -> float:
 def _wecom_day(now_ms: int) -> tuple[int, str]:
     """Start (unix ms) and ``yyyymmdd`` of the WeCom day holding ``now_ms``."""
     start_ms = (now_ms + _OFFSET_MS) // _DAY_MS * _DAY_MS - _OFFSET_MS
-    day = datetime.fromtimestamp(start_ms / 1000, WECOM_TZ).strftime("%Y%m%d")
-    return start_ms, day
+    return start_ms, _day_name(start_ms)
+
+
+@functools.lru_cache(maxsize=4)  # a send asks for the same day as the one before
+def _day_name(start_ms: int) -> str:
+    return datetime.fromtimestamp(start_ms / 1000, WECOM_TZ).strftime("%Y%m%d")
