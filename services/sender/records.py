@@ -2,8 +2,9 @@
 and after the last part the request's state (``shared.bus.sendstate``).
 
 One script per send (``sendstate.RECORD``: all or nothing), the records of the sends finishing
-in one event-loop tick sent to Redis as one pipeline (``ScriptBatch``); ``wait`` closes that
-pipeline with one WAIT, and too few replicas raise NotReplicated (the write stands on the
+in one event-loop tick sent to Redis as one pipeline, with the gates of that tick
+(``services.sender.gates``); with ``wait`` the records have a pipeline of their own, closed by
+one WAIT, and too few replicas raise NotReplicated (the write stands on the
 primary; the redelivery finds the mark and sends nothing). On Redis Cluster, where the status
 hash and the marks live in different slots, the same writes go out as a pipeline, mark before
 state (a sent mark overrules a stale state).
@@ -15,8 +16,9 @@ import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from services.sender.gates import run
 from shared.bus import names, sendstate
-from shared.bus.scripts import ScriptBatch, TickPipeline, Wait
+from shared.bus.scripts import TickPipeline, Wait
 from shared.connection import is_cluster
 from shared.wecom.client import SendResult
 
@@ -40,11 +42,16 @@ _encode = msgspec.json.Encoder().encode
 
 
 class Records:
-    def __init__(self, redis: Redis, prefix: str, wait: Wait | None = None) -> None:
+    """``await records(...)``: one send's record. ``ticks``: the gate's pipeline, shared
+    (not used with ``wait``, whose WAIT the gates need not wait for)."""
+
+    def __init__(
+        self, redis: Redis, prefix: str, ticks: TickPipeline, wait: Wait | None = None
+    ) -> None:
         self.prefix = prefix
         self._cluster = is_cluster(redis)
-        self._batch = ScriptBatch(sendstate.RECORD, redis, wait=wait)
-        self._pipes = TickPipeline(redis, wait=wait)  # on a cluster: a pipeline per call
+        # on a cluster, a pipeline per call (TickPipeline's own rule)
+        self._ticks = ticks if wait is None else TickPipeline(redis, wait=wait)
 
     async def __call__(
         self,
@@ -67,7 +74,7 @@ class Records:
             keys, args = sendstate.record_call(
                 self.prefix, request_id, part, (mark, record), SENT_TTL, finished
             )
-            await self._batch.call(keys, args)
+            await run(self._ticks, sendstate.RECORD, keys, args)
             return
 
         def fill(pipe: Pipeline) -> None:
@@ -79,6 +86,6 @@ class Records:
                     pipe.set(whole[0], whole[1], ex=SENT_TTL)
                 sendstate.sent(pipe, self.prefix, request_id, msgids, code)
 
-        for outcome in await self._pipes.run(fill):
+        for outcome in await self._ticks.run(fill):
             if isinstance(outcome, Exception):
                 raise outcome
