@@ -1,11 +1,12 @@
 """The outbox handler: one send request in, each of its messages delivered to WeCom once.
 
 For each entry, and for each part of it (a text or markdown reply over 2048 bytes is sent as
-ordered parts, ``shared.schemas.split``), one pipelined round trip asks three questions: was it
-sent already (``sent:<id>``, or ``sent:<id>#<k>`` for part k)? Is the app's circuit closed
-(``shared.wecom.circuit``)? Do its members have room (``Governor``)? Already sent → skip;
-circuit open or no room → park the entry in ``<prefix>:delayed`` until then (it comes back as a
-new outbox entry and resumes at its first unsent part); else send, then mark it sent.
+ordered parts, ``shared.schemas.split``), one script (``services.sender.gates``) asks three
+questions: was it sent already (``sent:<id>``, or ``sent:<id>#<k>`` for part k)? Is the app's
+circuit closed (``shared.wecom.circuit``)? Do its members have room (``Governor``)? Already sent
+→ skip; circuit open or no room → park the entry in ``<prefix>:delayed`` until then (it comes
+back as a new outbox entry and resumes at its first unsent part); else send, then mark it sent
+(one script, ``services.sender.records``), before the consumer acks the entry.
 
 ``enable_duplicate_check`` follows ``SENDER_DUPLICATE_CHECK``: ``redelivery`` (default) sets it
 when an earlier attempt may have reached WeCom, which the per-part attempt count in the
