@@ -93,7 +93,6 @@ class AiohttpWire:
             connector=connector,
             headers=self._headers,
             timeout=self._timeout,
-            proxy=self._proxy,
             cookie_jar=aiohttp.DummyCookieJar(),  # WeCom sets none; nothing to keep
         )
         return self._session
@@ -109,7 +108,8 @@ class AiohttpWire:
     async def post(self, endpoint: str, token: str, body: bytes) -> tuple[int, bytes]:
         session = self._session or self._open()
         try:
-            async with session.post(self._url(endpoint, token), data=body) as response:
+            url = self._url(endpoint, token)
+            async with session.post(url, data=body, proxy=self._proxy) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
             raise WeComUnavailableError(endpoint, f"timed out ({type(exc).__name__})") from None
