@@ -115,11 +115,22 @@ async def test_every_wecom_call_goes_through_the_proxy(redis: Redis, fake_url: s
             assert (await wecom.agent())["agentid"] == helpers.AGENT_ID
             answer = await wecom.call("GET", "user/get", params={"userid": "alice"})
             assert answer.json()["name"] == "Alice"
+            # message/send: aiohttp directly (shared.wecom.wire), through the same proxy
+            sent = await wecom.send(
+                {"touser": "alice", "msgtype": "text", "text": {"content": "hi"}}
+            )
+            assert sent.msgid
     finally:
         await proxy.stop()
     paths = [urlsplit(line.split(" ")[1]).path for line in proxy.seen]
-    assert paths == ["/cgi-bin/gettoken", "/cgi-bin/agent/get", "/cgi-bin/user/get"]
-    assert all(line.startswith(f"GET {fake_url}/") for line in proxy.seen)
+    assert paths == [
+        "/cgi-bin/gettoken",
+        "/cgi-bin/agent/get",
+        "/cgi-bin/user/get",
+        "/cgi-bin/message/send",
+    ]
+    assert all(line.startswith(f"GET {fake_url}/") for line in proxy.seen[:3])
+    assert proxy.seen[3].startswith(f"POST {fake_url}/cgi-bin/message/send?access_token=")
 
 
 async def test_without_a_proxy_nothing_goes_through_one(redis: Redis, fake_url: str) -> None:
@@ -128,6 +139,7 @@ async def test_without_a_proxy_nothing_goes_through_one(redis: Redis, fake_url: 
     try:
         async with client(redis, fake_url, None) as wecom:
             await wecom.agent()
+            await wecom.send({"touser": "alice", "msgtype": "text", "text": {"content": "hi"}})
     finally:
         await proxy.stop()
     assert proxy.seen == []

@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import httpx
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from services.runtime import (
     AnyConsumer,
@@ -128,6 +127,24 @@ def build(
     )
 
 
+def observer(settings: Settings, redis: Redis, apps: list[str], every: float = 5.0) -> Background:
+    """The delayed queue's size and each app's circuit (another replica may have changed one)
+    into the gauges, every ``every`` seconds. A Redis failure ends the task: the Supervisor
+    logs it, marks it down (``/readyz``, ``wecom_background_task_up``) and restarts it."""
+
+    async def observe(stop: asyncio.Event) -> None:
+        parts = names.partitions(settings.prefix, settings.partitions)
+        while not stop.is_set():
+            DELAYED.set(sum([await delayed.size(redis, p) for p in parts]))
+            for name in apps:
+                state = await circuit.read(redis, settings.prefix, name)
+                show_circuit(name, state.state)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
+    return observe
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     logs.configure("sender", settings.log_level, settings.log_format)
@@ -155,16 +172,7 @@ def run(args: argparse.Namespace) -> int:
                 ready=lambda: consumer.healthy and supervisor.healthy,
             )
 
-            async def observe(stop: asyncio.Event) -> None:
-                while not stop.is_set():
-                    with contextlib.suppress(RedisError, OSError):
-                        parts = names.partitions(settings.prefix, settings.partitions)
-                        DELAYED.set(sum([await delayed.size(redis, p) for p in parts]))
-                        for name in clients:  # another replica may have changed a circuit
-                            state = await circuit.read(redis, settings.prefix, name)
-                            show_circuit(name, state.state)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 5.0)
+            observe = observer(settings, redis, list(clients))
 
             async def counters(stop: asyncio.Event) -> None:  # for the console, every 5 s
                 await tally.run(redis, settings.prefix, stop)

@@ -1,34 +1,129 @@
-"""The sender's gate round trip on Redis Cluster, whose pipeline refuses EVALSHA.
+"""The sender's gate: before each send (each part of a split request), in one script.
 
-Elsewhere the handler queues the four calls of a send's gate (the sent mark, the attempt
-count, the circuit and governor scripts) on one shared pipeline; on a cluster they go out as
-concurrent calls instead, each routed to the node holding its keys.
+Was it sent already (the part's sent mark)? How many attempts at it so far (the status hash)?
+Is the app's circuit closed (``shared.wecom.circuit``)? Do its members have room (the
+``Governor``)? :data:`GATE` answers all four in one script that runs the circuit's and the
+governor's own Lua (their functions, not copies), and the gates of the sends that reach this
+point in one event-loop tick go to Redis as one pipeline (a ``TickPipeline`` the records of the
+sends finishing in that tick share, ``services.sender.records``). It also stops at the
+first no: a send already made admits nothing, a circuit that says wait leaves the governor
+untouched, and a probe whose members have no room gives the probe back, so nothing has to be
+undone in another round trip.
+
+On Redis Cluster the keys live in different slots (the marks and the status hash apart from
+the app's circuit and windows): the same questions go out as separate calls, in two rounds.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
+from shared.bus.scripts import Script, TickPipeline
+from shared.connection import is_cluster
 from shared.wecom import circuit
-from shared.wecom.governor import ACQUIRE
+from shared.wecom.governor import ACQUIRE, ACQUIRE_LUA
 
-__all__ = ["cluster_gate"]
+__all__ = ["GATE", "Gate", "Opened", "run"]
+
+# KEYS: the sent mark, the status hash, the circuit, then the governor's keys (none: nobody
+#       is counted).
+# ARGV: the attempts field, the circuit's three arguments, then the governor's ten.
+# Returns {mark or false, attempts or false, circuit answer, governor answer}; the circuit's
+# answer is 0 for a probe given back because the governor said wait.
+GATE = Script(
+    circuit.ADMIT_LUA
+    + ACQUIRE_LUA
+    + """
+local mark = redis.call('GET', KEYS[1])
+local tries = redis.call('HGET', KEYS[2], ARGV[1])
+if mark then return {mark, tries, 0, 0} end
+local admit = circuit_admit(KEYS[3], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+if admit > 0 or #KEYS == 3 then return {false, tries, admit, 0} end
+local gov_keys, gov_args = {}, {}
+for i = 4, #KEYS do gov_keys[#gov_keys + 1] = KEYS[i] end
+for i = 5, #ARGV do gov_args[#gov_args + 1] = ARGV[i] end
+local wait = governor_acquire(gov_keys, gov_args)
+if wait > 0 and admit == -1 then
+  redis.call('HDEL', KEYS[3], 'probe')
+  admit = 0
+end
+return {false, tries, admit, wait}
+"""
+)
 
 
-async def cluster_gate(
+class Opened(msgspec.Struct, frozen=True):
+    """What the gate found: ``mark`` (the part was sent: its record), ``tries`` (attempts so
+    far), ``admit`` (the circuit: 0 go, -1 go as its probe, n > 0 wait n ms; never a probe when
+    the part was sent or the governor said wait) and ``acquired`` (the governor's answer)."""
+
+    mark: bytes | None
+    tries: int
+    admit: int
+    acquired: int
+
+
+class Gate:
+    """``await gate(...)``: GATE's answer, through ``ticks`` (one pipeline a tick)."""
+
+    def __init__(self, redis: Redis, ticks: TickPipeline) -> None:
+        self.redis = redis
+        self._cluster = is_cluster(redis)
+        self._ticks = ticks
+
+    async def __call__(
+        self,
+        mark: str,
+        tries: tuple[str, str],
+        gate: tuple[list[str], list[int]],
+        gov: tuple[list[str], tuple[int | str, ...]] | None,
+    ) -> Opened:
+        if self._cluster:
+            return await _cluster_gate(self.redis, mark, tries, gate, gov)
+        keys: list[str] = [mark, tries[0], *gate[0]]
+        args: list[int | str] = [tries[1], *gate[1]]
+        if gov is not None:
+            keys += gov[0]
+            args += gov[1]
+        found, count, admit, acquired = await run(self._ticks, GATE, keys, args)
+        return Opened(found, int(count or 0), int(admit), int(acquired))
+
+
+async def run(ticks: TickPipeline, script: Script, keys: list[str], args: list[Any]) -> Any:
+    """``script`` on this tick's pipeline; loaded again (alone) when Redis forgot it."""
+    (result,) = await ticks.run(lambda pipe: script.queue(pipe, keys, args))
+    if isinstance(result, NoScriptError):  # Redis restarted, failed over or was flushed
+        return await script(ticks.redis, keys, args, wait=ticks.wait)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+async def _cluster_gate(
     redis: Redis,
     mark: str,
     tries: tuple[str, str],
     gate: tuple[list[str], list[int]],
     gov: tuple[list[str], tuple[int | str, ...]] | None,
-) -> tuple[bytes | None, bytes | None, Any, Any]:
-    """(sent mark, attempt count, circuit answer, governor answer or 0), concurrently."""
-    calls: list[Awaitable[Any]] = [redis.get(mark), redis.hget(*tries), circuit.ADMIT(redis, *gate)]
-    if gov is not None:
-        calls.append(ACQUIRE(redis, *gov))
-    found: list[Any] = await asyncio.gather(*calls)
-    return found[0], found[1], found[2], found[3] if gov is not None else 0
+) -> Opened:
+    """GATE's answer from separate calls (a cluster pipeline refuses EVALSHA): the mark, the
+    count and the circuit at once, then the governor unless the answer is already known."""
+    found: Any
+    found, count, admit = await asyncio.gather(
+        redis.get(mark), redis.hget(*tries), circuit.ADMIT(redis, *gate)
+    )
+    admit, tries_so_far = int(admit), int(count or 0)
+    if found is not None or admit > 0 or gov is None:
+        if found is not None and admit == -1:
+            await redis.hdel(gate[0][0], "probe")
+        return Opened(found, tries_so_far, 0 if found is not None else admit, 0)
+    acquired = int(await ACQUIRE(redis, *gov))
+    if acquired > 0 and admit == -1:
+        await redis.hdel(gate[0][0], "probe")
+        admit = 0
+    return Opened(None, tries_so_far, admit, acquired)

@@ -1,11 +1,12 @@
 """The outbox handler: one send request in, each of its messages delivered to WeCom once.
 
 For each entry, and for each part of it (a text or markdown reply over 2048 bytes is sent as
-ordered parts, ``shared.schemas.split``), one pipelined round trip asks three questions: was it
-sent already (``sent:<id>``, or ``sent:<id>#<k>`` for part k)? Is the app's circuit closed
-(``shared.wecom.circuit``)? Do its members have room (``Governor``)? Already sent → skip;
-circuit open or no room → park the entry in ``<prefix>:delayed`` until then (it comes back as a
-new outbox entry and resumes at its first unsent part); else send, then mark it sent.
+ordered parts, ``shared.schemas.split``), one script (``services.sender.gates``) asks three
+questions: was it sent already (``sent:<id>``, or ``sent:<id>#<k>`` for part k)? Is the app's
+circuit closed (``shared.wecom.circuit``)? Do its members have room (``Governor``)? Already sent
+→ skip; circuit open or no room → park the entry in ``<prefix>:delayed`` until then (it comes
+back as a new outbox entry and resumes at its first unsent part); else send, then mark it sent
+(one script, ``services.sender.records``), before the consumer acks the entry.
 
 ``enable_duplicate_check`` follows ``SENDER_DUPLICATE_CHECK``: ``redelivery`` (default) sets it
 when an earlier attempt may have reached WeCom, which the per-part attempt count in the
@@ -26,17 +27,15 @@ from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
 
 from services.sender.actions import ActionHandler, uploaded
-from services.sender.gates import cluster_gate
+from services.sender.gates import Gate
 from services.sender.metrics import CIRCUIT, PARTIAL, SENDS, SKIPPED
+from services.sender.records import SENT_TTL, Records
 from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
 from shared.bus.scripts import TickPipeline, Wait
 from shared.bus.tally import Tally
-from shared.connection import is_cluster
 from shared.logs import TRACE_ID
 from shared.schemas.envelope import OutboxEntry, decode_outbox
 from shared.schemas.outbound import SendRequest, encode_send_request, split_request
@@ -44,15 +43,13 @@ from shared.tracing import span
 from shared.wecom import circuit
 from shared.wecom.client import SendResult, WeComClient
 from shared.wecom.errors import PermanentAPIError, WeComAPIError, WeComUnavailableError
-from shared.wecom.governor import ACQUIRE, Governor, counted_members, seconds_to_midnight
+from shared.wecom.governor import Governor, counted_members, seconds_to_midnight
 
-__all__ = ["OutboxHandler", "show_circuit"]
+__all__ = ["SENT_TTL", "OutboxHandler", "show_circuit"]
 
 log = logging.getLogger("wecom_bus.sender")
 
-SENT_TTL = 7 * 86_400  # WeCom's recall window is 24 h; the card response_code lives 72 h
 DuplicateCheck = Literal["redelivery", "always", "off"]
-_sent_encoder = msgspec.json.Encoder()
 
 
 def show_circuit(app: str, state: str) -> None:
@@ -115,9 +112,10 @@ class OutboxHandler:
         self.probe_recheck = probe_recheck
         self.duplicate_check = duplicate_check
         self.max_deliveries = max_deliveries
-        self._gates = TickPipeline(redis)
-        multi = wait is None and not is_cluster(redis)  # else: other slots, or WAIT closes it
-        self._records = TickPipeline(redis, transaction=multi, wait=wait)
+        self._sent: dict[str, Any] = {}  # app -> its wecom_sender_sends{errcode="0"} child
+        ticks = TickPipeline(redis)  # a tick's gates and records: one round trip
+        self._gate = Gate(redis, ticks)  # services.sender.gates
+        self._record = Records(redis, prefix, ticks, wait)  # services.sender.records
 
     def backoff(self, attempt: int) -> float:
         """Exponential with full jitter, capped."""
@@ -193,7 +191,7 @@ class OutboxHandler:
             "wecom_bus.part": part.k,
         }
         with span("sender.governor", about):
-            earlier, probe, tries = await self._gate(entry, part)
+            earlier, probe, tries = await self._open(entry, part)
         if earlier is not None:
             SKIPPED.labels(entry.app).inc()
             return earlier
@@ -206,64 +204,29 @@ class OutboxHandler:
             show_circuit(entry.app, "closed")
             log.info("circuit closed: WeCom accepts the app again", extra={"app": entry.app})
         last = part.k == len(parts)
-        await self._record(entry, part, result, [*done, result] if last else None)
+        await self._record(entry.id, part.k, part.mark, result, [*done, result] if last else None)
         self._report(entry, result)
         return result
 
-    async def _gate(self, entry: OutboxEntry, part: _Part) -> tuple[SendResult | None, bool, int]:
+    async def _open(self, entry: OutboxEntry, part: _Part) -> tuple[SendResult | None, bool, int]:
         """(the earlier result when already sent, whether this send is the circuit's probe,
         attempts at this part so far); raises _Later when the circuit or the governor says
-        wait."""
-        now = self.clock()
+        wait. One script (services.sender.gates), shared round trip."""
         members = counted_members(part.request.touser)
         gov = self.governor.acquire_call(entry.app, members, part.rid)
-        gate = circuit.admit_call(self.prefix, entry.app, now, self.probe_lease, self.probe_recheck)
-        tries_key = (names.status(self.prefix, entry.id), sendstate.attempts_field(part.k))
-        mark, tries, admit, acquired = await self._gate_round_trip(part.mark, tries_key, gate, gov)
-        gov_wait = self.governor.wait_from(entry.app, acquired) if gov is not None else 0.0
-        probe = int(admit) == -1
-        if probe and (mark is not None or gov_wait > 0):  # this send will not probe after all
-            await circuit.release_probe(self.redis, self.prefix, entry.app)
-        if mark is not None:
-            record = msgspec.json.decode(mark, type=dict[str, Any])
+        gate = circuit.admit_call(
+            self.prefix, entry.app, self.clock(), self.probe_lease, self.probe_recheck
+        )
+        tries = (names.status(self.prefix, entry.id), sendstate.attempts_field(part.k))
+        found = await self._gate(part.mark, tries, gate, gov)
+        if found.mark is not None:
+            record = msgspec.json.decode(found.mark, type=dict[str, Any])
             return SendResult.from_payload(record), False, 0
-        if int(admit) > 0:
-            if gov is not None and gov_wait == 0:
-                await self.governor.release(entry.app, members, part.rid)
-            raise _Later(int(admit) / 1000, "the app's circuit is open")
-        if gov_wait > 0:
+        if found.admit > 0:
+            raise _Later(found.admit / 1000, "the app's circuit is open")
+        if gov is not None and (gov_wait := self.governor.wait_from(entry.app, found.acquired)):
             raise _Later(gov_wait, "a member's rate limit")
-        return None, probe, int(tries or 0)
-
-    async def _gate_round_trip(
-        self,
-        mark: str,
-        tries: tuple[str, str],
-        gate: tuple[list[str], list[int]],
-        gov: tuple[list[str], tuple[int | str, ...]] | None,
-    ) -> tuple[bytes | None, bytes | None, Any, Any]:
-        """GET the sent mark and the attempt count, run the circuit and governor scripts: one
-        round trip, shared with the other sends that reach this point in the same loop tick
-        (on a cluster, whose pipeline refuses EVALSHA, concurrent calls)."""
-        if is_cluster(self.redis):
-            return await cluster_gate(self.redis, mark, tries, gate, gov)
-
-        def fill(pipe: Pipeline) -> None:
-            pipe.get(mark)
-            pipe.hget(*tries)
-            circuit.ADMIT.queue(pipe, *gate)
-            if gov is not None:
-                ACQUIRE.queue(pipe, *gov)
-
-        results = await self._gates.run(fill)
-        if any(isinstance(r, NoScriptError) for r in results):  # Redis restarted: load them
-            results[2] = await circuit.ADMIT(self.redis, *gate)
-            if gov is not None:
-                results[3] = await ACQUIRE(self.redis, *gov)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return results[0], results[1], results[2], results[3] if gov is not None else 0
+        return None, found.admit == -1, found.tries
 
     def _with_duplicate_check(self, request: SendRequest, redelivered: bool) -> SendRequest:
         wanted = self.duplicate_check == "always" or (
@@ -394,31 +357,6 @@ class OutboxHandler:
             },
         )
 
-    async def _record(
-        self, entry: OutboxEntry, part: _Part, result: SendResult, done: list[SendResult] | None
-    ) -> None:
-        """Mark the part sent; after the last part, the request (``done``: every result).
-
-        One MULTI/EXEC shared with the sends recorded in the same tick; on a cluster or with
-        ``wait``, a pipeline, mark before state (a sent mark overrules a stale state). ``wait``:
-        too few replicas raise NotReplicated; the redelivery finds the mark, sends nothing."""
-        record = {"msgid": result.msgid, "response_code": result.response_code}
-
-        def fill(pipe: Pipeline) -> None:
-            sendstate.attempt(pipe, self.prefix, entry.id, part.k)
-            pipe.set(part.mark, _sent_encoder.encode(record), ex=SENT_TTL)
-            if done is not None:
-                msgids = [r.msgid for r in done]
-                whole = names.sent(self.prefix, entry.id)
-                if whole != part.mark:
-                    summary = {"msgid": msgids[0], "msgids": msgids, "response_code": ""}
-                    pipe.set(whole, _sent_encoder.encode(summary), ex=SENT_TTL)
-                sendstate.sent(pipe, self.prefix, entry.id, msgids, result.response_code)
-
-        for outcome in await self._records.run(fill):
-            if isinstance(outcome, Exception):
-                raise outcome
-
     async def _dead(
         self, entry: OutboxEntry, errcode: int | None, advice: str, *, attempted: int = 0
     ) -> None:
@@ -429,8 +367,13 @@ class OutboxHandler:
             await pipe.execute()
 
     def _report(self, entry: OutboxEntry, result: SendResult) -> None:
-        SENDS.labels(entry.app, "0").inc()
+        sent = self._sent.get(entry.app)
+        if sent is None:  # the labelled child once per app, not a label lookup per send
+            sent = self._sent[entry.app] = SENDS.labels(entry.app, "0")
+        sent.inc()
         self.tally.add(entry.app, "0")
+        if not result.partial:
+            return
         for kind in ("invaliduser", "invalidparty", "invalidtag", "unlicenseduser"):
             if bad := getattr(result, kind):
                 PARTIAL.labels(entry.app, kind).inc(len(bad))

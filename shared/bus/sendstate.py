@@ -21,8 +21,10 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from shared.bus import names
+from shared.bus.scripts import Script
 
 __all__ = [
+    "RECORD",
     "STATUS_TTL",
     "MessageState",
     "accepted",
@@ -31,6 +33,7 @@ __all__ = [
     "dead",
     "delayed",
     "read",
+    "record_call",
     "sent",
 ]
 
@@ -73,6 +76,45 @@ def attempt(pipe: Pipeline, prefix: str, request_id: str, part: int) -> None:
     key = names.status(prefix, request_id)
     pipe.hincrby(key, attempts_field(part), 1)
     pipe.expire(key, STATUS_TTL)
+
+
+# A send's outcome in one script: the attempt counted, the part's sent mark, and after the last
+# part the request's state (and, split, its own mark). What attempt() and sent() queue, atomic.
+# KEYS: the status hash, the part's sent mark, then (split, last part) the request's mark.
+# ARGV: the attempts field, the part's record, the marks' TTL, the hash's TTL, then (last part)
+#       the msgids (JSON), the response_code and (split) the request's record.
+RECORD = Script("""
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+if #ARGV > 4 then
+  if KEYS[3] then redis.call('SET', KEYS[3], ARGV[7], 'EX', ARGV[3]) end
+  redis.call('HSET', KEYS[1], 'state', 'sent', 'msgids', ARGV[5], 'response_code', ARGV[6])
+  redis.call('HDEL', KEYS[1], 'until', 'reason', 'errcode', 'advice')
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+""")
+
+
+def record_call(
+    prefix: str,
+    request_id: str,
+    part: int,
+    mark: tuple[str, bytes],
+    ttl: int,
+    done: tuple[list[str], str, tuple[str, bytes] | None] | None,
+) -> tuple[list[str], list[str | bytes | int]]:
+    """Keys and args of :data:`RECORD`: ``mark`` is the part's (key, record); ``done`` after
+    the last part: (msgids, response_code, the request's (key, record) when split)."""
+    keys = [names.status(prefix, request_id), mark[0]]
+    args: list[str | bytes | int] = [attempts_field(part), mark[1], ttl, STATUS_TTL]
+    if done is not None:
+        msgids, code, whole = done
+        args += [json.dumps(msgids), code]
+        if whole is not None:
+            keys.append(whole[0])
+            args.append(whole[1])
+    return keys, args
 
 
 def delayed(

@@ -37,6 +37,7 @@ from shared.bus.scripts import Script
 
 __all__ = [
     "ADMIT",
+    "ADMIT_LUA",
     "CONFIG_ERRCODES",
     "RATE_ERRCODES",
     "CircuitState",
@@ -52,18 +53,26 @@ CONFIG_ERRCODES: Final = frozenset({60020, 40001, 40013, 48002, 50003, 301002, 4
 
 Reason = Literal["rate_limited", "config"]
 
-# KEYS[1] circuit.  ARGV: now ms, probe lease ms, wait ms while another send is the probe.
+# The admission as a Lua function, so that the sender's gate script runs the same code.
+# key: the circuit.  now ms, probe lease ms, wait ms while another send is the probe.
 # 0: closed, go.  -1: go, and this send is the probe.  n > 0: wait n ms.
-ADMIT: Final = Script("""
-local untl = redis.call('HGET', KEYS[1], 'until')
-if not untl then return 0 end
-local now = tonumber(ARGV[1])
-if now < tonumber(untl) then return tonumber(untl) - now end
-local probe = tonumber(redis.call('HGET', KEYS[1], 'probe') or '0')
-if probe > now then return math.min(probe - now, tonumber(ARGV[3])) end
-redis.call('HSET', KEYS[1], 'probe', now + tonumber(ARGV[2]))
-return -1
-""")
+ADMIT_LUA: Final = """
+local function circuit_admit(key, now, lease, recheck)
+  local untl = redis.call('HGET', key, 'until')
+  if not untl then return 0 end
+  if now < tonumber(untl) then return tonumber(untl) - now end
+  local probe = tonumber(redis.call('HGET', key, 'probe') or '0')
+  if probe > now then return math.min(probe - now, recheck) end
+  redis.call('HSET', key, 'probe', now + lease)
+  return -1
+end
+"""
+
+# KEYS[1] circuit.  ARGV: now ms, probe lease ms, wait ms while another send is the probe.
+ADMIT: Final = Script(
+    ADMIT_LUA
+    + "return circuit_admit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))"
+)
 
 # KEYS[1] circuit.  ARGV: now ms, reason, errcode, advice, probe (1/0), waits ms (comma list).
 # Opens a closed circuit at the first wait; a failed probe reopens it at the next wait (the

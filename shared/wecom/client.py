@@ -1,4 +1,8 @@
-"""WeComClient: the qyapi HTTP calls the sender makes, one pooled httpx.AsyncClient per app.
+"""WeComClient: the qyapi HTTP calls the sender makes, one pooled client per app.
+
+message/send and the other JSON POSTs go over a ``shared.wecom.wire.Wire`` (aiohttp directly
+in production); the rarer calls (gettoken, media, agent/get, the gateway's passthrough) through
+an httpx.AsyncClient over aiohttp.
 
 Every authenticated call gets the access_token from a ``TokenSource`` (normally the Redis-shared
 ``TokenCache``), puts it in the query string as WeCom requires, and on 40014/42001/41001
@@ -28,11 +32,13 @@ from shared.wecom.errors import (
     WeComAPIError,
     WeComUnavailableError,
     map_transport_errors,
+    payload_from,
     payload_from_response,
     raise_for_errcode,
     scrub,
 )
 from shared.wecom.media import MEDIA_MAX, MediaKind, check_media
+from shared.wecom.wire import JSON_HEADERS, AiohttpWire, HttpxWire, Wire
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -65,7 +71,6 @@ def wecom_transport(limits: httpx.Limits, proxy: str | None) -> httpx.AsyncBaseT
 
 _encode = msgspec.json.Encoder().encode
 _decode_body = msgspec.json.Decoder(dict[str, Any]).decode
-_JSON = {"Content-Type": "application/json; charset=utf-8"}
 
 
 class _Secret(Protocol):
@@ -217,14 +222,24 @@ class WeComClient:
         proxy: str | None = None,
     ) -> None:
         self.app = app
+        agent = f"wecom-bus/{__version__}"
         self._http = httpx.AsyncClient(
             base_url=base_url,
             transport=transport or wecom_transport(limits, proxy),  # tests pass the fake's
             timeout=timeout,
             limits=limits,
-            headers={"User-Agent": f"wecom-bus/{__version__}"},
+            headers={"User-Agent": agent},
         )
         tracing.instrument_http(self._http)  # a span per WeCom call while tracing
+        # JSON POSTs (message/send…): aiohttp directly, unless a test hands us the fake's
+        # transport or tracing wants httpx's span per call (shared.wecom.wire).
+        self._wire: Wire = (
+            HttpxWire(self._http)
+            if transport is not None or tracing.enabled()
+            else AiohttpWire(
+                base_url, limits=limits, timeout=timeout, proxy=proxy, user_agent=agent
+            )
+        )
         self._state = _State.UNOPENED
         self.tokens: TokenSource = (
             token_source if isinstance(token_source, TokenSource) else token_source(self.gettoken)
@@ -250,6 +265,7 @@ class WeComClient:
 
     async def aclose(self) -> None:
         self._state = _State.CLOSED
+        await self._wire.aclose()
         await self._http.aclose()
 
     def _ensure_open(self) -> None:
@@ -361,7 +377,7 @@ class WeComClient:
         limit: int,
     ) -> httpx.Response:
         query = {**(params or {}), "access_token": token}
-        headers = _JSON if body is not None else None
+        headers = JSON_HEADERS if body is not None else None
         request = self._http.build_request(
             method, f"/cgi-bin/{endpoint}", params=query, content=body, headers=headers
         )
@@ -379,7 +395,17 @@ class WeComClient:
         return _answer(response, b"".join(chunks))
 
     async def _post_json(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._authed("POST", endpoint, content=_encode(body), headers=_JSON)
+        """POST JSON over the wire, with the token refresh of :meth:`_authed`."""
+        self._ensure_open()
+        content = _encode(body)
+        token = await self.tokens.get()
+        try:
+            return payload_from(*await self._wire.post(endpoint, token, content), endpoint)
+        except TokenInvalidError:
+            await self.tokens.invalidate(token)
+        # Exactly one retry with a fresh token; a second token failure propagates.
+        token = await self.tokens.get()
+        return payload_from(*await self._wire.post(endpoint, token, content), endpoint)
 
     async def _authed(self, method: str, endpoint: str, **kwargs: Any) -> dict[str, Any]:
         self._ensure_open()

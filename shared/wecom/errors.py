@@ -42,6 +42,7 @@ __all__ = [
     "WeComUnavailableError",
     "classify",
     "map_transport_errors",
+    "payload_from",
     "payload_from_response",
     "raise_for_errcode",
     "scrub",
@@ -216,11 +217,15 @@ def payload_from_response(response: httpx.Response, endpoint: str) -> dict[str, 
     403 or 429, an HTML error page) is not an answer from WeCom and becomes
     WeComUnavailableError, so the sender backs off and, past its delivery limit, dead-letters.
     """
-    status = response.status_code
+    return payload_from(response.status_code, response.content, endpoint)
+
+
+def payload_from(status: int, content: bytes, endpoint: str) -> dict[str, Any]:
+    """:func:`payload_from_response` of an answer's HTTP status and body."""
     if status != 200:
         raise WeComUnavailableError(endpoint, f"HTTP {status}", status_code=status)
     try:
-        payload = _decode_payload(response.content)
+        payload = _decode_payload(content)
     except msgspec.DecodeError:
         raise WeComUnavailableError(
             endpoint, "answered with something that is not a JSON object", status_code=status

@@ -26,6 +26,7 @@ whole milliseconds because Lua turns numbers into strings with 14 significant di
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +38,15 @@ from shared.bus import names
 from shared.bus.scripts import Script
 from shared.wecom.metrics import GOVERNOR_DELAYS
 
-__all__ = ["ACQUIRE", "ALL", "WECOM_TZ", "Governor", "counted_members", "seconds_to_midnight"]
+__all__ = [
+    "ACQUIRE",
+    "ACQUIRE_LUA",
+    "ALL",
+    "WECOM_TZ",
+    "Governor",
+    "counted_members",
+    "seconds_to_midnight",
+]
 
 ALL = "@all"
 # WeCom's day is Beijing time; China has had no daylight saving since 1991, so a fixed offset
@@ -47,61 +56,67 @@ WECOM_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 _DAY_MS = 86_400_000
 _OFFSET_MS = 8 * 3_600_000
 
-# KEYS: the members' zsets..., the day counter.
-# ARGV: now, request id, minute span, per minute, hour span, per hour, daily quota (0 = off),
+# The admission as a Lua function of (keys, argv), so that the sender's gate script runs the
+# same code.  keys: the members' zsets..., the day counter.
+# argv: now, request id, minute span, per minute, hour span, per hour, daily quota (0 = off),
 #       ms to the next WeCom midnight, zset TTL, day counter TTL.   All times in ms.
 # Returns 0 when admitted (and recorded), else the ms until every member would have room.
-ACQUIRE = Script("""
-local now, member = tonumber(ARGV[1]), ARGV[2]
-local windows = {{tonumber(ARGV[3]), tonumber(ARGV[4])}, {tonumber(ARGV[5]), tonumber(ARGV[6])}}
-local quota, to_midnight = tonumber(ARGV[7]), tonumber(ARGV[8])
-local n = #KEYS - 1
-local longest = math.max(windows[1][1], windows[2][1])
+ACQUIRE_LUA = """
+local function governor_acquire(keys, argv)
+  local now, member = tonumber(argv[1]), argv[2]
+  local windows = {{tonumber(argv[3]), tonumber(argv[4])}, {tonumber(argv[5]), tonumber(argv[6])}}
+  local quota, to_midnight = tonumber(argv[7]), tonumber(argv[8])
+  local n = #keys - 1
+  local longest = math.max(windows[1][1], windows[2][1])
 
--- When will (t - span, t] hold fewer than `limit` entries besides this request's own?
--- Its own record never counts against it: re-acquiring a request does not count it twice.
-local function room_at(key, span, limit)
-  local from = '(' .. (now - span)
-  local count = redis.call('ZCOUNT', key, from, '+inf')
-  local own = redis.call('ZSCORE', key, member)
-  if own and tonumber(own) > now - span then count = count - 1 end
-  if count < limit then return now end
-  -- the (count - limit + 1)-th oldest other entry has to leave the window
-  local k, seen = count - limit + 1, 0
-  local entries = redis.call('ZRANGEBYSCORE', key, from, '+inf', 'WITHSCORES', 'LIMIT', 0, k + 1)
-  for i = 1, #entries, 2 do
-    if entries[i] ~= member then
-      seen = seen + 1
-      if seen == k then return tonumber(entries[i + 1]) + span end
+  -- When will (t - span, t] hold fewer than `limit` entries besides this request's own?
+  -- Its own record never counts against it: re-acquiring a request does not count it twice.
+  local function room_at(key, span, limit)
+    local from = '(' .. (now - span)
+    local count = redis.call('ZCOUNT', key, from, '+inf')
+    local own = redis.call('ZSCORE', key, member)
+    if own and tonumber(own) > now - span then count = count - 1 end
+    if count < limit then return now end
+    -- the (count - limit + 1)-th oldest other entry has to leave the window
+    local k, seen = count - limit + 1, 0
+    local entries = redis.call('ZRANGEBYSCORE', key, from, '+inf', 'WITHSCORES', 'LIMIT', 0, k + 1)
+    for i = 1, #entries, 2 do
+      if entries[i] ~= member then
+        seen = seen + 1
+        if seen == k then return tonumber(entries[i + 1]) + span end
+      end
+    end
+    return now + span
+  end
+
+  local wait, fresh = 0, 0
+  for i = 1, n do
+    redis.call('ZREMRANGEBYSCORE', keys[i], '-inf', now - longest)
+    if not redis.call('ZSCORE', keys[i], member) then fresh = fresh + 1 end
+    for _, w in ipairs(windows) do
+      wait = math.max(wait, room_at(keys[i], w[1], w[2]) - now)
     end
   end
-  return now + span
-end
-
-local wait, fresh = 0, 0
-for i = 1, n do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - longest)
-  if not redis.call('ZSCORE', KEYS[i], member) then fresh = fresh + 1 end
-  for _, w in ipairs(windows) do
-    wait = math.max(wait, room_at(KEYS[i], w[1], w[2]) - now)
+  if quota > 0 and fresh > 0 then
+    local used = tonumber(redis.call('GET', keys[n + 1]) or '0')
+    if used + fresh > quota then wait = math.max(wait, to_midnight) end
   end
-end
-if quota > 0 and fresh > 0 then
-  local used = tonumber(redis.call('GET', KEYS[n + 1]) or '0')
-  if used + fresh > quota then wait = math.max(wait, to_midnight) end
-end
-if wait > 0 then return wait end
+  if wait > 0 then return wait end
 
-for i = 1, n do
-  redis.call('ZADD', KEYS[i], now, member)
-  redis.call('PEXPIRE', KEYS[i], ARGV[9])
+  for i = 1, n do
+    redis.call('ZADD', keys[i], now, member)
+    redis.call('PEXPIRE', keys[i], argv[9])
+  end
+  if fresh > 0 then
+    redis.call('INCRBY', keys[n + 1], fresh)
+    redis.call('PEXPIRE', keys[n + 1], argv[10])
+  end
+  return 0
 end
-if fresh > 0 then
-  redis.call('INCRBY', KEYS[n + 1], fresh)
-  redis.call('PEXPIRE', KEYS[n + 1], ARGV[10])
-end
-return 0
-""")
+"""
+
+# KEYS and ARGV: those of governor_acquire.
+ACQUIRE = Script(ACQUIRE_LUA + "return governor_acquire(KEYS, ARGV)")
 
 # KEYS: the members' zsets..., today's counter.  ARGV: request id, start of today (ms).
 # Records from before today stay out of today's counter: yesterday's quota no longer matters.
@@ -261,5 +276,9 @@ def seconds_to_midnight(now: float) -> float:
 def _wecom_day(now_ms: int) -> tuple[int, str]:
     """Start (unix ms) and ``yyyymmdd`` of the WeCom day holding ``now_ms``."""
     start_ms = (now_ms + _OFFSET_MS) // _DAY_MS * _DAY_MS - _OFFSET_MS
-    day = datetime.fromtimestamp(start_ms / 1000, WECOM_TZ).strftime("%Y%m%d")
-    return start_ms, day
+    return start_ms, _day_name(start_ms)
+
+
+@functools.lru_cache(maxsize=4)  # a send asks for the same day as the one before
+def _day_name(start_ms: int) -> str:
+    return datetime.fromtimestamp(start_ms / 1000, WECOM_TZ).strftime("%Y%m%d")

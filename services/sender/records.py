@@ -1,0 +1,91 @@
+"""The sender's record of a send WeCom accepted: the attempt counted, the part's sent mark,
+and after the last part the request's state (``shared.bus.sendstate``).
+
+One script per send (``sendstate.RECORD``: all or nothing), the records of the sends finishing
+in one event-loop tick sent to Redis as one pipeline, with the gates of that tick
+(``services.sender.gates``); with ``wait`` the records have a pipeline of their own, closed by
+one WAIT, and too few replicas raise NotReplicated (the write stands on the
+primary; the redelivery finds the mark and sends nothing). On Redis Cluster, where the status
+hash and the marks live in different slots, the same writes go out as a pipeline, mark before
+state (a sent mark overrules a stale state).
+"""
+
+from __future__ import annotations
+
+import msgspec
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from services.sender.gates import run
+from shared.bus import names, sendstate
+from shared.bus.scripts import TickPipeline, Wait
+from shared.connection import is_cluster
+from shared.wecom.client import SendResult
+
+__all__ = ["SENT_TTL", "Records"]
+
+SENT_TTL = 7 * 86_400  # WeCom's recall window is 24 h; the card response_code lives 72 h
+
+
+class _Sent(msgspec.Struct):
+    msgid: str
+    response_code: str
+
+
+class _Whole(msgspec.Struct):
+    msgid: str
+    msgids: list[str]
+    response_code: str = ""
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Records:
+    """``await records(...)``: one send's record. ``ticks``: the gate's pipeline, shared
+    (not used with ``wait``, whose WAIT the gates need not wait for)."""
+
+    def __init__(
+        self, redis: Redis, prefix: str, ticks: TickPipeline, wait: Wait | None = None
+    ) -> None:
+        self.prefix = prefix
+        self._cluster = is_cluster(redis)
+        # on a cluster, a pipeline per call (TickPipeline's own rule)
+        self._ticks = ticks if wait is None else TickPipeline(redis, wait=wait)
+
+    async def __call__(
+        self,
+        request_id: str,
+        part: int,
+        mark: str,
+        result: SendResult,
+        done: list[SendResult] | None,
+    ) -> None:
+        """Mark part ``part`` sent (its key ``mark``); after the last part, the request
+        (``done``: every part's result, in order)."""
+        record = _encode(_Sent(result.msgid, result.response_code))
+        whole_key = names.sent(self.prefix, request_id)
+        finished: tuple[list[str], str, tuple[str, bytes] | None] | None = None
+        if done is not None:
+            msgids = [r.msgid for r in done]
+            whole = (whole_key, _encode(_Whole(msgids[0], msgids))) if whole_key != mark else None
+            finished = (msgids, result.response_code, whole)
+        if not self._cluster:
+            keys, args = sendstate.record_call(
+                self.prefix, request_id, part, (mark, record), SENT_TTL, finished
+            )
+            await run(self._ticks, sendstate.RECORD, keys, args)
+            return
+
+        def fill(pipe: Pipeline) -> None:
+            pipe.set(mark, record, ex=SENT_TTL)
+            sendstate.attempt(pipe, self.prefix, request_id, part)
+            if finished is not None:
+                msgids, code, whole = finished
+                if whole is not None:
+                    pipe.set(whole[0], whole[1], ex=SENT_TTL)
+                sendstate.sent(pipe, self.prefix, request_id, msgids, code)
+
+        for outcome in await self._ticks.run(fill):
+            if isinstance(outcome, Exception):
+                raise outcome
