@@ -20,7 +20,8 @@ import msgspec
 import redis
 
 from bench.callbacks import Credentials, outbox_entries
-from bench.pipeline import _drain_rate, _drained, _fill, _system, _wait
+from bench.e2e import wait
+from bench.pipeline import _drain_rate, _drained, _fill, _system
 from bench.plan import QUICK, Context
 from bench.procs import cores
 from devkit.embedded_redis import EmbeddedRedis
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         client = redis.Redis(port=rds.port)
         outbox, group = names.outbox(), names.SENDER_GROUP
         _fill(client, outbox, outbox_entries(200, members, tag="warm"))
-        _wait(lambda: _drained(client, outbox, group), 60.0, system)
+        wait(lambda: _drained(client, outbox, group), 60.0, system)
         for r in range(args.rounds):
             entries = outbox_entries(args.entries, members, tag=f"r{r}")
             drain = _drain_rate(ctx, system, rds, outbox, group, entries)
