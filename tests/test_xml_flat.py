@@ -89,7 +89,7 @@ def test_anything_else_is_left_to_expat(body: bytes) -> None:
 
 
 def test_refusals_are_still_expats_own() -> None:
-    with pytest.raises(XMLParseError, match="not well-formed|malformed"):
+    with pytest.raises(XMLParseError, match=r"not well-formed|malformed"):
         parser.read_message(b"<xml><A>\x01</A></xml>")
     with pytest.raises(XMLParseError, match="duplicate <Encrypt>"):
         parser.parse_envelope(b"<xml><Encrypt>a</Encrypt><Encrypt>b</Encrypt></xml>")
