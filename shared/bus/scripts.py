@@ -18,6 +18,8 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
+from shared.bus.wire import send_batch
+
 __all__ = ["NotReplicated", "Script", "ScriptBatch", "TickPipeline", "Wait", "check_replicated"]
 
 Keys = Sequence[str | bytes]
@@ -106,14 +108,15 @@ class Script:
         *,
         full: bool,
     ) -> list[Any]:
-        pipe = redis.pipeline(transaction=False)
+        head = ("EVAL", self.text) if full else ("EVALSHA", self.sha)
+        commands: list[Sequence[Any]] = []
         for i in which:
             keys, args = calls[i]
-            if full:
-                pipe.eval(self.text, len(keys), *keys, *args)
-            else:
-                self.queue(pipe, keys, args)
-        return await _execute(pipe, wait)
+            commands.append((*head, len(keys), *keys, *args))
+        if wait is None:
+            return await send_batch(redis, commands)
+        results = await send_batch(redis, [*commands, ("WAIT", *wait)])
+        return _replicated(results, wait)
 
 
 class ScriptBatch:
@@ -205,8 +208,12 @@ async def _execute(pipe: Any, wait: Wait | None) -> list[Any]:
     if wait is not None:
         pipe.execute_command("WAIT", *wait)
     results: list[Any] = list(await pipe.execute(raise_on_error=False))
-    if wait is None:
-        return results
+    return results if wait is None else _replicated(results, wait)
+
+
+def _replicated(results: list[Any], wait: Wait) -> list[Any]:
+    """``results`` of writes and, last, WAIT's answer: each success becomes NotReplicated when
+    too few replicas confirmed them."""
     acked = results.pop()
     try:
         if isinstance(acked, BaseException):

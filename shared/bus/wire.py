@@ -1,0 +1,91 @@
+"""Many commands in one round trip, without redis-py's pipeline machinery.
+
+``Script.run_batch`` (every ``ScriptBatch``: the ingress's stores, the consumers' commits)
+sends a handful of EVALSHA calls per event-loop tick. redis-py's ``Pipeline`` spends more CPU
+around such a batch than Redis spends running it: each argument goes through its encoder's
+type checks and each command through its response-callback, retry and watch machinery. Here
+the commands are packed in one pass (bytes, str, int and float only: what scripts take) and
+sent on one pooled connection; each reply is read by the connection's own parser, an error
+reply in place.
+
+A connection that fails or is interrupted while a batch is in flight is dropped, never
+returned to the pool with unread replies. A batch whose connection failed is sent once more on
+a fresh connection, as redis-py's default retry does: callers only batch calls that are safe to
+repeat (scripts that check what they already did).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = ["pack", "send_batch"]
+
+Arg = bytes | str | int | float
+_RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+
+
+def _arg(value: Arg) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bool):  # an int to Python, refused by redis-py too
+        raise TypeError("cannot send a bool to Redis")
+    if isinstance(value, int):
+        return b"%d" % value
+    if isinstance(value, float):
+        return repr(value).encode()
+    raise TypeError(f"cannot send {type(value).__name__} to Redis")
+
+
+def pack(commands: Sequence[Sequence[Arg]]) -> bytes:
+    """The RESP encoding of ``commands``, back to back."""
+    out: list[bytes] = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for value in command:
+            data = _arg(value)
+            out.append(b"$%d\r\n" % len(data))
+            out.append(data)
+            out.append(b"\r\n")
+    return b"".join(out)
+
+
+async def send_batch(redis: Redis, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+    """Send ``commands`` in one write and read one reply each (an error reply in place).
+
+    Connection errors and timeouts are raised (after one more try on a fresh connection).
+    """
+    payload = pack(commands)
+    for attempt in (1, 2):
+        try:
+            return await _round_trip(redis, payload, len(commands))
+        except _RETRYABLE:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _round_trip(redis: Redis, payload: bytes, replies: int) -> list[Any]:
+    pool = redis.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await conn.send_packed_command(payload)
+        results: list[Any] = []
+        for _ in range(replies):
+            try:
+                results.append(await conn.read_response())
+            except ResponseError as exc:
+                results.append(exc)
+        return results
+    except BaseException:
+        await conn.disconnect(nowait=True)  # replies may still be on the way: never reuse it
+        raise
+    finally:
+        await pool.release(conn)
