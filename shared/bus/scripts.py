@@ -20,7 +20,15 @@ from redis.exceptions import NoScriptError, RedisError
 
 from shared.bus.wire import send_batch
 
-__all__ = ["NotReplicated", "Script", "ScriptBatch", "TickPipeline", "Wait", "check_replicated"]
+__all__ = [
+    "NotReplicated",
+    "Script",
+    "ScriptBatch",
+    "TickPipeline",
+    "Wait",
+    "check_replicated",
+    "settle_later",
+]
 
 Keys = Sequence[str | bytes]
 Args = Sequence[str | bytes | int | float]
@@ -149,7 +157,7 @@ class ScriptBatch:
     def _flush(self) -> None:
         calls, futures = self._calls, self._futures
         self._calls, self._futures = [], []
-        _settle_later(futures, self.script.run_batch(self.redis, calls, wait=self.wait))
+        settle_later(futures, self.script.run_batch(self.redis, calls, wait=self.wait))
 
 
 class TickPipeline:
@@ -199,7 +207,7 @@ class TickPipeline:
             results = await _execute(pipe, self.wait)
             return [results[a:b] for a, b in spans]
 
-        _settle_later(futures, execute())
+        settle_later(futures, execute())
 
 
 async def _execute(pipe: Any, wait: Wait | None) -> list[Any]:
@@ -224,7 +232,7 @@ def _replicated(results: list[Any], wait: Wait) -> list[Any]:
     return results
 
 
-def _settle_later(futures: list[asyncio.Future[Any]], results: Awaitable[list[Any]]) -> None:
+def settle_later(futures: list[asyncio.Future[Any]], results: Awaitable[list[Any]]) -> None:
     """Hand each caller its result (an error is raised to it) once ``results`` are in."""
     task = asyncio.ensure_future(_settle(futures, results))
     task.add_done_callback(_retrieve)
