@@ -60,4 +60,4 @@ async def test_the_reads_of_one_tick_are_answered_each(redis: Redis) -> None:
         turns.wait(entry_id(), ("a/2", 3), bound=30),
         turns.wait(entry_id(60), ("a/3", 9), bound=0.5),  # gave up: its bound passed
     )
-    assert answers == [True, True, False]
+    assert list(answers) == [True, True, False]
