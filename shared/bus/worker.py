@@ -255,9 +255,12 @@ class Consumer:
         if self._free() <= 0:
             self._slot.clear()
             await self._slot.wait()
-        else:
-            await self._read_once(block=True)
-        return 0.0
+            return 0.0
+        wanted = min(self.options.batch, self._free())
+        got = await self._read_once(block=True)
+        # Entries are arriving one by one: let a few more gather, so that the next read and
+        # the commits of what it returns serve several (options.read_linger).
+        return self.options.read_linger if 0 < got < wanted else 0.0
 
     async def _read_once(self, *, block: bool) -> int:
         free = min(self.options.batch, self._free())
