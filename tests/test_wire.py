@@ -8,6 +8,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.bus.wire import pack, send_batch
 
@@ -57,3 +58,19 @@ async def test_a_cancelled_batch_never_leaves_replies_for_the_next(redis: Redis)
     await redis.rpush("nothing", "late")  # would be BLPOP's reply on a reused connection
     assert await send_batch(redis, [("PING",)]) in ([b"PONG"], [True])
     assert await redis.lrange("nothing", 0, -1) == [b"late"]
+
+
+async def test_a_batch_past_the_socket_timeout_fails_and_drops_its_connection(
+    redis_url: str,
+) -> None:
+    client = Redis.from_url(redis_url, socket_timeout=0.2)
+    try:
+        await client.delete("slow")
+        with pytest.raises(RedisTimeoutError):
+            await send_batch(client, [("PING",), ("BLPOP", "slow", 2)])
+        await client.rpush("slow", "late")  # BLPOP's reply, were that connection reused
+        assert await send_batch(client, [("PING",)]) in ([b"PONG"], [True])
+        assert await client.lrange("slow", 0, -1) == [b"late"]
+    finally:
+        await client.delete("slow")
+        await client.aclose()

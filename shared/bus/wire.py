@@ -16,6 +16,8 @@ repeat (scripts that check what they already did).
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,17 +77,21 @@ async def send_batch(redis: Redis, commands: Sequence[Sequence[Arg]]) -> list[An
 async def _round_trip(redis: Redis, payload: bytes, replies: int) -> list[Any]:
     pool = redis.connection_pool
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    results: list[Any] = []
     try:
-        await conn.send_packed_command(payload)
-        results: list[Any] = []
-        for _ in range(replies):
-            try:
-                results.append(await conn.read_response())
-            except ResponseError as exc:
-                results.append(exc)
+        # One socket timeout for the whole batch rather than one per reply (math.inf: none).
+        async with asyncio.timeout(conn.socket_timeout):
+            await conn.send_packed_command(payload)
+            for _ in range(replies):
+                try:
+                    results.append(await conn.read_response(timeout=math.inf))
+                except ResponseError as exc:
+                    results.append(exc)
         return results
-    except BaseException:
+    except BaseException as exc:
         await conn.disconnect(nowait=True)  # replies may still be on the way: never reuse it
+        if type(exc) is TimeoutError:
+            raise RedisTimeoutError(f"no answer within {conn.socket_timeout} s") from None
         raise
     finally:
         await pool.release(conn)
