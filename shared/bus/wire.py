@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,16 +68,53 @@ async def send_batch(redis: Redis, commands: Sequence[Sequence[Arg]]) -> list[An
     payload = pack(commands)
     for attempt in (1, 2):
         try:
-            return await _round_trip(redis, payload, len(commands))
+            return await _round_trip(redis, payload, len(commands), fresh=attempt == 2)
         except _RETRYABLE:
+            await _forget(redis.connection_pool)  # its other idle connections may be dead too
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
-async def _round_trip(redis: Redis, payload: bytes, replies: int) -> list[Any]:
+# Connections this module keeps checked out of a pool between batches: a pool's checkout
+# (lock, bookkeeping, a readiness probe of the socket) costs as much as packing a batch. Kept
+# connections never hold unread replies (any failure drops the connection); a failure forgets
+# all of a pool's, and the retry checks a fresh one out of the pool.
+_KEEP = 8
+_idle: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+
+
+async def _checkout(pool: Any, fresh: bool) -> Any:
+    idle = None if fresh else _idle.get(pool)
+    if idle:
+        conn = idle.pop()
+        if not conn.is_connected:
+            try:
+                await conn.connect()
+            except BaseException:
+                await pool.release(conn)
+                raise
+        return conn
+    return await pool.get_connection()
+
+
+async def _checkin(pool: Any, conn: Any) -> None:
+    idle = _idle.setdefault(pool, [])
+    if len(idle) < _KEEP and conn.is_connected and not getattr(conn, "should_reconnect", bool)():
+        idle.append(conn)
+    else:
+        await pool.release(conn)
+
+
+async def _forget(pool: Any) -> None:
+    for conn in _idle.pop(pool, []):
+        await conn.disconnect(nowait=True)
+        await pool.release(conn)
+
+
+async def _round_trip(redis: Redis, payload: bytes, replies: int, *, fresh: bool) -> list[Any]:
     pool = redis.connection_pool
-    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    conn = await _checkout(pool, fresh)
     results: list[Any] = []
     try:
         # One socket timeout for the whole batch rather than one per reply (math.inf: none).
@@ -87,11 +125,11 @@ async def _round_trip(redis: Redis, payload: bytes, replies: int) -> list[Any]:
                     results.append(await conn.read_response(timeout=math.inf))
                 except ResponseError as exc:
                     results.append(exc)
-        return results
     except BaseException as exc:
         await conn.disconnect(nowait=True)  # replies may still be on the way: never reuse it
+        await pool.release(conn)
         if type(exc) is TimeoutError:
             raise RedisTimeoutError(f"no answer within {conn.socket_timeout} s") from None
         raise
-    finally:
-        await pool.release(conn)
+    await _checkin(pool, conn)
+    return results
