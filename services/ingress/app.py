@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from starlette.applications import Starlette
@@ -94,7 +94,11 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     )
     # AI bots (智能机器人): GET|POST /bot/<name> of WECOM_BOTS_FILE, see services/ingress/bot.py
     rest.router.routes.extend(bot_routes(settings, client, dedup_ttl=dedup_ttl(max_skew)))
-    proxied = ProxyHeadersMiddleware(rest, trusted_hosts=settings.ingress_trusted_proxies)
+    # uvicorn types its middleware with its own ASGI types; Starlette's are the same protocol.
+    proxied = cast(
+        ASGIApp,
+        ProxyHeadersMiddleware(cast(Any, rest), trusted_hosts=settings.ingress_trusted_proxies),
+    )
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
