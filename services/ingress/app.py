@@ -94,11 +94,13 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     )
     # AI bots (智能机器人): GET|POST /bot/<name> of WECOM_BOTS_FILE, see services/ingress/bot.py
     rest.router.routes.extend(bot_routes(settings, client, dedup_ttl=dedup_ttl(max_skew)))
+    return _dispatch(post, rest, settings.ingress_trusted_proxies)
+
+
+def _dispatch(post: ASGIApp, rest: Starlette, trusted_proxies: str) -> ASGIApp:
+    """POST /callback[/<app>] to ``post``; everything else to ``rest``, behind proxy headers."""
     # uvicorn types its middleware with its own ASGI types; Starlette's are the same protocol.
-    proxied = cast(
-        ASGIApp,
-        ProxyHeadersMiddleware(cast(Any, rest), trusted_hosts=settings.ingress_trusted_proxies),
-    )
+    proxied = cast(ASGIApp, ProxyHeadersMiddleware(cast(Any, rest), trusted_hosts=trusted_proxies))
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
