@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from shared import tracing
 from shared.bus import names
 from shared.bus.scripts import Script, Wait
 from shared.bus.streaminfo import (
@@ -229,12 +230,14 @@ async def read_group(
     redis: Redis, stream: str, group: str, consumer: str, *, count: int, block_ms: int | None
 ) -> list[Entry]:
     """XREADGROUP of new entries (``>``); ``block_ms=None`` returns at once. Sent through
-    ``shared.bus.wire`` (a consumer's hottest call) except on a cluster."""
-    if isinstance(redis, RedisCluster):
-        reply = await redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
-        if isinstance(reply, dict):  # RESP3
-            return [e for entries in reply.values() for e in _entries(entries[0])]
-        return [e for _, entries in reply or () for e in _entries(entries)]
+    ``shared.bus.wire`` (a consumer's hottest call) except on a cluster and while tracing."""
+    if isinstance(redis, RedisCluster) or tracing.enabled():
+        got: Any = await redis.xreadgroup(
+            group, consumer, {stream: ">"}, count=count, block=block_ms
+        )
+        if isinstance(got, dict):  # RESP3
+            return [e for entries in got.values() for e in _entries(entries[0])]
+        return [e for _, entries in got or () for e in _entries(entries)]
     block = () if block_ms is None else ("BLOCK", block_ms)
     command = ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, *block)
     (reply,) = await send_batch(redis, [(*command, "STREAMS", stream, ">")])

@@ -6,7 +6,8 @@ around such a batch than Redis spends running it: each argument goes through its
 type checks and each command through its response-callback, retry and watch machinery. Here
 the commands are packed in one pass (bytes, str, int and float only: what scripts take) and
 sent on one pooled connection; each reply is read by the connection's own parser, an error
-reply in place.
+reply in place. While tracing is on, batches go through redis-py's pipeline instead, so
+that the Redis instrumentation still records their commands.
 
 A connection that fails or is interrupted while a batch is in flight is dropped, never
 returned to the pool with unread replies. A batch whose connection failed is sent once more on
@@ -26,6 +27,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared import tracing
 
 __all__ = ["pack", "send_batch"]
 
@@ -65,6 +68,8 @@ async def send_batch(redis: Redis, commands: Sequence[Sequence[Arg]]) -> list[An
 
     Connection errors and timeouts are raised (after one more try on a fresh connection).
     """
+    if tracing.enabled():
+        return await _traced(redis, commands)
     payload = pack(commands)
     for attempt in (1, 2):
         try:
@@ -74,6 +79,15 @@ async def send_batch(redis: Redis, commands: Sequence[Sequence[Arg]]) -> list[An
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+async def _traced(redis: Redis, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+    """While tracing: through redis-py's pipeline, which the Redis instrumentation wraps in
+    spans (commands only whose replies redis-py passes through unchanged come here)."""
+    pipe = redis.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(await pipe.execute(raise_on_error=False))
 
 
 # Connections this module keeps checked out of a pool between batches: a pool's checkout
