@@ -113,12 +113,13 @@ def make_consumer(
     handler: Handler,
     start: Literal["new", "backlog"],
     concurrency: int | None = None,
+    read_linger: float = 0.0,
 ) -> AnyConsumer:
     """A consumer of ``stream`` (``names.events`` or ``names.outbox``) in every partition, with
     the BUS_* settings every consumer service shares (and ``concurrency`` deliveries at once
     instead of the default, for a service whose handler mostly waits; split over the
-    partitions); one partition: a plain Consumer."""
-    options = ConsumerOptions.from_settings(settings, start=start)
+    partitions; ``read_linger``: see ``ConsumerOptions``); one partition: a plain Consumer."""
+    options = ConsumerOptions.from_settings(settings, start=start, read_linger=read_linger)
     if concurrency is not None:
         options = msgspec.structs.replace(options, concurrency=concurrency)
     streams = [stream(p) for p in names.partitions(settings.prefix, settings.partitions)]

@@ -18,7 +18,9 @@ UVICORN_OPTIONS: dict[str, Any] = {
     **uvicorn_options(),
     "loop": "uvloop",
     "http": "httptools",
-    "proxy_headers": True,  # behind a k8s Ingress; trusted from INGRESS_TRUSTED_PROXIES only
+    # Behind a k8s Ingress: the app applies proxy headers from INGRESS_TRUSTED_PROXIES itself,
+    # only where they are read (services/ingress/app.py), not on every callback.
+    "proxy_headers": False,
     "timeout_keep_alive": 15,
     "timeout_graceful_shutdown": 10,
 }
@@ -33,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
         app,
         host=args.host,
         port=args.port,
-        forwarded_allow_ips=settings.ingress_trusted_proxies,
         **UVICORN_OPTIONS,
     )
     return 0

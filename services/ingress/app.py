@@ -1,7 +1,11 @@
 """The ingress application: ``create_app(settings)`` wires routes, Redis and per-app crypto.
 
 POST /callback[/<app>] goes straight to the ``Receiver`` (a plain ASGI app, the hot path);
-everything else (GET verification, health, metrics, 404/405) goes through Starlette.
+everything else (GET verification, health, metrics, AI bots, 404/405) goes through Starlette.
+
+Proxy headers (``X-Forwarded-For``/``-Proto`` from ``INGRESS_TRUSTED_PROXIES`` only) are applied
+to the Starlette side alone: the POST receiver reads neither the client address nor the scheme,
+and uvicorn's middleware in front of everything cost a trust check per callback.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from starlette.applications import Starlette
@@ -17,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.health import health_routes
 from services.ingress.bot import bot_routes
@@ -89,6 +94,13 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     )
     # AI bots (智能机器人): GET|POST /bot/<name> of WECOM_BOTS_FILE, see services/ingress/bot.py
     rest.router.routes.extend(bot_routes(settings, client, dedup_ttl=dedup_ttl(max_skew)))
+    return _dispatch(post, rest, settings.ingress_trusted_proxies)
+
+
+def _dispatch(post: ASGIApp, rest: Starlette, trusted_proxies: str) -> ASGIApp:
+    """POST /callback[/<app>] to ``post``; everything else to ``rest``, behind proxy headers."""
+    # uvicorn types its middleware with its own ASGI types; Starlette's are the same protocol.
+    proxied = cast(ASGIApp, ProxyHeadersMiddleware(cast(Any, rest), trusted_hosts=trusted_proxies))
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -96,6 +108,6 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             if path == "/callback" or path.startswith("/callback/"):
                 await post(scope, receive, send)
                 return
-        await rest(scope, receive, send)
+        await proxied(scope, receive, send)
 
     return app

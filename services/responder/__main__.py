@@ -26,6 +26,11 @@ from shared.errors import ConfigError
 log = logging.getLogger("wecom_bus.responder")
 
 BUILTIN_GROUPS = {names.RESPONDER_GROUP}
+# A responder's handlers answer in microseconds, and a Redis round trip costs more CPU than
+# that: under a steady trickle of events, letting 3 ms of them gather before the next read
+# serves several per read and per commit round trip (`make bench`: about a third less CPU per
+# event at 500/s), for at most 3 ms more latency. Idle, the first event is read at once.
+READ_LINGER = 0.003
 
 
 def load_router(spec: str) -> Router:
@@ -57,6 +62,7 @@ def build_consumer(state: State, router: Router, group: str, start: str) -> AnyC
             max_deliveries=settings.max_deliveries,  # as ConsumerOptions.from_settings
         ),
         start="backlog" if start == "backlog" else "new",
+        read_linger=READ_LINGER,
     )
 
 

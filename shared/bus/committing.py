@@ -16,19 +16,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import msgspec
+from prometheus_client import Counter
 from redis import exceptions as rex
 from redis.asyncio import Redis
 
 from shared.bus import metrics, names, streams
 from shared.bus.delivery import Delivery, Output
 from shared.bus.options import ConsumerOptions
-from shared.bus.ordering import order_of
+from shared.bus.ordering import Turns, order_of
 from shared.bus.outage import OUTAGE, RedisWatch
 from shared.bus.streams import FieldValue
 
 __all__ = ["Recorder"]
 
 log = logging.getLogger("wecom_bus.bus")
+FAILED = object()  # what _persist answers for a write it could not make
 _encode_json = msgspec.json.Encoder().encode
 
 
@@ -53,11 +55,13 @@ class Recorder:
         self.deadletter = names.deadletter(names.partition_of(stream, options.prefix))
         self.stats: collections.Counter[str] = collections.Counter()
         self._commits = streams.COMMIT.batch(redis, wait=options.wait)
+        self._counters: dict[str, Counter] = {}
+        self.turns = Turns(redis, stream, group)  # the members' done marks (shared.bus.ordering)
 
     async def commit(self, delivery: Delivery, outputs: Sequence[Output]) -> None:
         """XADD the outputs and XACK the entry, atomically (one script call per entry; the
         commits of one loop tick share a round trip)."""
-        maxlen = self.options.maxlen
+        maxlen, order = self.options.maxlen, order_of(delivery.fields)
         keys, args = streams.commit_call(
             stream=self.stream,
             group=self.group,
@@ -65,10 +69,12 @@ class Recorder:
             outputs=[(out.stream, out.fields, out.maxlen or maxlen, out.order) for out in outputs],
             retry_key=self.retry_key,
             maxlen=maxlen,
-            order=order_of(delivery.fields),
+            order=order,
         )
-        committed = await self._persist(lambda _: self._commits.call(keys, args))
-        self.count("ok" if committed else "failed")
+        answer = await self._persist(lambda _: self._commits.call(keys, args))
+        self.count("failed" if answer is FAILED else "ok")
+        if answer == 1 and order is not None:  # this commit moved the member's done mark
+            self.turns.committed(order)
 
     async def retry(self, delivery: Delivery, due_ms: int) -> bool:
         """Leave the entry pending and due at ``due_ms``; False if that could not be written."""
@@ -78,7 +84,7 @@ class Recorder:
             entry_id=delivery.entry_id,
             due_ms=due_ms,
         )
-        done = await self._persist(put)
+        done = await self._persist(put) is not FAILED
         self.count("retry" if done else "failed")
         return done
 
@@ -101,7 +107,7 @@ class Recorder:
             "time": f"{time.time():.3f}",
             "consumer": self.consumer,
         }
-        moved = await self._persist(
+        moved = FAILED is not await self._persist(
             partial(
                 streams.dead_letter,
                 deadletter=self.deadletter,
@@ -120,18 +126,24 @@ class Recorder:
 
     def count(self, outcome: str) -> None:
         self.stats[outcome] += 1
-        metrics.PROCESSED.labels(self.stream, self.group, outcome).inc()
+        counter = self._counters.get(outcome)
+        if counter is None:  # one label lookup per outcome, not per delivery
+            counter = self._counters[outcome] = metrics.PROCESSED.labels(
+                self.stream, self.group, outcome
+            )
+        counter.inc()
 
-    async def _persist(self, op: Callable[[Redis], Awaitable[object]]) -> bool:
-        """Run one write, retrying through short outages; False: not done (stays pending).
+    async def _persist(self, op: Callable[[Redis], Awaitable[object]]) -> object:
+        """Run one write, retrying through short outages: what it answered, or ``FAILED``: not
+        done (the entry stays pending).
 
         Retrying is safe: the scripts do nothing once the entry is no longer pending.
         """
         for attempt in range(5):
             try:
-                await op(self.redis)
+                answer = await op(self.redis)
                 self.watch.ok()
-                return True
+                return answer
             except OUTAGE as exc:
                 self.watch.outage(exc)
                 await asyncio.sleep(random.uniform(0, 0.1 * 2**attempt))
@@ -139,7 +151,7 @@ class Recorder:
                 if not streams.is_nogroup(exc):
                     raise
                 self._on_nogroup()
-                return False
+                return FAILED
         where = {"stream": self.stream, "group": self.group, "consumer": self.consumer}
         log.warning("could not record an outcome; the entry stays pending", extra=where)
-        return False
+        return FAILED

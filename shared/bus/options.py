@@ -42,6 +42,10 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
       for that many replicas (0: no WAIT).
     * ``order_wait`` (s, ``BUS_ORDER_WAIT``): how long entry n of a member waits for n-1 to be
       committed (``shared.bus.ordering``; 0: never waits).
+    * ``read_linger`` (s): after a read that returned some entries but fewer than it could
+      take, wait this long before the next one, so that reads and commits serve several
+      entries each under a steady trickle (every round trip costs more CPU than handling a
+      message); adds at most that much latency. 0: read again at once.
     """
 
     concurrency: int = 16
@@ -60,12 +64,15 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
     min_replicas: int = 0
     min_replicas_timeout: int = 1000
     order_wait: float = _SETTINGS.order_wait
+    read_linger: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.concurrency, self.batch, self.max_deliveries, self.block_ms) < 1:
             raise ValueError("concurrency, batch, max_deliveries and block_ms must be >= 1")
         if min(self.claim_idle, self.handler_timeout, self.housekeeping_interval) <= 0:
             raise ValueError("claim_idle, handler_timeout and housekeeping_interval must be > 0")
+        if not 0 <= self.read_linger <= 1:
+            raise ValueError("read_linger must be between 0 and 1 s")
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> ConsumerOptions:

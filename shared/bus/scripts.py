@@ -19,8 +19,17 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from shared.bus.pinned import collector, run_pinned
+from shared.bus.wire import send_batch
 
-__all__ = ["NotReplicated", "Script", "ScriptBatch", "TickPipeline", "Wait", "check_replicated"]
+__all__ = [
+    "NotReplicated",
+    "Script",
+    "ScriptBatch",
+    "TickPipeline",
+    "Wait",
+    "check_replicated",
+    "settle_later",
+]
 
 Keys = Sequence[str | bytes]
 Args = Sequence[str | bytes | int | float]
@@ -104,16 +113,17 @@ class Script:
         *,
         full: bool,
     ) -> list[Any]:
-        pipe = collector() if isinstance(redis, RedisCluster) else redis.pipeline(transaction=False)
+        head = ("EVAL", self.text) if full else ("EVALSHA", self.sha)
+        commands: list[Sequence[Any]] = []
         for i in which:
             keys, args = calls[i]
-            if full:
-                pipe.eval(self.text, len(keys), *keys, *args)
-            else:
-                self.queue(pipe, keys, args)
+            commands.append((*head, len(keys), *keys, *args))
         if isinstance(redis, RedisCluster):  # its pipelines refuse EVALSHA: one per node
-            return await run_pinned(redis, pipe.command_stack, wait)
-        return await _execute(pipe, wait)
+            return await run_pinned(redis, [(tuple(c), {}) for c in commands], wait)
+        if wait is None:
+            return await send_batch(redis, commands)
+        results = await send_batch(redis, [*commands, ("WAIT", *wait)])
+        return _replicated(results, wait)
 
 
 class ScriptBatch:
@@ -146,7 +156,7 @@ class ScriptBatch:
     def _flush(self) -> None:
         calls, futures = self._calls, self._futures
         self._calls, self._futures = [], []
-        _settle_later(futures, self.script.run_batch(self.redis, calls, wait=self.wait))
+        settle_later(futures, self.script.run_batch(self.redis, calls, wait=self.wait))
 
 
 class TickPipeline:
@@ -204,7 +214,7 @@ class TickPipeline:
                 results = await _execute(pipe, self.wait)
             return [results[a:b] for a, b in spans]
 
-        _settle_later(futures, execute())
+        settle_later(futures, execute())
 
 
 async def _execute(pipe: Any, wait: Wait | None) -> list[Any]:
@@ -213,8 +223,12 @@ async def _execute(pipe: Any, wait: Wait | None) -> list[Any]:
     if wait is not None:
         pipe.execute_command("WAIT", *wait)
     results: list[Any] = list(await pipe.execute(raise_on_error=False))
-    if wait is None:
-        return results
+    return results if wait is None else _replicated(results, wait)
+
+
+def _replicated(results: list[Any], wait: Wait) -> list[Any]:
+    """``results`` of writes and, last, WAIT's answer: each success becomes NotReplicated when
+    too few replicas confirmed them."""
     acked = results.pop()
     try:
         if isinstance(acked, BaseException):
@@ -225,7 +239,7 @@ async def _execute(pipe: Any, wait: Wait | None) -> list[Any]:
     return results
 
 
-def _settle_later(futures: list[asyncio.Future[Any]], results: Awaitable[list[Any]]) -> None:
+def settle_later(futures: list[asyncio.Future[Any]], results: Awaitable[list[Any]]) -> None:
     """Hand each caller its result (an error is raised to it) once ``results`` are in."""
     task = asyncio.ensure_future(_settle(futures, results))
     task.add_done_callback(_retrieve)

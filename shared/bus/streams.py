@@ -21,10 +21,21 @@ from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from shared import tracing
 from shared.bus import names
 from shared.bus.scripts import Script, Wait
+from shared.bus.streaminfo import (
+    ConsumerInfo,
+    GroupInfo,
+    StreamInfo,
+    consumers,
+    groups,
+    stream_info,
+)
+from shared.bus.wire import send_batch
 from shared.config import Settings
 
 __all__ = [
@@ -80,28 +91,6 @@ class Claimed(msgspec.Struct, frozen=True, kw_only=True):
     entries: list[Entry]
     deleted: list[str]  # pending ids whose entry was trimmed or XDELed; Redis dropped them
     cursor: str  # where the next XAUTOCLAIM starts; "0-0" once the whole PEL was scanned
-
-
-class GroupInfo(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    consumers: int
-    pending: int
-    lag: int | None  # None when Redis cannot tell (after XDEL / trimming past the group)
-    last_delivered_id: str
-    entries_read: int | None = None  # Redis >= 7: entries the group has read (None: unknown)
-
-
-class StreamInfo(msgspec.Struct, frozen=True, kw_only=True):
-    length: int
-    entries_added: int  # ever added (Redis >= 7; else the length)
-    first_id: str | None  # the oldest entry still in the stream; None when empty
-    last_id: str  # the newest id ever added (last-generated-id)
-
-
-class ConsumerInfo(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    pending: int
-    idle_ms: int
 
 
 # KEYS: input stream, retry zset, order-done key (or the stream again), then per output its
@@ -240,13 +229,26 @@ async def ensure_group(
 async def read_group(
     redis: Redis, stream: str, group: str, consumer: str, *, count: int, block_ms: int | None
 ) -> list[Entry]:
-    """XREADGROUP of new entries (``>``); ``block_ms=None`` returns at once."""
-    reply = await redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
-    if not reply:
-        return []
-    if isinstance(reply, dict):  # RESP3
-        return [e for entries in reply.values() for e in _entries(entries[0])]
-    return [e for _, entries in reply for e in _entries(entries)]
+    """XREADGROUP of new entries (``>``); ``block_ms=None`` returns at once. Sent through
+    ``shared.bus.wire`` (a consumer's hottest call) except on a cluster and while tracing."""
+    if isinstance(redis, RedisCluster) or tracing.enabled():
+        got: Any = await redis.xreadgroup(
+            group, consumer, {stream: ">"}, count=count, block=block_ms
+        )
+        if isinstance(got, dict):  # RESP3
+            return [e for entries in got.values() for e in _entries(entries[0])]
+        return [e for _, entries in got or () for e in _entries(entries)]
+    block = () if block_ms is None else ("BLOCK", block_ms)
+    command = ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, *block)
+    (reply,) = await send_batch(redis, [(*command, "STREAMS", stream, ">")])
+    if isinstance(reply, BaseException):
+        raise reply
+    found = reply.values() if isinstance(reply, dict) else [s[1] for s in reply or ()]
+    return [Entry(id=_str(i), fields=_pairs(f)) for e in found for i, f in e if f is not None]
+
+
+def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 async def ack(redis: Redis, stream: str, group: str, *ids: str) -> int:
@@ -376,53 +378,6 @@ async def deferred_until(redis: Redis, retry_key: str, ids: Sequence[str]) -> di
         return {}
     scores = await redis.zmscore(retry_key, list(ids))
     return {i: int(s) for i, s in zip(ids, scores, strict=True) if s is not None}
-
-
-async def groups(redis: Redis, stream: str) -> list[GroupInfo]:
-    """XINFO GROUPS (lag, pending) for metrics; an empty list when the stream does not exist."""
-    try:
-        reply = await redis.xinfo_groups(stream)
-    except ResponseError as exc:
-        if "no such key" in str(exc).lower():
-            return []
-        raise
-    return [
-        GroupInfo(
-            name=_str(g["name"]),
-            consumers=int(g["consumers"]),
-            pending=int(g["pending"]),
-            lag=None if g.get("lag") is None else int(g["lag"]),
-            last_delivered_id=_str(g["last-delivered-id"]),
-            entries_read=None if g.get("entries-read") is None else int(g["entries-read"]),
-        )
-        for g in reply
-    ]
-
-
-async def stream_info(redis: Redis, stream: str) -> StreamInfo | None:
-    """XINFO STREAM's length, entries-added and first entry id; None when there is no stream."""
-    try:
-        reply = await redis.xinfo_stream(stream)
-    except ResponseError as exc:
-        if "no such key" in str(exc).lower():
-            return None
-        raise
-    first = reply.get("first-entry")
-    length = int(reply["length"])
-    return StreamInfo(
-        length=length,
-        entries_added=int(reply.get("entries-added", length)),
-        first_id=_str(first[0]) if first else None,
-        last_id=_str(reply["last-generated-id"]),
-    )
-
-
-async def consumers(redis: Redis, stream: str, group: str) -> list[ConsumerInfo]:
-    reply = await redis.xinfo_consumers(stream, group)
-    return [
-        ConsumerInfo(name=_str(c["name"]), pending=int(c["pending"]), idle_ms=int(c["idle"]))
-        for c in reply
-    ]
 
 
 async def remove_idle_consumers(

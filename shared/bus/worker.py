@@ -45,7 +45,7 @@ from shared.bus.delivery import Delivery, Handler, Output, Reject, Retry, descri
 from shared.bus.leasing import renew_leases
 from shared.bus.observe import observe_groups, sweep_consumers
 from shared.bus.options import ConsumerOptions
-from shared.bus.ordering import order_of, wait_turn
+from shared.bus.ordering import order_of
 from shared.bus.outage import OUTAGE, RedisWatch
 from shared.bus.streams import Entry
 from shared.errors import SchemaError
@@ -81,6 +81,7 @@ class Consumer:
         where = (stream, group, self.name)
         self.recorder = Recorder(redis, *where, opts, watch=self.watch, on_nogroup=self._group_gone)
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._handler_seconds = metrics.HANDLER_SECONDS.labels(stream, group)
         self._reserved = 0
         self._read_reserved = 0  # the part of _reserved a blocking read holds
         self._slot = asyncio.Event()
@@ -254,9 +255,12 @@ class Consumer:
         if self._free() <= 0:
             self._slot.clear()
             await self._slot.wait()
-        else:
-            await self._read_once(block=True)
-        return 0.0
+            return 0.0
+        wanted = min(self.options.batch, self._free())
+        got = await self._read_once(block=True)
+        # Entries are arriving one by one: let a few more gather, so that the next read and
+        # the commits of what it returns serve several (options.read_linger).
+        return self.options.read_linger if 0 < got < wanted else 0.0
 
     async def _read_once(self, *, block: bool) -> int:
         free = min(self.options.batch, self._free())
@@ -356,14 +360,7 @@ class Consumer:
         last = count >= self.options.max_deliveries
         order = order_of(delivery.fields)
         if order is not None:  # a member's entries in the order written (shared.bus.ordering)
-            await wait_turn(
-                self.redis,
-                self.stream,
-                self.group,
-                delivery.entry_id,
-                order,
-                self.options.order_wait,
-            )
+            await record.turns.wait(delivery.entry_id, order, self.options.order_wait)
         try:
             outputs = await self._call(delivery)
             with span("bus.commit", {"wecom_bus.outputs": len(outputs)}):
@@ -404,8 +401,7 @@ class Consumer:
                 raise TimeoutError(f"handler ran longer than {limit:g}s") from None
             raise
         finally:
-            elapsed = time.perf_counter() - started
-            metrics.HANDLER_SECONDS.labels(self.stream, self.group).observe(elapsed)
+            self._handler_seconds.observe(time.perf_counter() - started)
 
     def _where(self) -> dict[str, object]:
         return {"stream": self.stream, "group": self.group, "consumer": self.name}

@@ -23,6 +23,7 @@ from xml.parsers import expat
 import msgspec
 
 from shared.errors import XMLParseError
+from shared.protocol.flat import read_flat
 from shared.schemas.inbound import (
     TAGS,
     Event,
@@ -63,11 +64,15 @@ def _refuse_entity(*_: object) -> None:
     raise XMLParseError("entity declarations are not allowed")
 
 
-def _parse(data: bytes, max_bytes: int, what: str, start: Any, end: Any, chars: Any) -> None:
+def _check_size(data: bytes, max_bytes: int, what: str) -> None:
     if not data:
         raise XMLParseError(f"empty {what}")
     if len(data) > max_bytes:
         raise XMLParseError(f"{what} larger than {max_bytes} bytes")
+
+
+def _parse(data: bytes, max_bytes: int, what: str, start: Any, end: Any, chars: Any) -> None:
+    _check_size(data, max_bytes, what)
     # expat honours a UTF-16 BOM, and detects UTF-16 from "<\0" even without one, over the
     # forced encoding. UTF-16 text of XML always holds NUL bytes; UTF-8 XML never may.
     if data[:2] in _UTF16_BOMS or b"\x00" in data:
@@ -131,13 +136,30 @@ class _EnvelopeReader:
 
 def parse_envelope(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
     """Read ToUserName, AgentID and Encrypt from a callback body, in any order, CDATA or not."""
-    reader = _EnvelopeReader()
-    _parse(body, max_bytes, "body", reader.start, reader.end, reader.chars)
-    fields = reader.fields
+    _check_size(body, max_bytes, "body")
+    fields = _flat_envelope(body)
+    if fields is None:
+        reader = _EnvelopeReader()
+        _parse(body, max_bytes, "body", reader.start, reader.end, reader.chars)
+        fields = reader.fields
     encrypt = fields.get("Encrypt")
     if not encrypt:
         raise XMLParseError("missing <Encrypt>")
     return Envelope(fields.get("ToUserName", ""), fields.get("AgentID") or None, encrypt)
+
+
+def _flat_envelope(body: bytes) -> dict[str, str] | None:
+    """The envelope's fields through ``read_flat``; None: leave it to the expat reader."""
+    pairs = read_flat(body)
+    if pairs is None:
+        return None
+    fields: dict[str, str] = {}
+    for name, text in pairs:
+        if name in _ENVELOPE_FIELDS:
+            if name in fields:
+                return None  # repeated: the expat reader refuses it
+            fields[name] = text
+    return fields
 
 
 # ---------------------------------------------------------------- decrypted message
@@ -274,6 +296,20 @@ def _unknown(root: dict[str, Any]) -> InboundEvent:
     return msgspec.convert({**base, "fields": root}, UnknownMessage)
 
 
+def _flat_root(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """``read_flat``'s pairs in ``_TreeBuilder``'s shape: empty → None, repeats → a list."""
+    root: dict[str, Any] = {}
+    for name, text in pairs:
+        value = text or None
+        if name not in root:
+            root[name] = value
+        elif type(existing := root[name]) is list:
+            existing.append(value)
+        else:
+            root[name] = [existing, value]
+    return root
+
+
 class Decrypted(NamedTuple):
     """A decrypted callback: the typed view and every element as sent."""
 
@@ -294,14 +330,19 @@ def read_message(
     ``max_bytes``, not UTF-8, not well-formed, with a DOCTYPE, or nested deeper than
     ``max_depth``.
     """
-    builder = _TreeBuilder(max_depth)
-    _parse(plaintext, max_bytes, "message", builder.start, builder.end, builder.chars)
-    doc = builder.children[0] or {}
-    (name, root), *_ = doc.items()  # well-formed XML has exactly one root element
-    if type(root) is not dict:
-        root = {} if root is None else {"#text": root}
-    if name != "xml":
-        root = {"#root": name, **root}
+    _check_size(plaintext, max_bytes, "message")
+    pairs = read_flat(plaintext) if max_depth >= 2 else None
+    if pairs is not None:
+        root = _flat_root(pairs)
+    else:
+        builder = _TreeBuilder(max_depth)
+        _parse(plaintext, max_bytes, "message", builder.start, builder.end, builder.chars)
+        doc = builder.children[0] or {}
+        (name, root), *_ = doc.items()  # well-formed XML has exactly one root element
+        if type(root) is not dict:
+            root = {} if root is None else {"#text": root}
+        if name != "xml":
+            root = {"#root": name, **root}
     cls = _target(root)
     if cls is not None:
         try:

@@ -1,0 +1,68 @@
+"""ConsumerOptions.read_linger: entries trickling in are read together, and all handled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+from redis.asyncio import Redis
+
+from shared.bus.delivery import Delivery, Output
+from shared.bus.options import ConsumerOptions
+from shared.bus.worker import Consumer
+
+S, G = "t:events", "g"
+
+
+async def reads(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_xreadgroup", {}).get("calls", 0))
+
+
+async def trickle(redis: Redis, linger: float) -> tuple[list[bytes], int]:
+    """Six entries 20 ms apart after a first one; what was handled, and the reads it took."""
+    handled: list[bytes] = []
+
+    async def handler(delivery: Delivery) -> Sequence[Output]:
+        handled.append(delivery.fields[b"n"])
+        return []
+
+    options = ConsumerOptions(prefix="t", block_ms=2000, read_linger=linger, start="backlog")
+    worker = Consumer(redis, stream=S, group=G, handler=handler, options=options)
+    task = asyncio.create_task(worker.run())
+    try:
+        await redis.xadd(S, {"n": "0"})
+        async with asyncio.timeout(10):
+            while not handled:
+                await asyncio.sleep(0.005)
+        before = await reads(redis)
+        for n in range(1, 7):
+            await redis.xadd(S, {"n": str(n)})
+            await asyncio.sleep(0.02)
+        async with asyncio.timeout(10):
+            while len(handled) < 7:
+                await asyncio.sleep(0.005)
+        return handled, await reads(redis) - before
+    finally:
+        worker.stop()
+        await task
+
+
+async def test_a_trickle_is_read_in_one_go_with_a_linger(redis: Redis) -> None:
+    handled, used = await trickle(redis, linger=0.5)
+    assert sorted(handled) == [str(n).encode() for n in range(7)]
+    assert used <= 2  # the lingering read, and the blocking one after it
+
+
+async def test_without_a_linger_each_arrival_is_its_own_read(redis: Redis) -> None:
+    handled, used = await trickle(redis, linger=0.0)
+    assert sorted(handled) == [str(n).encode() for n in range(7)]
+    assert used >= 3
+
+
+def test_a_linger_is_bounded() -> None:
+    with pytest.raises(ValueError, match="read_linger"):
+        ConsumerOptions(read_linger=-0.1)
+    with pytest.raises(ValueError, match="read_linger"):
+        ConsumerOptions(read_linger=5)
