@@ -31,7 +31,7 @@ from shared.bus.tally import Tally
 from shared.config import Settings, load_settings
 from shared.connection import connect, prepare
 
-__all__ = ["create_app", "dedup_ttl"]
+__all__ = ["IngressApp", "create_app", "dedup_ttl"]
 
 
 def dedup_ttl(max_skew: int) -> int:
@@ -39,7 +39,7 @@ def dedup_ttl(max_skew: int) -> int:
     return max(2 * max_skew, 3600) if max_skew else 86_400
 
 
-def create_app(settings: Settings | None = None, redis: Redis | None = None) -> ASGIApp:
+def create_app(settings: Settings | None = None, redis: Redis | None = None) -> IngressApp:
     settings = settings or load_settings()
     settings.require("token", "encoding_aes_key")
     receivers = {name: AppReceiver.build(app) for name, app in settings.apps.items()}
@@ -94,20 +94,23 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     )
     # AI bots (智能机器人): GET|POST /bot/<name> of WECOM_BOTS_FILE, see services/ingress/bot.py
     rest.router.routes.extend(bot_routes(settings, client, dedup_ttl=dedup_ttl(max_skew)))
-    return _dispatch(post, rest, settings.ingress_trusted_proxies)
+    return IngressApp(post, rest, settings.ingress_trusted_proxies)
 
 
-def _dispatch(post: ASGIApp, rest: Starlette, trusted_proxies: str) -> ASGIApp:
-    """POST /callback[/<app>] to ``post``; everything else to ``rest``, behind proxy headers."""
-    # uvicorn types its middleware with its own ASGI types; Starlette's are the same protocol.
-    proxied = cast(ASGIApp, ProxyHeadersMiddleware(cast(Any, rest), trusted_hosts=trusted_proxies))
+class IngressApp:
+    """The ingress's ASGI app: POST /callback[/<app>] straight to the receiver, everything
+    else to the Starlette side (``rest``), behind proxy headers."""
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(self, post: ASGIApp, rest: Starlette, trusted_proxies: str) -> None:
+        self.post, self.rest = post, rest
+        # uvicorn types its middleware with its own ASGI types; Starlette's are the same.
+        middleware = ProxyHeadersMiddleware(cast(Any, rest), trusted_hosts=trusted_proxies)
+        self._proxied = cast(ASGIApp, middleware)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path: str = scope["path"]
             if path == "/callback" or path.startswith("/callback/"):
-                await post(scope, receive, send)
+                await self.post(scope, receive, send)
                 return
-        await proxied(scope, receive, send)
-
-    return app
+        await self._proxied(scope, receive, send)
