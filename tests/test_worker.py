@@ -272,14 +272,19 @@ async def test_deleted_group_and_flushed_stream_heal(
     async def outputs() -> int:
         return int(await redis.xlen(OUT))
 
-    await running(consumer(redis, echo_to(OUT), start="new"))
+    worker = consumer(redis, echo_to(OUT), start="new")
+    await running(worker)
     await streams.publish(redis, S, {"data": b"1"})
     await eventually(lambda: _equals(outputs(), 1))
+    # Work still in flight when the group vanishes is delivered again (at least once): wait
+    # until the delivery has finished, so that the counts below are exact.
+    await eventually(lambda: _true(worker.in_flight == 0))
 
     with caplog.at_level(logging.WARNING, logger="wecom_bus.bus"):
         await redis.xgroup_destroy(S, G)
         await streams.publish(redis, S, {"data": b"2"})
         await eventually(lambda: _equals(outputs(), 2))
+        await eventually(lambda: _true(worker.in_flight == 0))
         await redis.delete(S)
         await streams.publish(redis, S, {"data": b"3"})
         await eventually(lambda: _equals(outputs(), 3))

@@ -96,6 +96,11 @@ class Consumer:
         return dict(self.recorder.stats)
 
     @property
+    def in_flight(self) -> int:
+        """Deliveries running now (handled, committing or acknowledging)."""
+        return len(self._inflight)
+
+    @property
     def healthy(self) -> bool:
         """Running, not stopping, every loop working and Redis answering (what /readyz says)."""
         o = self.options
