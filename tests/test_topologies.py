@@ -62,7 +62,10 @@ def test_sentinel_failover_under_load_loses_and_repeats_nothing(tmp_path: Path) 
             killer.join()
         assert topo.wait_failover(old) != old
         failed = [r["attempts"] for r in results if not r["ok"]]
-        assert failed == [], f"{len(failed)} callbacks never acknowledged, e.g. {failed[:1]}"
+        assert failed == [], (
+            f"{len(failed)} callbacks never acknowledged, e.g. {failed[:1]}; "
+            f"replication now: {topo.replication()}"
+        )
 
         def all_answered() -> bool:
             return sum(len(v) for v in replies(system).values()) >= 300

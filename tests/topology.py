@@ -109,7 +109,10 @@ class SentinelSet(_Topology):
     """A primary, ``replicas`` replicas and ``sentinels`` Sentinels with quorum 2."""
 
     def __init__(self, *, replicas: int = 2, sentinels: int = 3) -> None:
-        self.primary = Node()
+        # A replica that must fully resync with the promoted primary starts at once (the
+        # default waits 5 s for more replicas to share the transfer).
+        self.tuning = ["--repl-diskless-sync-delay", "0"]
+        self.primary = Node(extra=self.tuning)
         self.replicas: list[Node] = []
         self.sentinels: list[_Sentinel] = []
         self.n_replicas, self.n_sentinels = replicas, sentinels
@@ -125,7 +128,7 @@ class SentinelSet(_Topology):
     def start(self) -> SentinelSet:
         self.primary.start()
         for _ in range(self.n_replicas):
-            node = Node(extra=["--replicaof", "127.0.0.1", str(self.primary.port)])
+            node = Node(extra=[*self.tuning, "--replicaof", "127.0.0.1", str(self.primary.port)])
             node.start()
             self.replicas.append(node)
         primary = self.primary.client()
@@ -155,6 +158,18 @@ class SentinelSet(_Topology):
         address = self.sentinels[0].client().sentinel_get_master_addr_by_name(SERVICE)
         assert isinstance(address, tuple), address
         return int(address[1])
+
+    def replication(self) -> list[str]:
+        """Each live node's replication state, for a failing test's message."""
+        found = []
+        for node in self.nodes:
+            if node.process is None or node.process.poll() is not None:
+                continue
+            with contextlib.suppress(redis.RedisError):
+                info = node.client().info("replication")
+                keys = ("role", "connected_slaves", "master_port", "master_link_status")
+                found.append(f"{node.port}: " + ", ".join(f"{k}={info.get(k)}" for k in keys))
+        return found
 
     def kill_primary(self) -> Node:
         """SIGKILL the current primary; returns it (``start()`` brings it back as it was)."""
