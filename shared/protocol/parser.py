@@ -199,12 +199,7 @@ class _TreeBuilder:
         parent = self.children[-1]
         if parent is None:
             parent = self.children[-1] = {}
-        if name not in parent:
-            parent[name] = value
-        elif type(existing := parent[name]) is list:
-            existing.append(value)
-        else:
-            parent[name] = [existing, value]
+        _add(parent, name, value)
 
     def chars(self, data: str) -> None:
         self.texts[-1].append(data)
@@ -300,14 +295,18 @@ def _flat_root(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """``read_flat``'s pairs in ``_TreeBuilder``'s shape: empty → None, repeats → a list."""
     root: dict[str, Any] = {}
     for name, text in pairs:
-        value = text or None
-        if name not in root:
-            root[name] = value
-        elif type(existing := root[name]) is list:
-            existing.append(value)
-        else:
-            root[name] = [existing, value]
+        _add(root, name, text or None)
     return root
+
+
+def _add(parent: dict[str, Any], name: str, value: Any) -> None:
+    """A child as xmltodict keeps it: the first as is, a repeated name as a list."""
+    if name not in parent:
+        parent[name] = value
+    elif type(existing := parent[name]) is list:
+        existing.append(value)
+    else:
+        parent[name] = [existing, value]
 
 
 class Decrypted(NamedTuple):
