@@ -7,6 +7,7 @@ waits until every /readyz answers, and stops them all afterwards.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import secrets
@@ -79,6 +80,15 @@ class System:
             timeout=60,
             check=False,
         )
+
+    def text_replies(self) -> dict[str, list[str]]:
+        """Each member's delivered text replies, in the order WeCom received them."""
+        found: dict[str, list[str]] = collections.defaultdict(list)
+        for message in self.sends():
+            body = message["body"]
+            if message["status"] == "delivered" and body.get("msgtype") == "text":
+                found[body["touser"]].append(body["text"]["content"])
+        return found
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))

@@ -31,7 +31,6 @@ from shared.bus.scripts import NotReplicated, Script, TickPipeline
 from shared.connection import connect, prepare
 from tests import helpers
 from tests.system import running_system
-from tests.test_topologies import replies
 from tests.topology import Cluster, Node
 
 pytestmark = pytest.mark.slow
@@ -178,9 +177,9 @@ def test_the_whole_system_on_a_cluster_with_min_replicas_answers_each_message_on
             ]
 
         def answered() -> bool:
-            return sum(len(v) for v in replies(system).values()) >= 20
+            return sum(len(v) for v in system.text_replies().values()) >= 20
 
         system.wait_for(answered, timeout=60, what="20 replies")
         time.sleep(1)  # room for a duplicate to show up
-        texts = sorted(t for member in replies(system).values() for t in member)
+        texts = sorted(t for member in system.text_replies().values() for t in member)
         assert texts == sorted(f"w{i}!" for i in range(20))

@@ -37,16 +37,6 @@ def push_paced(system: System, specs: list[dict[str, Any]], rate: float) -> list
         return [f.result() for f in futures]
 
 
-def replies(system: System) -> dict[str, list[str]]:
-    """Each member's delivered text replies, in the order WeCom received them."""
-    found: dict[str, list[str]] = collections.defaultdict(list)
-    for message in system.sends():
-        body = message["body"]
-        if message["status"] == "delivered" and body.get("msgtype") == "text":
-            found[body["touser"]].append(body["text"]["content"])
-    return found
-
-
 def test_sentinel_failover_under_load_loses_and_repeats_nothing(tmp_path: Path) -> None:
     with (
         SentinelSet() as topo,
@@ -68,11 +58,11 @@ def test_sentinel_failover_under_load_loses_and_repeats_nothing(tmp_path: Path) 
         )
 
         def all_answered() -> bool:
-            return sum(len(v) for v in replies(system).values()) >= 300
+            return sum(len(v) for v in system.text_replies().values()) >= 300
 
         system.wait_for(all_answered, timeout=60, what="a reply to every callback")
         time.sleep(3)  # room for a duplicate to show up
-        counts = collections.Counter(t for texts in replies(system).values() for t in texts)
+        counts = collections.Counter(t for texts in system.text_replies().values() for t in texts)
         assert {f"n{i}!" for i in range(300)} == set(counts)
         assert [t for t, n in counts.items() if n > 1] == []
         system.stack.check_alive()  # nobody was restarted: the first processes did it all
@@ -106,10 +96,10 @@ def test_cluster_with_eight_partitions_answers_every_member_in_order(tmp_path: P
             assert all(pool.map(write, members))
 
         def all_answered() -> bool:
-            return sum(len(v) for v in replies(system).values()) >= 200
+            return sum(len(v) for v in system.text_replies().values()) >= 200
 
         system.wait_for(all_answered, timeout=60, what="200 replies")
-        got = replies(system)
+        got = system.text_replies()
         for member in members:
             assert sorted(got[member]) == [f"{member} m{k}!" for k in range(5)], member
         assert system.fake("GET", "/fake/stats")["gettoken"] == {"default": 1}
