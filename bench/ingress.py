@@ -39,7 +39,7 @@ from bench.loadgen import LoadConfig, LoadResult, run_load
 from bench.plan import Context
 from devkit.embedded_redis import EmbeddedRedis
 
-__all__ = ["baseline_cpu_ms", "run_ingress", "summary"]
+__all__ = ["baseline_at_rates", "baseline_cpu_ms", "run_ingress", "summary"]
 
 
 def summary(result: LoadResult) -> dict[str, Any]:
@@ -196,6 +196,31 @@ def baseline_cpu_ms(ctx: Context) -> float:
         runs = _compare({"asgi": partial(_load, ctx, srv)}, ctx.plan.rounds)
     cpu_ms: float = runs["asgi"]["cpu_ms_per_callback"]
     return cpu_ms
+
+
+def baseline_at_rates(ctx: Context, rates: Sequence[int]) -> dict[int, float]:
+    """CPU ms per callback of the plain-ASGI verify+decrypt receiver under the end-to-end run's
+    load: ``rate`` callbacks a second, open loop over 64 connections, nothing pinned; the median
+    of ``rounds`` runs per rate. Requests arriving one at a time cost a receiver more each than
+    a saturating closed loop does (a wake-up, a read and a write per request, nothing shared),
+    and the ingress in the end-to-end run pays that too: this is its like-for-like unit."""
+    env = _env(ctx, "redis://127.0.0.1:1")  # it never reaches Redis
+    found: dict[int, list[float]] = {rate: [] for rate in rates}
+    with _serve(ctx, "asgi", env, "asgi-at-rate", pinned=False) as srv:
+        for _ in range(ctx.plan.rounds):
+            for rate in rates:
+                result = _load(
+                    ctx,
+                    srv,
+                    mode="open",
+                    rate=float(rate),
+                    connections=64,
+                    duration=ctx.plan.e2e_duration,
+                    cpus=None,
+                )
+                if result.rps_per_cpu and result.errors == 0:
+                    found[rate].append(1000 / result.rps_per_cpu)
+    return {rate: _median(values) for rate, values in found.items() if values}
 
 
 class _Monitor:

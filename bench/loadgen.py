@@ -165,6 +165,7 @@ class _Conn(asyncio.Protocol):
 class _Run:
     def __init__(self, config: LoadConfig, requests: list[bytes]) -> None:
         self.config = config
+        self.open = config.mode == "open"
         self.requests = requests
         self.loop = asyncio.get_running_loop()
         self.next = config.offset
@@ -223,7 +224,8 @@ class _Run:
             status != b"200"
         ):  # only a 200 is a callback the receiver took: the rest is not work done
             self.errors += 1
-        elif conn.started >= self.t_measure and now <= self.t_end:
+        elif conn.started >= self.t_measure and (self.open or now <= self.t_end):
+            # Open loop: every request due in the window counts, however late its answer.
             self.latencies.append(now - conn.started)
         self.next_for(conn, now)
 
@@ -320,7 +322,8 @@ async def run_load_async(config: LoadConfig, requests: list[bytes]) -> LoadResul
     pacer: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
     loop.call_later(config.warmup, run.mark, "start")
-    loop.call_later(config.warmup + config.duration, run.mark, "end")
+    if config.mode == "closed":  # open loop: CPU counts until the last answer (below)
+        loop.call_later(config.warmup + config.duration, run.mark, "end")
     if config.mode == "open":
         run.idle.extend(conns)
         pacer = asyncio.create_task(run.pace())
@@ -337,6 +340,7 @@ async def run_load_async(config: LoadConfig, requests: list[bytes]) -> LoadResul
     finally:
         if pacer is not None:
             pacer.cancel()
+    run.mark("end")  # open loop, or a closed run whose requests ran out
     wall = time.perf_counter() - run.t_start
     cpu = time.process_time() - cpu0
     for conn in conns:

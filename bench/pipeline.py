@@ -20,6 +20,7 @@ import redis
 
 from bench import e2e
 from bench.callbacks import Credentials, event_entries, outbox_entries
+from bench.ingress import baseline_at_rates, baseline_cpu_ms
 from bench.plan import QUICK, Context
 from bench.procs import cores, rss_mb
 from devkit.embedded_redis import EmbeddedRedis, free_port
@@ -223,11 +224,13 @@ def run_pipeline(ctx: Context, log: Callable[[str], None] = print) -> dict[str, 
     out: dict[str, Any] = {}
     baseline = ctx.results.get("ingress", {}).get("baseline_cpu_ms")
     if baseline is None:  # --only pipeline: the unit is measured in this run all the same
-        from bench.ingress import baseline_cpu_ms
-
         log("  verify+decrypt baseline (plain ASGI, one core) …")
         baseline = baseline_cpu_ms(ctx)
     out["baseline_cpu_ms"] = baseline
+    log("  verify+decrypt baseline at each end-to-end rate (plain ASGI, open loop) …")
+    # JSON keys are strings: the rate as text.
+    at_rate = baseline_at_rates(ctx, ctx.plan.e2e_rates)
+    out["baseline_at_rate_cpu_ms"] = {str(rate): ms for rate, ms in at_rate.items()}
     with EmbeddedRedis(appendfsync="everysec") as rds:
         out["e2e"] = _end_to_end(ctx, rds, log)
         out["consumers"] = _consumers(ctx, rds, log)

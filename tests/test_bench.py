@@ -114,9 +114,12 @@ def test_open_loop_sends_each_request_once_on_schedule(requests_file: Path, tmp_
                 duration=0.5,
                 repeat=False,
                 record_sends=True,
+                watch_pids=procs.tree(srv.process.pid),
             )
         )
     assert result.sent == 100 and result.errors == 0
+    # Every answer counts, however late, and the server's CPU is read until the last one.
+    assert result.completed == 100 and result.server_cpu_s > 0 and result.rps_per_cpu > 0
     assert result.send_times == sorted(result.send_times)
     assert before <= result.send_times[0] and result.send_times[-1] - result.send_times[0] < 5
 
@@ -200,6 +203,25 @@ def test_cpu_table_is_in_units_of_the_baseline() -> None:
     rows = {what: (measured, ok) for what, _, measured, ok in targets(results)}
     assert rows["end-to-end CPU per message at 500/s"] == ("0.800 ms (8.0×)", False)
     assert rows["responder CPU per event at 500/s"] == ("0.100 ms (1.0×)", True)
+
+
+def test_cpu_at_a_rate_is_in_units_of_the_baseline_at_that_rate() -> None:
+    run = {
+        "rate": 1000,
+        "sustained": True,
+        "latency_ms": {"p50": 5.0, "p99": 20.0},
+        "cpu_ms_per_message": {"ingress": 0.3, "responder": 0.2, "sender": 0.5, "redis": 0.2},
+    }
+    pipeline = {"baseline_cpu_ms": 0.1, "baseline_at_rate_cpu_ms": {"1000": 0.2}}
+    results = {"pipeline": {**pipeline, "e2e": {"rates": [run]}}}
+    table = dict(cpu_table(results))
+    [(e2e_ms, e2e_ratio)] = table["end to end"]
+    assert e2e_ms == pytest.approx(1.2) and e2e_ratio == pytest.approx(6.0)
+    assert table["baseline"] == [(0.2, 1.0)]
+    rows = {what: (measured, ok) for what, _, measured, ok in targets(results)}
+    # the goal is judged in the same-rate unit; the peak's ratio is shown beside it
+    assert rows["end-to-end CPU per message at 1000/s"] == ("1.200 ms (6.0×; 12.0× peak)", True)
+    assert "| baseline | 0.200 ms (1.0×) |" in markdown(results)
 
 
 def test_topology_rows_say_what_each_case_delivered_and_cost() -> None:
