@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 
 import uvicorn
 
 from services.ingress.__main__ import UVICORN_OPTIONS
+from services.serving import settle_heap
 
 __all__ = ["FACTORIES", "main"]
 
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(serve_raw(args.host, args.port))
         return 0
+    # Every receiver's process as the ingress's: its application imported, then the heap settled.
+    importlib.import_module(FACTORIES[args.kind].partition(":")[0])
+    settle_heap()
     uvicorn.run(
         FACTORIES[args.kind],
         factory=True,

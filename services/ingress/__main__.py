@@ -9,7 +9,7 @@ from typing import Any
 import uvicorn
 
 from services.ingress.app import create_app
-from services.serving import uvicorn_options
+from services.serving import settle_heap, uvicorn_options
 from shared import logs, tracing
 from shared.config import load_settings
 
@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     logs.configure("ingress", settings.log_level, settings.log_format)
     tracing.setup("ingress")  # on only with wecom-bus[otel] and OTEL_* set
     app = create_app(settings)  # checks the apps' Token and EncodingAESKey before listening
+    settle_heap()
     uvicorn.run(
         app,
         host=args.host,
