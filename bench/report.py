@@ -96,6 +96,8 @@ def _cpu_rows(results: dict[str, Any]) -> list[Row]:
             label = f"{what} at {rate}/s"
             if value is None or limit is None:
                 rows.append((label, target, "not measured", None))
+            elif not run.get("sustained"):  # a backlog shares round trips: cheaper, not better
+                rows.append((label, target, _both(value, results, rate) + ", not sustained", False))
             else:
                 rows.append((label, target, _both(value, results, rate), value <= limit))
     return rows
