@@ -25,11 +25,12 @@ _CHILD = re.compile(
     rb"</\1>"
 )
 _END = re.compile(rb"[ \t\n]*</xml>[ \t\n]*\Z")
-# Characters XML 1.0 forbids, and CR, which expat turns into LF: leave those to expat. Searched
-# in the UTF-8 bytes (a str search over a whole base64 Encrypt costs ten times as much): the
-# control characters are single bytes no multi-byte sequence contains, U+FFFE and U+FFFF are
-# EF BF BE / EF BF BF, and surrogates never get past the strict UTF-8 decoding that follows.
-_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\r]")
+# Characters XML 1.0 forbids, and CR, which expat turns into LF: leave those to expat. Looked
+# for in the UTF-8 bytes (a regular expression over a whole base64 Encrypt costs several µs; a
+# ``translate`` that deletes them costs a tenth): the control characters are single bytes no
+# multi-byte sequence contains, U+FFFE and U+FFFF are EF BF BE / EF BF BF, and surrogates never
+# get past the strict UTF-8 decoding that follows.
+_CONTROL = bytes([*range(0x00, 0x09), *range(0x0B, 0x20)])  # every C0 control but TAB and LF
 _NONCHARACTERS = (b"\xef\xbf\xbe", b"\xef\xbf\xbf")
 
 
@@ -42,7 +43,9 @@ def read_flat(data: bytes) -> list[tuple[str, str]] | None:
     while (found := child(data, pos)) is not None:
         name, cdata, text = found.groups()
         raw = text if cdata is None else cdata
-        if _CONTROL.search(raw) or (not raw.isascii() and any(c in raw for c in _NONCHARACTERS)):
+        if len(raw.translate(None, _CONTROL)) != len(raw):
+            return None
+        if not raw.isascii() and (_NONCHARACTERS[0] in raw or _NONCHARACTERS[1] in raw):
             return None
         try:
             value = raw.decode("utf-8")
