@@ -92,6 +92,15 @@ def _one(pairs: list[tuple[str, str]], wanted: tuple[str, ...]) -> list[str]:
     return values
 
 
+def _query(raw: bytes) -> list[tuple[str, str]]:
+    """The query string's pairs as ``parse_qsl(..., keep_blank_values=True)`` reads them; WeCom's
+    (hex signature, digits, a plain nonce) need no unquoting, so they skip its machinery."""
+    query = raw.decode("latin-1")
+    if "%" in query or "+" in query:
+        return parse_qsl(query, keep_blank_values=True)
+    return [(name, value) for name, _, value in (p.partition("=") for p in query.split("&") if p)]
+
+
 def _check_timestamp(raw: str, max_skew: int) -> None:
     if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
         raise Refused(400, "malformed_timestamp")
@@ -192,10 +201,7 @@ class Receiver:
         started = time.perf_counter()
         app = receiver.app
         try:
-            query = scope["query_string"].decode("latin-1")
-            signature, timestamp, nonce = _one(
-                parse_qsl(query, keep_blank_values=True), POST_PARAMS
-            )
+            signature, timestamp, nonce = _one(_query(scope["query_string"]), POST_PARAMS)
             _check_timestamp(timestamp, self.max_skew)
             body = await self._read_body(scope, receive)
             try:
