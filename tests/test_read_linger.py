@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -66,3 +67,76 @@ def test_a_linger_is_bounded() -> None:
         ConsumerOptions(read_linger=-0.1)
     with pytest.raises(ValueError, match="read_linger"):
         ConsumerOptions(read_linger=5)
+
+
+async def lingering_consumer(redis: Redis, linger: float) -> tuple[Consumer, list[bytes]]:
+    """A consumer that answers each entry with one output on "t:out"."""
+    handled: list[bytes] = []
+
+    async def handler(delivery: Delivery) -> Sequence[Output]:
+        handled.append(delivery.fields[b"n"])
+        return [Output("t:out", {"n": delivery.fields[b"n"]})]
+
+    options = ConsumerOptions(prefix="t", block_ms=2000, read_linger=linger, start="backlog")
+    return Consumer(redis, stream=S, group=G, handler=handler, options=options), handled
+
+
+async def pending(redis: Redis) -> int:
+    return int((await redis.xpending(S, G))["pending"])
+
+
+async def test_commits_made_while_lingering_go_with_the_next_read(redis: Redis) -> None:
+    worker, handled = await lingering_consumer(redis, linger=0.4)
+    task = asyncio.create_task(worker.run())
+    try:
+        await redis.xadd(S, {"n": "0"})
+        async with asyncio.timeout(10):
+            while not handled:
+                await asyncio.sleep(0.005)
+        await asyncio.sleep(0.1)
+        # Handled, but its commit waits for the read that ends the linger.
+        assert await pending(redis) == 1 and await redis.xlen("t:out") == 0
+        await redis.xadd(S, {"n": "1"})
+        async with asyncio.timeout(10):
+            while await redis.xlen("t:out") < 2 or await pending(redis):
+                await asyncio.sleep(0.01)
+    finally:
+        worker.stop()
+        await task
+    assert handled == [b"0", b"1"]
+    outputs: Any = await redis.xrange("t:out")
+    assert [f[b"n"] for _, f in outputs] == [b"0", b"1"]
+
+
+async def test_a_held_commit_survives_a_forgotten_script(redis: Redis) -> None:
+    worker, handled = await lingering_consumer(redis, linger=0.3)
+    task = asyncio.create_task(worker.run())
+    try:
+        await redis.xadd(S, {"n": "0"})
+        async with asyncio.timeout(10):
+            while await redis.xlen("t:out") < 1:  # the script is loaded
+                await asyncio.sleep(0.01)
+        await redis.xadd(S, {"n": "1"})
+        async with asyncio.timeout(10):
+            while len(handled) < 2:
+                await asyncio.sleep(0.005)
+        await redis.script_flush()  # while the commit of "1" is held: NOSCRIPT, then EVAL
+        async with asyncio.timeout(10):
+            while await redis.xlen("t:out") < 2 or await pending(redis):
+                await asyncio.sleep(0.01)
+    finally:
+        worker.stop()
+        await task
+
+
+async def test_stopping_while_lingering_sends_the_held_commits(redis: Redis) -> None:
+    worker, handled = await lingering_consumer(redis, linger=1.0)
+    task = asyncio.create_task(worker.run())
+    await redis.xadd(S, {"n": "0"})
+    async with asyncio.timeout(10):
+        while not handled:
+            await asyncio.sleep(0.005)
+    worker.stop()
+    async with asyncio.timeout(5):
+        await task
+    assert await pending(redis) == 0 and await redis.xlen("t:out") == 1

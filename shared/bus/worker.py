@@ -173,6 +173,7 @@ class Consumer:
             task.cancel()
         # The reader's current XREADGROUP ends within block_ms; what it returns is started.
         await asyncio.wait([reader], timeout=max(deadline - loop.time(), 0))
+        self.recorder.commits.release()  # held for a read that will not come
         while self._inflight and not self._force and loop.time() < deadline:
             await asyncio.wait(list(self._inflight.values()), timeout=0.05)
         lease.cancel()
@@ -230,6 +231,7 @@ class Consumer:
         return 0.0
 
     async def _heal(self) -> None:
+        self.recorder.commits.release()  # the read they were held for waits for the heal
         if self._inflight:  # so that work in flight when the group vanished is delivered again
             first = streams.id_before(min(self._inflight, key=streams.id_key))
         else:
@@ -258,14 +260,18 @@ class Consumer:
 
     async def _read_step(self) -> float:
         if self._free() <= 0:
+            self.recorder.commits.release()  # no read soon: held commits must not wait for one
             self._slot.clear()
             await self._slot.wait()
             return 0.0
         wanted = min(self.options.batch, self._free())
         got = await self._read_once(block=True)
-        # Entries are arriving one by one: let a few more gather, so that the next read and
-        # the commits of what it returns serve several (options.read_linger).
-        return self.options.read_linger if 0 < got < wanted else 0.0
+        if not 0 < got < wanted or not self.options.read_linger:
+            return 0.0
+        # Entries are arriving one by one: let a few more gather, so that the next read serves
+        # several (options.read_linger), and let the commits of these go with it.
+        self.recorder.commits.hold()
+        return self.options.read_linger
 
     async def _read_once(self, *, block: bool) -> int:
         free = min(self.options.batch, self._free())
@@ -274,8 +280,7 @@ class Consumer:
         self._reserved += free
         self._read_reserved += free
         try:
-            entries = await streams.read_group(
-                self.redis,
+            entries = await self.recorder.commits.read(
                 self.stream,
                 self.group,
                 self.name,
