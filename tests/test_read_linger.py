@@ -10,7 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.bus.delivery import Delivery, Output
+from shared.bus.linger import Linger
 from shared.bus.options import ConsumerOptions
+from shared.bus.streams import Entry
 from shared.bus.worker import Consumer
 
 S, G = "t:events", "g"
@@ -140,3 +142,30 @@ async def test_stopping_while_lingering_sends_the_held_commits(redis: Redis) -> 
     async with asyncio.timeout(5):
         await task
     assert await pending(redis) == 0 and await redis.xlen("t:out") == 1
+
+
+def arrivals(first_ms: int, gap_ms: int, count: int) -> list[Entry]:
+    return [Entry(id=f"{first_ms + i * gap_ms}-0", fields={}) for i in range(count)]
+
+
+def test_the_linger_is_kept_while_entries_arrive_within_it() -> None:
+    linger = Linger(0.003)
+    assert linger.after(arrivals(1000, 1, 1), wanted=16) == 0.003
+    for n in range(20):  # 1,000 a second: one read every 3 ms finds 3
+        assert linger.after(arrivals(1001 + 3 * n, 1, 3), wanted=16) == 0.003
+
+
+def test_no_linger_when_entries_arrive_further_apart_than_twice_it() -> None:
+    linger = Linger(0.003)
+    pauses = [linger.after(arrivals(1000 + 10 * n, 10, 1), wanted=16) for n in range(10)]
+    assert pauses[0] == 0.003  # nothing known yet
+    assert pauses[-3:] == [0.0, 0.0, 0.0]  # 100 a second
+    for n in range(20):  # the rate rises again: the linger comes back
+        pause = linger.after(arrivals(2000 + 2 * n, 2, 1), wanted=16)
+    assert pause == 0.003
+
+
+def test_no_linger_after_a_full_or_empty_read_or_when_off() -> None:
+    assert Linger(0.003).after(arrivals(1000, 1, 16), wanted=16) == 0.0
+    assert Linger(0.003).after([], wanted=16) == 0.0
+    assert Linger(0.0).after(arrivals(1000, 1, 1), wanted=16) == 0.0

@@ -40,6 +40,7 @@ from shared.bus.claiming import Claimer, now_ms
 from shared.bus.committing import Recorder
 from shared.bus.delivery import Delivery, Handler, Output, Reject, Retry, describe
 from shared.bus.leasing import renew_leases
+from shared.bus.linger import Linger
 from shared.bus.observe import observe_groups, sweep_consumers
 from shared.bus.options import ConsumerOptions
 from shared.bus.ordering import order_of
@@ -80,6 +81,7 @@ class Consumer:
         self.recorder = Recorder(redis, *where, opts, watch=self.watch, on_nogroup=self._group_gone)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._handler_seconds = metrics.HANDLER_SECONDS.labels(stream, group)
+        self._linger = Linger(opts.read_linger)
         self._reserved = 0
         self._read_reserved = 0  # the part of _reserved a blocking read holds
         self._slot = asyncio.Event()
@@ -276,18 +278,15 @@ class Consumer:
             await self._slot.wait()
             return 0.0
         wanted = min(self.options.batch, self._free())
-        got = await self._read_once(block=True)
-        if not 0 < got < wanted or not self.options.read_linger:
-            return 0.0
-        # Entries are arriving one by one: let a few more gather, so that the next read serves
-        # several (options.read_linger), and let the commits of these go with it.
-        self.recorder.commits.hold()
-        return self.options.read_linger
+        pause = self._linger.after(await self._read_once(block=True), wanted)
+        if pause:  # let a few more gather (shared.bus.linger); the commits of these wait for
+            self.recorder.commits.hold()  # the read after it, and go with it
+        return pause
 
-    async def _read_once(self, *, block: bool) -> int:
+    async def _read_once(self, *, block: bool) -> list[Entry]:
         free = min(self.options.batch, self._free())
         if free <= 0:
-            return 0
+            return []
         self._reserved += free
         self._read_reserved += free
         try:
@@ -306,7 +305,7 @@ class Consumer:
             self._spawn(entry, 1)
         if entries:
             self._last_seen = entries[-1].id
-        return len(entries)
+        return entries
 
     async def _claim_step(self) -> float:
         started = await self._claim_once()
@@ -343,7 +342,7 @@ class Consumer:
         return self.options.housekeeping_interval
 
     async def _burst_step(self) -> float:
-        if await self._claim_once() + await self._read_once(block=False):
+        if await self._claim_once() + len(await self._read_once(block=False)):
             return 0.0
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), return_when=asyncio.FIRST_COMPLETED)
