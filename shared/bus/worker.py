@@ -15,7 +15,9 @@ kept dying) goes there too. ``Retry`` keeps the entry where it is: the id never 
 idempotency keys derived from it (the router's outbox ids) stay valid.
 
 Parts: ``claiming``, ``leasing`` (a handler keeps its entry however long it runs, up to
-``handler_timeout``), ``committing``, ``outage`` (outages waited out, logged once), ``observe``.
+``handler_timeout``), ``committing`` (commits sent together, with the next read while the reader
+lingers), ``linger`` (when the reader waits before reading again), ``outage`` (outages waited
+out, logged once), ``observe``, ``signals``.
 Like arq's worker, ``stop()`` (SIGTERM) stops reading and gives in-flight work ``drain_timeout``
 seconds; the rest stays pending for another replica. A deleted group or flushed stream (NOGROUP)
 is recreated just before the oldest entry in flight here, else after the newest entry seen.
