@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from shared.bus.delivery import Delivery, Output
+from shared.bus.linger import Linger
 from shared.bus.options import ConsumerOptions
+from shared.bus.streams import Entry
 from shared.bus.worker import Consumer
 
 S, G = "t:events", "g"
@@ -66,3 +69,103 @@ def test_a_linger_is_bounded() -> None:
         ConsumerOptions(read_linger=-0.1)
     with pytest.raises(ValueError, match="read_linger"):
         ConsumerOptions(read_linger=5)
+
+
+async def lingering_consumer(redis: Redis, linger: float) -> tuple[Consumer, list[bytes]]:
+    """A consumer that answers each entry with one output on "t:out"."""
+    handled: list[bytes] = []
+
+    async def handler(delivery: Delivery) -> Sequence[Output]:
+        handled.append(delivery.fields[b"n"])
+        return [Output("t:out", {"n": delivery.fields[b"n"]})]
+
+    options = ConsumerOptions(prefix="t", block_ms=2000, read_linger=linger, start="backlog")
+    return Consumer(redis, stream=S, group=G, handler=handler, options=options), handled
+
+
+async def pending(redis: Redis) -> int:
+    return int((await redis.xpending(S, G))["pending"])
+
+
+async def test_commits_made_while_lingering_go_with_the_next_read(redis: Redis) -> None:
+    worker, handled = await lingering_consumer(redis, linger=0.4)
+    task = asyncio.create_task(worker.run())
+    try:
+        await redis.xadd(S, {"n": "0"})
+        async with asyncio.timeout(10):
+            while not handled:
+                await asyncio.sleep(0.005)
+        await asyncio.sleep(0.1)
+        # Handled, but its commit waits for the read that ends the linger.
+        assert await pending(redis) == 1 and await redis.xlen("t:out") == 0
+        await redis.xadd(S, {"n": "1"})
+        async with asyncio.timeout(10):
+            while await redis.xlen("t:out") < 2 or await pending(redis):
+                await asyncio.sleep(0.01)
+    finally:
+        worker.stop()
+        await task
+    assert handled == [b"0", b"1"]
+    outputs: Any = await redis.xrange("t:out")
+    assert [f[b"n"] for _, f in outputs] == [b"0", b"1"]
+
+
+async def test_a_held_commit_survives_a_forgotten_script(redis: Redis) -> None:
+    worker, handled = await lingering_consumer(redis, linger=0.3)
+    task = asyncio.create_task(worker.run())
+    try:
+        await redis.xadd(S, {"n": "0"})
+        async with asyncio.timeout(10):
+            while await redis.xlen("t:out") < 1:  # the script is loaded
+                await asyncio.sleep(0.01)
+        await redis.xadd(S, {"n": "1"})
+        async with asyncio.timeout(10):
+            while len(handled) < 2:
+                await asyncio.sleep(0.005)
+        await redis.script_flush()  # while the commit of "1" is held: NOSCRIPT, then EVAL
+        async with asyncio.timeout(10):
+            while await redis.xlen("t:out") < 2 or await pending(redis):
+                await asyncio.sleep(0.01)
+    finally:
+        worker.stop()
+        await task
+
+
+async def test_stopping_while_lingering_sends_the_held_commits(redis: Redis) -> None:
+    worker, handled = await lingering_consumer(redis, linger=1.0)
+    task = asyncio.create_task(worker.run())
+    await redis.xadd(S, {"n": "0"})
+    async with asyncio.timeout(10):
+        while not handled:
+            await asyncio.sleep(0.005)
+    worker.stop()
+    async with asyncio.timeout(5):
+        await task
+    assert await pending(redis) == 0 and await redis.xlen("t:out") == 1
+
+
+def arrivals(first_ms: int, gap_ms: int, count: int) -> list[Entry]:
+    return [Entry(id=f"{first_ms + i * gap_ms}-0", fields={}) for i in range(count)]
+
+
+def test_the_linger_is_kept_while_entries_arrive_within_it() -> None:
+    linger = Linger(0.003)
+    assert linger.after(arrivals(1000, 1, 1), wanted=16) == 0.003
+    for n in range(20):  # 1,000 a second: one read every 3 ms finds 3
+        assert linger.after(arrivals(1001 + 3 * n, 1, 3), wanted=16) == 0.003
+
+
+def test_no_linger_when_entries_arrive_further_apart_than_twice_it() -> None:
+    linger = Linger(0.003)
+    pauses = [linger.after(arrivals(1000 + 10 * n, 10, 1), wanted=16) for n in range(10)]
+    assert pauses[0] == 0.003  # nothing known yet
+    assert pauses[-3:] == [0.0, 0.0, 0.0]  # 100 a second
+    for n in range(20):  # the rate rises again: the linger comes back
+        pause = linger.after(arrivals(2000 + 2 * n, 2, 1), wanted=16)
+    assert pause == 0.003
+
+
+def test_no_linger_after_a_full_or_empty_read_or_when_off() -> None:
+    assert Linger(0.003).after(arrivals(1000, 1, 16), wanted=16) == 0.0
+    assert Linger(0.003).after([], wanted=16) == 0.0
+    assert Linger(0.0).after(arrivals(1000, 1, 1), wanted=16) == 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -115,6 +116,16 @@ async def test_include_keeps_order_and_sees_routes_added_later() -> None:
     assert await run(root, msg("/ping")) == ["ping"]
     assert await run(root, msg("hi")) == ["echo"]
     assert [r.name for r in root.routes] == ["help.help", "help.ping", "echo.echo"]
+
+
+async def test_a_route_added_after_matching_began_is_matched() -> None:
+    inner = Router("inner")
+    root = Router("root").include(inner)
+    replying(root, "echo", TextMessage)
+    assert await run(root, msg("/ping")) == ["echo"]  # the flattened routes are now cached
+    replying(inner, "ping", TextMessage, when=text(r"^/ping$"))
+    assert await run(root, msg("/ping")) == ["ping"]
+    assert await run(root, msg("hi")) == ["echo"]
 
 
 def test_include_refuses_cycles() -> None:
@@ -386,3 +397,22 @@ async def test_a_member_may_still_be_answered_and_a_sys_event_may_notify_others(
     assert [p.request.touser for p in await router.dispatch(member_sys, ctx(member_sys))] == [
         "sysadmin"
     ]
+
+
+def test_a_handler_context_is_the_event_context_with_its_name() -> None:
+    state = State()
+    ctx = Context(
+        event=msg("hi"),
+        app="a",
+        entry_id="5-1",
+        stream="s",
+        trace_id="t",
+        delivery=2,
+        max_deliveries=3,
+        received_at=1.5,
+        state=state,
+    )
+    run = ctx.running("r.h")
+    assert run == dataclasses.replace(ctx, handler="r.h")
+    # What the handlers of one event share: its state and the outbox they all publish to.
+    assert run.state is state and run._outbox is ctx._outbox and run._bot is ctx._bot

@@ -480,3 +480,22 @@ async def test_a_failing_step_is_logged_and_makes_the_consumer_unready_until_it_
     await eventually(lambda: _true(c.healthy))
     await streams.publish(redis, S, {"data": b"after"})
     await eventually(lambda: _equals(redis.xlen(OUT), 1))
+
+
+async def test_stop_wakes_a_reader_sleeping_between_reads(redis: Redis) -> None:
+    handled: list[str] = []
+
+    async def handler(delivery: Delivery) -> Sequence[Output]:
+        handled.append(delivery.entry_id)
+        return []
+
+    options = ConsumerOptions(prefix="t", block_ms=100, read_linger=1.0, start="backlog")
+    worker = Consumer(redis, stream=S, group=G, handler=handler, options=options)
+    task = asyncio.create_task(worker.run())
+    await redis.xadd(S, {"n": "1"})
+    await eventually(lambda: asyncio.sleep(0, bool(handled)))  # the reader now lingers 1 s
+    started = time.monotonic()
+    worker.stop()
+    async with asyncio.timeout(5):
+        await task
+    assert time.monotonic() - started < 0.5

@@ -26,10 +26,10 @@ from shared.errors import ConfigError
 log = logging.getLogger("wecom_bus.responder")
 
 BUILTIN_GROUPS = {names.RESPONDER_GROUP}
-# A responder's handlers answer in microseconds, and a Redis round trip costs more CPU than
-# that: under a steady trickle of events, letting 3 ms of them gather before the next read
-# serves several per read and per commit round trip (`make bench`: about a third less CPU per
-# event at 500/s), for at most 3 ms more latency. Idle, the first event is read at once.
+# A responder's handlers answer in microseconds, and a wake-up of the process for a Redis reply
+# costs more CPU than that: under a steady stream of events, letting 3 ms of them gather before
+# the next read (their commits go with it) serves several per read and per commit, for at most
+# 6 ms more latency. Events further apart than 6 ms are read, and committed, at once.
 READ_LINGER = 0.003
 
 

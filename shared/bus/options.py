@@ -44,8 +44,11 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
       committed (``shared.bus.ordering``; 0: never waits).
     * ``read_linger`` (s): after a read that returned some entries but fewer than it could
       take, wait this long before the next one, so that reads and commits serve several
-      entries each under a steady trickle (every round trip costs more CPU than handling a
-      message); adds at most that much latency. 0: read again at once.
+      entries each under a steady trickle (every wake-up of the process costs more CPU than
+      handling a message); the commits of those entries wait for that next read and go with
+      it. Adds at most twice that much latency, and nothing while entries arrive further
+      apart than twice the linger: then the reader reads again at once (``shared.bus.linger``).
+      0: read again at once.
     """
 
     concurrency: int = 16

@@ -35,28 +35,26 @@ at import time.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, Generic, TypeAlias, TypeVar, cast
+from typing import Any, Final, Generic, TypeAlias, TypeVar
 
 import msgspec
 
-from shared import tracing
 from shared.aibot.answer import BotAnswer, is_bot_entry, read_bot_entry
-from shared.bus import metrics, names
-from shared.bus.actions import Action, Item, PublishedAction, action_outputs
+from shared.bus import names
+from shared.bus.actions import Action, Item
 from shared.bus.delivery import Delivery, Output, Reject
 from shared.bus.delivery import Handler as WorkerHandler
 from shared.bus.directory import Directory
 from shared.bus.ordering import order_of
 from shared.bus.predicates import Predicate, app, event, event_key, sender, text
+from shared.bus.publishing import Outbox, Published, outputs, request_id
 from shared.bus.state import State
 from shared.logs import TRACE_ID
-from shared.schemas.envelope import EventEnvelope, OutboxEntry, decode_envelope, encode_outbox
+from shared.schemas.envelope import decode_envelope
 from shared.schemas.inbound import InboundEvent
-from shared.schemas.outbound import Attachment, MediaUpload, SendRequest, SendRequestType
+from shared.schemas.outbound import Attachment, SendRequest
 from shared.wecom.gateway import WeComGateway, gateway_of
 
 __all__ = [
@@ -85,66 +83,6 @@ Handler: TypeAlias = Callable[[E, "Context"], Awaitable[Reply]]
 Hook: TypeAlias = Callable[["State"], Awaitable[None]]
 
 
-def request_id(stream: str, entry_id: str, handler: str, index: int) -> str:
-    """The outbox id of the ``index``-th request ``handler`` made for one event entry."""
-    key = f"{stream}\x00{entry_id}\x00{handler}\x00{index}".encode()
-    return hashlib.sha256(key).hexdigest()[:32]
-
-
-class Published(msgspec.Struct, frozen=True, kw_only=True):
-    """A send request made while handling one event, with its deterministic id."""
-
-    id: str
-    handler: str
-    request: SendRequest
-    upload: MediaUpload | None = None  # an attachment's file, uploaded by the sender
-
-
-SYS = "sys"  # the FromUserName of WeCom's system events (contact changes…): not a member
-
-
-def _without_sys(request: SendRequest) -> SendRequest | None:
-    """``request`` without the recipient "sys"; None when nobody else is left."""
-    users = "|".join(u for u in (request.touser or "").split("|") if u and u != SYS)
-    if not (users or request.toparty or request.totag):
-        return None
-    return msgspec.structs.replace(request, touser=users or None)
-
-
-class _Outbox:
-    """Collects the requests of one dispatch; shared by the contexts of its handlers."""
-
-    def __init__(self) -> None:
-        self.items: list[Published] = []
-        self.actions: list[PublishedAction] = []
-
-    def add(self, ctx: Context, item: Item) -> str:
-        if isinstance(item, Action):  # ids of their own, apart from the send requests
-            index = sum(p.handler == ctx.handler for p in self.actions)
-            rid = request_id(ctx.stream, ctx.entry_id, f"{ctx.handler}!action", index)
-            self.actions.append(PublishedAction.checked(rid, ctx.handler, item))
-            return rid
-        request = item.request if isinstance(item, Attachment) else item
-        upload = item.upload if isinstance(item, Attachment) else None
-        if not isinstance(request, SendRequest):
-            raise TypeError(f"{ctx.handler}: expected a SendRequest, got {type(request).__name__}")
-        if ctx.event.from_user == SYS and SYS in (request.touser or "").split("|"):
-            kept = _without_sys(request)
-            log.warning(
-                "reply to a sys event addressed to 'sys' (not a member): %s",
-                "dropped" if kept is None else "'sys' left out",
-                extra={"handler": ctx.handler, "trace_id": ctx.trace_id},
-            )
-            metrics.REPLIES_TO_SYS.labels(ctx.handler).inc()
-            if kept is None:
-                return ""
-            request = kept
-        index = sum(p.handler == ctx.handler for p in self.items)
-        rid = request_id(ctx.stream, ctx.entry_id, ctx.handler, index)
-        self.items.append(Published(id=rid, handler=ctx.handler, request=request, upload=upload))
-        return rid
-
-
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Context:
     """What a handler (and a predicate) knows besides the event."""
@@ -159,8 +97,16 @@ class Context:
     received_at: float = 0.0  # unix time the ingress accepted the callback
     handler: str = ""  # the running handler's name; "" while routes are matched
     state: State = dataclasses.field(default_factory=State, repr=False, compare=False)
-    _outbox: _Outbox = dataclasses.field(default_factory=_Outbox, repr=False, compare=False)
+    _outbox: Outbox = dataclasses.field(default_factory=Outbox, repr=False, compare=False)
     _bot: BotAnswer | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def running(self, handler: str) -> Context:
+        """This context for ``handler`` (``dataclasses.replace`` costs twice as much)."""
+        run = object.__new__(Context)
+        for name in _CONTEXT_FIELDS:
+            object.__setattr__(run, name, getattr(self, name))
+        object.__setattr__(run, "handler", handler)
+        return run
 
     def publish(self, request: Item) -> str:
         """Queue ``request`` to be sent (or an attachment, or an outbox action); returns its id.
@@ -202,6 +148,9 @@ class Context:
         return self._bot
 
 
+_CONTEXT_FIELDS: Final = tuple(f.name for f in dataclasses.fields(Context))
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Route(Generic[E]):
     event_type: type[E]
@@ -218,6 +167,8 @@ class Route(Generic[E]):
 class Router:
     """An ordered list of routes and included routers; see the module docstring."""
 
+    _changes = 0  # routes or routers added to any router: a router's flattened list is stale
+
     def __init__(self, name: str) -> None:
         if not name or any(c in name for c in "\x00 "):
             raise ValueError(f"bad router name {name!r}")
@@ -226,6 +177,8 @@ class Router:
         self._names: set[str] = set()
         self._startup: list[Hook | Router] = []
         self._shutdown: list[Hook | Router] = []
+        self._flat_routes: list[Route[Any]] = []
+        self._flat_at = -1  # the value of _changes _flat_routes was made at
 
     def on(
         self,
@@ -252,6 +205,7 @@ class Router:
             doc = (fn.__doc__ or "").strip().splitlines()
             about = description if description is not None else (doc[0] if doc else "")
             self._items.append(Route(event_type, predicate, fn, name, stop, about))
+            Router._changes += 1
             return fn
 
         return register
@@ -295,6 +249,7 @@ class Router:
             if router is self or self in router._walk():
                 raise ValueError(f"including {router.name!r} in {self.name!r} makes a cycle")
             self._items.append(router)
+            Router._changes += 1
             self._startup.append(router)
             self._shutdown.append(router)
         return self
@@ -313,9 +268,15 @@ class Router:
             out.extend(item.routes if isinstance(item, Router) else [item])
         return out
 
+    def _flat(self) -> list[Route[Any]]:
+        """``routes``, flattened again only after a route or router was added anywhere."""
+        if self._flat_at != Router._changes:
+            self._flat_routes, self._flat_at = self.routes, Router._changes
+        return self._flat_routes
+
     def match(self, event: InboundEvent, ctx: Context) -> list[Route[Any]]:
         matched: list[Route[Any]] = []
-        for route in self.routes:
+        for route in self._flat():
             if route.matches(event, ctx):
                 matched.append(route)
                 if route.stop:
@@ -325,7 +286,7 @@ class Router:
     async def dispatch(self, event: InboundEvent, ctx: Context) -> list[Published]:
         """Run the matching handlers in order; returns every request they made."""
         for route in self.match(event, ctx):
-            run_ctx = dataclasses.replace(ctx, handler=route.name)
+            run_ctx = ctx.running(route.name)
             reply = await route.handler(event, run_ctx)
             if isinstance(reply, SendRequest | Attachment | Action):
                 run_ctx.publish(reply)
@@ -391,28 +352,6 @@ class Router:
             )
             outbox = names.outbox(names.partition_of(delivery.stream, prefix))  # input's part.
             order = order_of(delivery.fields)  # a member's replies keep their order there
-            return _outputs(envelope, ctx._outbox, outbox, maxlen, order[0] if order else None)
+            return outputs(envelope, ctx._outbox, outbox, maxlen, order[0] if order else None)
 
         return handle
-
-
-def _outputs(
-    envelope: EventEnvelope, collected: _Outbox, outbox: str, maxlen: int | None, order: str | None
-) -> list[Output]:
-    """One outbox entry per published request or action, with the event's app and trace id."""
-    now = time.time()
-    entries = [
-        OutboxEntry(
-            id=p.id,
-            app=envelope.app,
-            trace_id=envelope.trace_id,
-            created_at=now,
-            request=cast(SendRequestType, p.request),
-            origin=f"handler:{p.handler}",
-            upload=p.upload,
-            traceparent=tracing.traceparent(),  # the handler's span: the sender continues it
-        )
-        for p in collected.items
-    ]
-    sends = [Output(outbox, {"data": encode_outbox(entry)}, maxlen, order) for entry in entries]
-    return sends + action_outputs(envelope, collected.actions, outbox, maxlen, now, order)

@@ -65,6 +65,7 @@ __all__ = [
     "is_nogroup",
     "publish",
     "read_group",
+    "read_group_after",
     "remove_idle_consumers",
     "schedule_retry",
     "set_delivery_count",
@@ -241,6 +242,32 @@ async def read_group(
     block = () if block_ms is None else ("BLOCK", block_ms)
     command = ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, *block)
     (reply,) = await send_batch(redis, [(*command, "STREAMS", stream, ">")])
+    return _read_reply(reply)
+
+
+async def read_group_after(
+    redis: Redis,
+    commits: Sequence[tuple[Sequence[str], Sequence[Any]]],
+    stream: str,
+    group: str,
+    consumer: str,
+    *,
+    count: int,
+) -> tuple[list[Any], list[Entry]]:
+    """:data:`COMMIT` calls (keys, args) and then a non-blocking XREADGROUP, in one write on a
+    single server: each commit's answer (an error in place: NOSCRIPT is the caller's to
+    handle), and the entries read."""
+    commands: list[Sequence[Any]] = [
+        ("EVALSHA", COMMIT.sha, len(keys), *keys, *args) for keys, args in commits
+    ]
+    commands.append(
+        ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, "STREAMS", stream, ">")
+    )
+    *answers, reply = await send_batch(redis, commands)
+    return answers, _read_reply(reply)
+
+
+def _read_reply(reply: Any) -> list[Entry]:
     if isinstance(reply, BaseException):
         raise reply
     found = reply.values() if isinstance(reply, dict) else [s[1] for s in reply or ()]

@@ -15,7 +15,9 @@ kept dying) goes there too. ``Retry`` keeps the entry where it is: the id never 
 idempotency keys derived from it (the router's outbox ids) stay valid.
 
 Parts: ``claiming``, ``leasing`` (a handler keeps its entry however long it runs, up to
-``handler_timeout``), ``committing``, ``outage`` (outages waited out, logged once), ``observe``.
+``handler_timeout``), ``committing`` (commits sent together, with the next read while the reader
+lingers), ``linger`` (when the reader waits before reading again), ``outage`` (outages waited
+out, logged once), ``observe``, ``signals``.
 Like arq's worker, ``stop()`` (SIGTERM) stops reading and gives in-flight work ``drain_timeout``
 seconds; the rest stays pending for another replica. A deleted group or flushed stream (NOGROUP)
 is recreated just before the oldest entry in flight here, else after the newest entry seen.
@@ -24,17 +26,14 @@ is recreated just before the oldest entry in flight here, else after the newest 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
 import secrets
-import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Protocol
 
 from redis.asyncio import Redis
 
@@ -43,10 +42,12 @@ from shared.bus.claiming import Claimer, now_ms
 from shared.bus.committing import Recorder
 from shared.bus.delivery import Delivery, Handler, Output, Reject, Retry, describe
 from shared.bus.leasing import renew_leases
+from shared.bus.linger import Linger
 from shared.bus.observe import observe_groups, sweep_consumers
 from shared.bus.options import ConsumerOptions
 from shared.bus.ordering import order_of
 from shared.bus.outage import OUTAGE, RedisWatch
+from shared.bus.signals import install_signal_handlers
 from shared.bus.streams import Entry
 from shared.errors import SchemaError
 from shared.tracing import span, traced_delivery
@@ -82,10 +83,12 @@ class Consumer:
         self.recorder = Recorder(redis, *where, opts, watch=self.watch, on_nogroup=self._group_gone)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._handler_seconds = metrics.HANDLER_SECONDS.labels(stream, group)
+        self._linger = Linger(opts.read_linger)
         self._reserved = 0
         self._read_reserved = 0  # the part of _reserved a blocking read holds
         self._slot = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._naps: set[asyncio.Future[None]] = set()  # loops sleeping until a time or stop()
         self._force = self._running = self._heal_needed = self._ended = False
         self._failing: set[str] = set()  # loops whose last step failed with a non-outage error
         self._last_seen: str | None = None
@@ -119,6 +122,8 @@ class Consumer:
             self._force = True
         self._stopping.set()
         self._slot.set()
+        for waker in self._naps:
+            _wake(waker)
 
     async def run(self) -> None:
         """Consume until ``stop()``, then drain in-flight work and return."""
@@ -173,6 +178,7 @@ class Consumer:
             task.cancel()
         # The reader's current XREADGROUP ends within block_ms; what it returns is started.
         await asyncio.wait([reader], timeout=max(deadline - loop.time(), 0))
+        self.recorder.commits.release()  # held for a read that will not come
         while self._inflight and not self._force and loop.time() < deadline:
             await asyncio.wait(list(self._inflight.values()), timeout=0.05)
         lease.cancel()
@@ -207,10 +213,20 @@ class Consumer:
                     return
             if forever:
                 await asyncio.sleep(pause)
-            elif pause > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause):
-                        await self._stopping.wait()
+            elif pause > 0 and not self._stopping.is_set():
+                await self._nap(pause)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until stop(): a timer and a future, a fifth of the CPU of a
+        timeout around ``_stopping.wait()`` (the reader naps after every lingering read)."""
+        waker = asyncio.get_running_loop().create_future()
+        timer = waker.get_loop().call_later(seconds, _wake, waker)
+        self._naps.add(waker)
+        try:
+            await waker
+        finally:
+            timer.cancel()
+            self._naps.discard(waker)
 
     def _step_failed(self, name: str, exc: Exception, failures: int) -> float:
         if streams.is_nogroup(exc):
@@ -230,6 +246,7 @@ class Consumer:
         return 0.0
 
     async def _heal(self) -> None:
+        self.recorder.commits.release()  # the read they were held for waits for the heal
         if self._inflight:  # so that work in flight when the group vanished is delivered again
             first = streams.id_before(min(self._inflight, key=streams.id_key))
         else:
@@ -258,24 +275,24 @@ class Consumer:
 
     async def _read_step(self) -> float:
         if self._free() <= 0:
+            self.recorder.commits.release()  # no read soon: held commits must not wait for one
             self._slot.clear()
             await self._slot.wait()
             return 0.0
         wanted = min(self.options.batch, self._free())
-        got = await self._read_once(block=True)
-        # Entries are arriving one by one: let a few more gather, so that the next read and
-        # the commits of what it returns serve several (options.read_linger).
-        return self.options.read_linger if 0 < got < wanted else 0.0
+        pause = self._linger.after(await self._read_once(block=True), wanted)
+        if pause:  # let a few more gather (shared.bus.linger); the commits of these wait for
+            self.recorder.commits.hold()  # the read after it, and go with it
+        return pause
 
-    async def _read_once(self, *, block: bool) -> int:
+    async def _read_once(self, *, block: bool) -> list[Entry]:
         free = min(self.options.batch, self._free())
         if free <= 0:
-            return 0
+            return []
         self._reserved += free
         self._read_reserved += free
         try:
-            entries = await streams.read_group(
-                self.redis,
+            entries = await self.recorder.commits.read(
                 self.stream,
                 self.group,
                 self.name,
@@ -290,7 +307,7 @@ class Consumer:
             self._spawn(entry, 1)
         if entries:
             self._last_seen = entries[-1].id
-        return len(entries)
+        return entries
 
     async def _claim_step(self) -> float:
         started = await self._claim_once()
@@ -327,7 +344,7 @@ class Consumer:
         return self.options.housekeeping_interval
 
     async def _burst_step(self) -> float:
-        if await self._claim_once() + await self._read_once(block=False):
+        if await self._claim_once() + len(await self._read_once(block=False)):
             return 0.0
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), return_when=asyncio.FIRST_COMPLETED)
@@ -412,14 +429,6 @@ class Consumer:
         return {"stream": self.stream, "group": self.group, "consumer": self.name}
 
 
-class _Stoppable(Protocol):
-    def stop(self) -> None: ...
-
-
-def install_signal_handlers(
-    consumer: _Stoppable, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
-) -> None:
-    """SIGTERM/SIGINT stop ``consumer`` gracefully; a second signal cancels in-flight work."""
-    loop = asyncio.get_running_loop()
-    for sig in signals:
-        loop.add_signal_handler(sig, consumer.stop)
+def _wake(waker: asyncio.Future[None]) -> None:
+    if not waker.done():
+        waker.set_result(None)

@@ -499,17 +499,23 @@ def _walk(obj: msgspec.Struct, path: str) -> None:
 
 
 def _ids(joined: str | None) -> list[str]:
-    return [part for part in (joined or "").split("|") if part.strip()]
+    if not joined:
+        return []
+    return [part for part in joined.split("|") if part.strip()]
 
 
 def _check_send(req: SendRequest) -> None:
     if not isinstance(req, _SEND_TYPES):
         raise SchemaError("$.msgtype", f"must be one of {', '.join(MSGTYPES)}")
-    users = _ids(req.touser)
-    for field, limit in (("touser", 1000), ("toparty", 100), ("totag", 100)):
-        if (n := len(_ids(getattr(req, field)))) > limit:
+    users, parties, tags = _ids(req.touser), _ids(req.toparty), _ids(req.totag)
+    for field, ids, limit in (
+        ("touser", users, 1000),
+        ("toparty", parties, 100),
+        ("totag", tags, 100),
+    ):
+        if (n := len(ids)) > limit:
             raise SchemaError(f"$.{field}", f"names {n} ids; WeCom accepts {limit}")
-    if not (users or _ids(req.toparty) or _ids(req.totag)):
+    if not (users or parties or tags):
         raise SchemaError("$.touser", "no recipient: touser, toparty and totag are all empty")
     if "@all" in users and (len(users) > 1 or isinstance(req, MiniprogramNoticeSend)):
         problem = "is not allowed for miniprogram_notice" if len(users) == 1 else "must stand alone"
@@ -529,10 +535,18 @@ def _check_send(req: SendRequest) -> None:
         raise SchemaError("$.duplicate_check_interval", "must be 1 to 14400 seconds (4 h)")
 
 
+# The body field of the requests whose only Struct field is their body (the common replies):
+# validated without walking every field of the request.
+_ONE_BODY: Final[dict[type[SendRequest], str]] = {TextSend: "text", MarkdownSend: "markdown"}
+
+
 def validate(req: R) -> R:
     """Return ``req`` unchanged, or raise SchemaError naming the first field WeCom would refuse."""
     if isinstance(req, SendRequest):
         _check_send(req)
+        if (body := _ONE_BODY.get(type(req))) is not None:
+            _walk(getattr(req, body), f"$.{body}")
+            return req
     elif isinstance(req, UpdateTemplateCardRequest):
         cards.check_update(req)
     _walk(req, "$")
