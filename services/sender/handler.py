@@ -34,7 +34,7 @@ from services.sender.metrics import CIRCUIT, PARTIAL, SENDS, SKIPPED
 from services.sender.records import SENT_TTL, Records
 from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
-from shared.bus.scripts import TickPipeline, Wait
+from shared.bus.scripts import TickScripts, Wait
 from shared.bus.tally import Tally
 from shared.logs import TRACE_ID
 from shared.schemas.envelope import OutboxEntry, decode_outbox
@@ -113,7 +113,7 @@ class OutboxHandler:
         self.duplicate_check = duplicate_check
         self.max_deliveries = max_deliveries
         self._sent: dict[str, Any] = {}  # app -> its wecom_sender_sends{errcode="0"} child
-        ticks = TickPipeline(redis)  # a tick's gates and records: one round trip
+        ticks = TickScripts(redis)  # a tick's gates and records: one round trip
         self._gate = Gate(redis, ticks)  # services.sender.gates
         self._record = Records(redis, prefix, ticks, wait)  # services.sender.records
 

@@ -2,12 +2,12 @@
 and after the last part the request's state (``shared.bus.sendstate``).
 
 One script per send (``sendstate.RECORD``: all or nothing), the records of the sends finishing
-in one event-loop tick sent to Redis as one pipeline, with the gates of that tick
-(``services.sender.gates``); with ``wait`` the records have a pipeline of their own, closed by
-one WAIT, and too few replicas raise NotReplicated (the write stands on the
-primary; the redelivery finds the mark and sends nothing). On Redis Cluster, where the status
-hash and the marks live in different slots, the same writes go out as a pipeline, mark before
-state (a sent mark overrules a stale state).
+in one event-loop tick sent to Redis in one round trip, with the gates of that tick
+(``services.sender.gates``). With ``wait`` the records have a batch of their own, closed by one
+WAIT, and too few replicas raise NotReplicated (the write stands on the primary; the
+redelivery finds the mark and sends nothing). On Redis Cluster, where the status hash and the
+marks live in different slots, the same writes go out as a pipeline, mark before state (a sent
+mark overrules a stale state).
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from services.sender.gates import run
 from shared.bus import names, sendstate
-from shared.bus.scripts import TickPipeline, Wait
+from shared.bus.scripts import TickPipeline, TickScripts, Wait
 from shared.connection import is_cluster
 from shared.wecom.client import SendResult
 
@@ -42,16 +41,16 @@ _encode = msgspec.json.Encoder().encode
 
 
 class Records:
-    """``await records(...)``: one send's record. ``ticks``: the gate's pipeline, shared
-    (not used with ``wait``, whose WAIT the gates need not wait for)."""
+    """``await records(...)``: one send's record. ``ticks``: the gate's batch, shared (not
+    used with ``wait``, whose WAIT the gates need not wait for)."""
 
     def __init__(
-        self, redis: Redis, prefix: str, ticks: TickPipeline, wait: Wait | None = None
+        self, redis: Redis, prefix: str, ticks: TickScripts, wait: Wait | None = None
     ) -> None:
         self.prefix = prefix
         self._cluster = is_cluster(redis)
-        # on a cluster, a pipeline per call (TickPipeline's own rule)
-        self._ticks = ticks if wait is None else TickPipeline(redis, wait=wait)
+        self._ticks = ticks if wait is None else TickScripts(redis, wait=wait)
+        self._pipes = TickPipeline(redis, wait=wait)  # a cluster's: a pipeline per node
 
     async def __call__(
         self,
@@ -70,13 +69,22 @@ class Records:
             msgids = [r.msgid for r in done]
             whole = (whole_key, _encode(_Whole(msgids[0], msgids))) if whole_key != mark else None
             finished = (msgids, result.response_code, whole)
-        if not self._cluster:
-            keys, args = sendstate.record_call(
-                self.prefix, request_id, part, (mark, record), SENT_TTL, finished
-            )
-            await run(self._ticks, sendstate.RECORD, keys, args)
+        if self._cluster:
+            await self._cluster_record(request_id, part, mark, record, finished)
             return
+        keys, args = sendstate.record_call(
+            self.prefix, request_id, part, (mark, record), SENT_TTL, finished
+        )
+        await self._ticks.call(sendstate.RECORD, keys, args)
 
+    async def _cluster_record(
+        self,
+        request_id: str,
+        part: int,
+        mark: str,
+        record: bytes,
+        finished: tuple[list[str], str, tuple[str, bytes] | None] | None,
+    ) -> None:
         def fill(pipe: Pipeline) -> None:
             pipe.set(mark, record, ex=SENT_TTL)
             sendstate.attempt(pipe, self.prefix, request_id, part)
@@ -86,6 +94,6 @@ class Records:
                     pipe.set(whole[0], whole[1], ex=SENT_TTL)
                 sendstate.sent(pipe, self.prefix, request_id, msgids, code)
 
-        for outcome in await self._ticks.run(fill):
+        for outcome in await self._pipes.run(fill):
             if isinstance(outcome, Exception):
                 raise outcome
