@@ -6,7 +6,8 @@ questions: was it sent already (``sent:<id>``, or ``sent:<id>#<k>`` for part k)?
 circuit closed (``shared.wecom.circuit``)? Do its members have room (``Governor``)? Already sent
 → skip; circuit open or no room → park the entry in ``<prefix>:delayed`` until then (it comes
 back as a new outbox entry and resumes at its first unsent part); else send, then mark it sent
-(one script, ``services.sender.records``), before the consumer acks the entry.
+(one script, ``services.sender.records``), before the entry is acked: after the last part by
+the same script, when the consumer offers that (``Delivery.offer``), else by the consumer.
 
 ``enable_duplicate_check`` follows ``SENDER_DUPLICATE_CHECK``: ``redelivery`` (default) sets it
 when an earlier attempt may have reached WeCom, which the per-part attempt count in the
@@ -203,8 +204,10 @@ class OutboxHandler:
         if probe and await circuit.close(self.redis, self.prefix, entry.app):
             show_circuit(entry.app, "closed")
             log.info("circuit closed: WeCom accepts the app again", extra={"app": entry.app})
-        last = part.k == len(parts)
-        await self._record(entry.id, part.k, part.mark, result, [*done, result] if last else None)
+        if part.k < len(parts):
+            await self._record(entry.id, part.k, part.mark, result, None)
+        else:  # the last: the record acks the entry too, when the consumer offers it
+            await self._record(entry.id, part.k, part.mark, result, [*done, result], delivery)
         self._report(entry, result)
         return result
 
