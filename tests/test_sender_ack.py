@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from services.sender.records import Records
 from shared.bus import names, sendstate
 from shared.bus.delivery import AckOffer, Delivery
-from shared.bus.scripts import TickScripts
+from shared.bus.scripts import NotReplicated, TickScripts
 from shared.schemas.envelope import encode_outbox, outbox_entry
 from shared.schemas.outbound import decode_send_request
 from shared.wecom.client import SendResult
@@ -49,9 +49,11 @@ async def delivered(redis: Redis, seq: int) -> Delivery:
     return Delivery(entry_id.decode(), STREAM, fields, 1, AckOffer(GROUP, RETRY))
 
 
-async def record(redis: Redis, delivery: Delivery, msgid: str) -> None:
+async def record(
+    redis: Redis, delivery: Delivery, msgid: str, wait: tuple[int, int] | None = None
+) -> None:
     result = SendResult(msgid=msgid)
-    await Records(redis, P, TickScripts(redis))(
+    await Records(redis, P, TickScripts(redis), wait)(
         RID, 1, names.sent(P, RID), result, [result], delivery
     )
 
@@ -88,6 +90,17 @@ async def test_without_the_group_the_record_stands_and_the_consumer_acks(redis: 
     await record(redis, delivery, "m1")
     assert delivery.offer is not None and delivery.offer.answer is None  # the consumer commits
     assert await redis.get(names.sent(P, RID)) == b'{"msgid":"m1","response_code":""}'
+
+
+async def test_too_few_replicas_raise_and_the_ack_stands_as_a_commits_does(
+    redis: Redis,
+) -> None:
+    delivery = await delivered(redis, 1)
+    with pytest.raises(NotReplicated):
+        await record(redis, delivery, "m1", wait=(1, 50))  # no replica: too few
+    assert delivery.offer is not None and delivery.offer.answer is None  # the delivery failed
+    assert await redis.get(names.sent(P, RID)) == b'{"msgid":"m1","response_code":""}'
+    assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
 
 
 async def test_a_members_entries_are_sent_in_order_and_each_acked_once(kit: Kit) -> None:

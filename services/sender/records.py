@@ -8,8 +8,9 @@ in one event-loop tick sent to Redis in one round trip, with the gates of that t
 record is written only while the entry is still pending, and the consumer's own commit runs
 after it, so the ack still follows the sent mark, and a second consumer finishing the same
 entry writes nothing. With ``wait`` the records have a batch of their own, closed by one WAIT,
-and too few replicas raise NotReplicated (the write stands on the primary; the redelivery finds
-the mark and sends nothing). On Redis Cluster, where the status hash and the marks live in
+and too few replicas raise NotReplicated (the write stands on the primary, the ack with it as a
+consumer's commit does; an entry still pending is redelivered, finds the mark and sends
+nothing). On Redis Cluster, where the status hash and the marks live in
 different slots, the same writes go out as a pipeline, mark before state (a sent mark overrules
 a stale state), and the consumer commits as usual.
 """
