@@ -3,7 +3,9 @@
 A Redis, the fake WeCom and one sender as real processes (as ``python -m bench --only
 pipeline``'s consumer drain runs them); the outbox is pre-filled with one text per member in
 turn and drained, ``--rounds`` times. It prints the median (and every round's) CPU per send of
-the sender and of Redis, read from ``/proc`` like every other CPU figure here. Drained from a
+the sender and of Redis, read from ``/proc`` like every other CPU figure here, and, steadier
+than CPU on a shared machine, the script calls and socket reads Redis served per send (its
+``INFO``; the bench's own fill and polls are among them). Drained from a
 full outbox the sends finish in larger groups than at a fixed rate, so the figures are lower
 than end to end at 1,000 a second; they are for comparing one change with the next.
 """
@@ -15,6 +17,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import redis
@@ -55,19 +58,33 @@ def main(argv: list[str] | None = None) -> int:
         wait(lambda: _drained(client, outbox, group), 60.0, system)
         for r in range(args.rounds):
             entries = outbox_entries(args.entries, members, tag=f"r{r}")
+            before = _served(client)
             drain = _drain_rate(ctx, system, rds, outbox, group, entries)
             if not drain["drained"]:
                 raise RuntimeError(f"round {r}: the outbox was not drained")
             cpu = drain["cpu_ms_per_entry"]
-            rounds.append({"sender": cpu["sender"], "redis": cpu["redis"]})
+            served = {
+                k: round((v - before[k]) / args.entries, 2) for k, v in _served(client).items()
+            }
+            rounds.append({"sender": cpu["sender"], "redis": cpu["redis"], **served})
         client.close()
     result = {
         "sender_cpu_ms_per_send": statistics.median(r["sender"] for r in rounds),
         "redis_cpu_ms_per_send": statistics.median(r["redis"] for r in rounds),
+        "scripts_per_send": statistics.median(r["scripts"] for r in rounds),
+        "redis_reads_per_send": statistics.median(r["reads"] for r in rounds),
         "rounds": rounds,
     }
     print(msgspec.json.format(msgspec.json.encode(result)).decode())
     return 0
+
+
+def _served(client: redis.Redis) -> dict[str, float]:
+    """Script calls (EVALSHA and EVAL) and socket reads Redis served so far."""
+    calls: Any = client.info("commandstats")
+    stats: Any = client.info("stats")
+    scripts = sum(calls.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
+    return {"scripts": float(scripts), "reads": float(stats["total_reads_processed"])}
 
 
 if __name__ == "__main__":

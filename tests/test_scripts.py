@@ -13,7 +13,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from shared.bus.scripts import Script, TickPipeline
+from shared.bus.scripts import Script, TickPipeline, TickScripts
 
 BUS = Path(__file__).parent.parent / "shared" / "bus"
 # Other ways of running Lua: redis-py's register_script, EVAL/EVALSHA by hand, a home-made class.
@@ -97,3 +97,27 @@ async def test_a_lost_connection_fails_every_caller_of_the_tick() -> None:
     )
     assert all(isinstance(r, RedisConnectionError) for r in results)
     await client.aclose()
+
+
+async def test_calls_of_several_scripts_in_one_tick_share_a_round_trip(redis_url: str) -> None:
+    client: Redis = Redis.from_url(redis_url)
+    try:
+        await client.flushdb()
+        await client.hset("not-a-string", "f", "v")
+        incr = Script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        echo = Script("return ARGV[1]")
+        await echo(client, ["e"], ["loaded"])
+        await client.script_flush()  # both load again (NOSCRIPT), still as one batch
+        tick = TickScripts(client)
+        results = await asyncio.gather(
+            tick.call(incr, ["n"], [5]),
+            tick.call(echo, ["e"], ["hi"]),
+            tick.call(incr, ["not-a-string"], [1]),
+            tick.call(echo, ["e"], [b"there"]),
+            return_exceptions=True,
+        )
+        assert results[0] == 5 and results[1] == b"hi" and results[3] == b"there"
+        assert isinstance(results[2], ResponseError)  # WRONGTYPE, for that call alone
+        assert connections(client) == 1
+    finally:
+        await client.aclose()

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from services.sender.gates import Gate, Opened
 from services.sender.records import Records
 from shared.bus import names, sendstate
-from shared.bus.scripts import NotReplicated, TickPipeline
+from shared.bus.scripts import NotReplicated, TickScripts
 from shared.wecom import circuit
 from shared.wecom.client import SendResult
 from shared.wecom.governor import Governor
@@ -31,7 +31,7 @@ async def kit(redis_url: str) -> AsyncIterator[Kit]:
 
 async def open_gate(redis: Redis, now: float, users: list[str]) -> Opened:
     governor = Governor(redis, prefix=P, clock=lambda: now)
-    gate = Gate(redis, TickPipeline(redis))
+    gate = Gate(redis, TickScripts(redis))
     return await gate(
         names.sent(P, RID),
         (names.status(P, RID), sendstate.attempts_field(1)),
@@ -89,7 +89,7 @@ async def test_a_probe_without_room_is_given_back(redis: Redis) -> None:
 
 
 async def test_the_record_is_all_or_nothing_and_waits_for_replicas(redis: Redis) -> None:
-    records = Records(redis, P, TickPipeline(redis), wait=(1, 50))  # no replica: too few
+    records = Records(redis, P, TickScripts(redis), wait=(1, 50))  # no replica: too few
     key = names.status(P, RID)
     await redis.hset(key, mapping={"state": "delayed", "until": "1", "reason": "x"})
     with pytest.raises(NotReplicated):
@@ -104,7 +104,7 @@ async def test_the_record_is_all_or_nothing_and_waits_for_replicas(redis: Redis)
 
 
 async def test_the_last_part_of_a_split_request_marks_the_request(redis: Redis) -> None:
-    records = Records(redis, P, TickPipeline(redis))
+    records = Records(redis, P, TickScripts(redis))
     first, second = SendResult(msgid="m1"), SendResult(msgid="m2")
     await records(RID, 1, names.sent_part(P, RID, 1), first, None)
     assert await redis.get(names.sent(P, RID)) is None

@@ -1,6 +1,7 @@
-"""The production wire of WeComClient's JSON POSTs (aiohttp directly, shared.wecom.wire) against
-the project's fake WeCom as a real server on loopback: the same answers, errcodes, token refresh
-and failures as the httpx path the in-process tests drive (tests/test_wecom_client.py).
+"""The production wires of WeComClient's JSON POSTs (straight HTTP/1.1, shared.wecom.http1, and
+aiohttp, which a proxy selects: shared.wecom.wire) against the project's fake WeCom as a real
+server on loopback: the same answers, errcodes, token refresh and failures as the httpx path
+the in-process tests drive (tests/test_wecom_client.py). Every test runs with each wire.
 
 The server runs the very app of the ``fake_wecom`` fixture, so its fault API and its records
 are the fixture's; only the client is built as production builds it (no transport).
@@ -27,6 +28,8 @@ from shared.wecom import (
     WeComClient,
     WeComUnavailableError,
 )
+from shared.wecom.client import DEFAULT_LIMITS, DEFAULT_TIMEOUT
+from shared.wecom.http1 import Http1Wire
 from shared.wecom.wire import AiohttpWire
 from tests.inprocess_wecom import InProcessWeCom
 from tests.test_fakewecom import Servers
@@ -45,15 +48,33 @@ async def served(fake_wecom: InProcessWeCom) -> AsyncIterator[str]:
         await servers.stop()
 
 
-def production(fake: InProcessWeCom, base_url: str, tokens: Any, **options: Any) -> WeComClient:
-    client = WeComClient(fake.settings, token_source=tokens, base_url=base_url, **options)
-    assert isinstance(client._wire, AiohttpWire)  # the path under test, not httpx's
-    return client
+Production = Callable[..., WeComClient]
+
+
+@pytest.fixture(params=["http1", "aiohttp"])
+def production(request: pytest.FixtureRequest) -> Production:
+    """Builds a client as production does; with "aiohttp" its wire is the one a proxy selects,
+    here without the proxy (tests/test_proxy.py runs it through one)."""
+
+    def make(fake: InProcessWeCom, base_url: str, tokens: Any, **options: Any) -> WeComClient:
+        client = WeComClient(fake.settings, token_source=tokens, base_url=base_url, **options)
+        assert isinstance(client._wire, Http1Wire)  # the path under test, not httpx's
+        if request.param == "aiohttp":
+            client._wire = AiohttpWire(
+                base_url,
+                limits=DEFAULT_LIMITS,
+                timeout=options.get("timeout", DEFAULT_TIMEOUT),
+                proxy=None,
+                user_agent="wecom-bus/test",
+            )
+        return client
+
+    return make
 
 
 @pytest.fixture
 async def client(
-    fake_wecom: InProcessWeCom, served: str, tokens: Tokens
+    fake_wecom: InProcessWeCom, served: str, tokens: Tokens, production: Production
 ) -> AsyncIterator[WeComClient]:
     async with production(fake_wecom, served, tokens) as c:
         yield c
@@ -96,7 +117,7 @@ async def test_errcodes_raise_their_class(
 
 
 async def test_a_revoked_token_is_refreshed_once_and_the_send_retried_once(
-    redis: Redis, fake_wecom: InProcessWeCom, served: str
+    redis: Redis, fake_wecom: InProcessWeCom, served: str, production: Production
 ) -> None:
     def cache(fetch: Callable[[], Any]) -> TokenCache:
         return TokenCache(redis, fetch, corp_id="wwcorp", agent_id=1000002)
@@ -135,7 +156,7 @@ def _leak_free(error: BaseException) -> None:
 
 
 async def test_a_timeout_and_a_reset_are_unavailable_without_the_token(
-    fake_wecom: InProcessWeCom, served: str
+    fake_wecom: InProcessWeCom, served: str, production: Production
 ) -> None:
     quick = httpx.Timeout(0.5, connect=0.5)
     await fake_wecom.fault(timeout=True, seconds=5, path="message/send")
@@ -152,7 +173,7 @@ async def test_a_timeout_and_a_reset_are_unavailable_without_the_token(
 
 
 async def test_nobody_listening_and_a_non_wecom_answer_are_unavailable(
-    fake_wecom: InProcessWeCom,
+    fake_wecom: InProcessWeCom, production: Production
 ) -> None:
     async def proxy_page(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

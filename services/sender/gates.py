@@ -4,8 +4,8 @@ Was it sent already (the part's sent mark)? How many attempts at it so far (the 
 Is the app's circuit closed (``shared.wecom.circuit``)? Do its members have room (the
 ``Governor``)? :data:`GATE` answers all four in one script that runs the circuit's and the
 governor's own Lua (their functions, not copies), and the gates of the sends that reach this
-point in one event-loop tick go to Redis as one pipeline (a ``TickPipeline`` the records of the
-sends finishing in that tick share, ``services.sender.records``). It also stops at the
+point in one event-loop tick go to Redis in one round trip (a ``TickScripts`` batch the records
+of the sends finishing in that tick share, ``services.sender.records``). It also stops at the
 first no: a send already made admits nothing, a circuit that says wait leaves the governor
 untouched, and a probe whose members have no room gives the probe back, so nothing has to be
 undone in another round trip.
@@ -21,14 +21,13 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
-from shared.bus.scripts import Script, TickPipeline
+from shared.bus.scripts import Script, TickScripts
 from shared.connection import is_cluster
 from shared.wecom import circuit
 from shared.wecom.governor import ACQUIRE, ACQUIRE_LUA
 
-__all__ = ["GATE", "Gate", "Opened", "run"]
+__all__ = ["GATE", "Gate", "Opened"]
 
 # KEYS: the sent mark, the status hash, the circuit, then the governor's keys (none: nobody
 #       is counted).
@@ -69,9 +68,9 @@ class Opened(msgspec.Struct, frozen=True):
 
 
 class Gate:
-    """``await gate(...)``: GATE's answer, through ``ticks`` (one pipeline a tick)."""
+    """``await gate(...)``: GATE's answer, through ``ticks`` (one round trip a tick)."""
 
-    def __init__(self, redis: Redis, ticks: TickPipeline) -> None:
+    def __init__(self, redis: Redis, ticks: TickScripts) -> None:
         self.redis = redis
         self._cluster = is_cluster(redis)
         self._ticks = ticks
@@ -90,18 +89,8 @@ class Gate:
         if gov is not None:
             keys += gov[0]
             args += gov[1]
-        found, count, admit, acquired = await run(self._ticks, GATE, keys, args)
+        found, count, admit, acquired = await self._ticks.call(GATE, keys, args)
         return Opened(found, int(count or 0), int(admit), int(acquired))
-
-
-async def run(ticks: TickPipeline, script: Script, keys: list[str], args: list[Any]) -> Any:
-    """``script`` on this tick's pipeline; loaded again (alone) when Redis forgot it."""
-    (result,) = await ticks.run(lambda pipe: script.queue(pipe, keys, args))
-    if isinstance(result, NoScriptError):  # Redis restarted, failed over or was flushed
-        return await script(ticks.redis, keys, args, wait=ticks.wait)
-    if isinstance(result, Exception):
-        raise result
-    return result
 
 
 async def _cluster_gate(

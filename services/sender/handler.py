@@ -6,7 +6,8 @@ questions: was it sent already (``sent:<id>``, or ``sent:<id>#<k>`` for part k)?
 circuit closed (``shared.wecom.circuit``)? Do its members have room (``Governor``)? Already sent
 → skip; circuit open or no room → park the entry in ``<prefix>:delayed`` until then (it comes
 back as a new outbox entry and resumes at its first unsent part); else send, then mark it sent
-(one script, ``services.sender.records``), before the consumer acks the entry.
+(one script, ``services.sender.records``), before the entry is acked: after the last part by
+the same script, when the consumer offers that (``Delivery.offer``), else by the consumer.
 
 ``enable_duplicate_check`` follows ``SENDER_DUPLICATE_CHECK``: ``redelivery`` (default) sets it
 when an earlier attempt may have reached WeCom, which the per-part attempt count in the
@@ -34,7 +35,7 @@ from services.sender.metrics import CIRCUIT, PARTIAL, SENDS, SKIPPED
 from services.sender.records import SENT_TTL, Records
 from shared.bus import delayed, names, sendstate
 from shared.bus.delivery import Delivery, Output, Reject, Retry
-from shared.bus.scripts import TickPipeline, Wait
+from shared.bus.scripts import TickScripts, Wait
 from shared.bus.tally import Tally
 from shared.logs import TRACE_ID
 from shared.schemas.envelope import OutboxEntry, decode_outbox
@@ -113,7 +114,7 @@ class OutboxHandler:
         self.duplicate_check = duplicate_check
         self.max_deliveries = max_deliveries
         self._sent: dict[str, Any] = {}  # app -> its wecom_sender_sends{errcode="0"} child
-        ticks = TickPipeline(redis)  # a tick's gates and records: one round trip
+        ticks = TickScripts(redis)  # a tick's gates and records: one round trip
         self._gate = Gate(redis, ticks)  # services.sender.gates
         self._record = Records(redis, prefix, ticks, wait)  # services.sender.records
 
@@ -203,8 +204,10 @@ class OutboxHandler:
         if probe and await circuit.close(self.redis, self.prefix, entry.app):
             show_circuit(entry.app, "closed")
             log.info("circuit closed: WeCom accepts the app again", extra={"app": entry.app})
-        last = part.k == len(parts)
-        await self._record(entry.id, part.k, part.mark, result, [*done, result] if last else None)
+        if part.k < len(parts):
+            await self._record(entry.id, part.k, part.mark, result, None)
+        else:  # the last: the record acks the entry too, when the consumer offers it
+            await self._record(entry.id, part.k, part.mark, result, [*done, result], delivery)
         self._report(entry, result)
         return result
 

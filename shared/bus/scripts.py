@@ -26,14 +26,16 @@ __all__ = [
     "Script",
     "ScriptBatch",
     "TickPipeline",
+    "TickScripts",
     "Wait",
     "check_replicated",
+    "run_scripts",
     "settle_later",
 ]
 
 Keys = Sequence[str | bytes]
 Args = Sequence[str | bytes | int | float]
-Call = tuple[Keys, Args]
+ScriptCall = tuple["Script", Keys, Args]
 # BUS_MIN_REPLICAS and its timeout (ms): WAIT for that many replicas after the write.
 Wait = tuple[int, int]
 
@@ -77,53 +79,48 @@ class Script:
         """A batcher of this script's calls: see :class:`ScriptBatch`."""
         return ScriptBatch(self, redis, wait=wait)
 
-    def queue(self, pipe: Pipeline, keys: Keys, args: Args = ()) -> None:
-        """Add a call to a pipeline; :meth:`run_batch` handles NOSCRIPT for a whole batch."""
-        pipe.evalsha(self.sha, len(keys), *keys, *args)
-
     async def run_batch(
         self, redis: Redis, calls: Sequence[tuple[Keys, Args]], *, wait: Wait | None = None
     ) -> list[Any]:
-        """Run many calls in one round trip (no transaction); one result (or error) per call.
+        """Run many calls in one round trip: :func:`run_scripts` with this script in each."""
+        return await run_scripts(redis, [(self, keys, args) for keys, args in calls], wait=wait)
 
-        Errors are returned in place, not raised, so one failing call does not hide the others'
-        results. Calls that met NOSCRIPT are sent again in full. On Redis Cluster each node's
-        calls go out on one connection of that node (``shared.bus.pinned``: redis-py's cluster
-        pipeline refuses EVALSHA). ``wait`` appends ``WAIT`` to the pipeline (same connection,
-        so it covers these writes; on a cluster one per node); when too few replicas confirm,
-        every successful result becomes a NotReplicated error.
-        """
-        if not calls:
-            return []
-        results = await self._pipelined(redis, calls, range(len(calls)), wait, full=False)
-        again = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if again:
-            for i, result in zip(
-                again, await self._pipelined(redis, calls, again, wait, full=True), strict=True
-            ):
-                results[i] = result
-        return results
 
-    async def _pipelined(
-        self,
-        redis: Redis,
-        calls: Sequence[tuple[Keys, Args]],
-        which: Sequence[int],
-        wait: Wait | None,
-        *,
-        full: bool,
-    ) -> list[Any]:
-        head = ("EVAL", self.text) if full else ("EVALSHA", self.sha)
-        commands: list[Sequence[Any]] = []
-        for i in which:
-            keys, args = calls[i]
-            commands.append((*head, len(keys), *keys, *args))
-        if isinstance(redis, RedisCluster):  # its pipelines refuse EVALSHA: one per node
-            return await run_pinned(redis, [(tuple(c), {}) for c in commands], wait)
-        if wait is None:
-            return await send_batch(redis, commands)
-        results = await send_batch(redis, [*commands, ("WAIT", *wait)])
-        return _replicated(results, wait)
+async def run_scripts(
+    redis: Redis, calls: Sequence[ScriptCall], *, wait: Wait | None = None
+) -> list[Any]:
+    """Run many script calls (of one script or several) in one round trip (no transaction);
+    one result (or error) per call.
+
+    Errors are returned in place, not raised, so one failing call does not hide the others'
+    results. Calls that met NOSCRIPT are sent again in full. On Redis Cluster each node's
+    calls go out on one connection of that node (``shared.bus.pinned``: redis-py's cluster
+    pipeline refuses EVALSHA). ``wait`` appends ``WAIT`` to the pipeline (same connection,
+    so it covers these writes; on a cluster one per node); when too few replicas confirm,
+    every successful result becomes a NotReplicated error.
+    """
+    if not calls:
+        return []
+    commands = [("EVALSHA", s.sha, len(keys), *keys, *args) for s, keys, args in calls]
+    results = await _pipelined(redis, commands, wait)
+    again = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if again:
+        full = [calls[i] for i in again]
+        commands = [("EVAL", s.text, len(keys), *keys, *args) for s, keys, args in full]
+        for i, result in zip(again, await _pipelined(redis, commands, wait), strict=True):
+            results[i] = result
+    return results
+
+
+async def _pipelined(
+    redis: Redis, commands: Sequence[Sequence[Any]], wait: Wait | None
+) -> list[Any]:
+    if isinstance(redis, RedisCluster):  # its pipelines refuse EVALSHA: one per node
+        return await run_pinned(redis, [(tuple(c), {}) for c in commands], wait)
+    if wait is None:
+        return await send_batch(redis, commands)
+    results = await send_batch(redis, [*commands, ("WAIT", *wait)])
+    return _replicated(results, wait)
 
 
 class ScriptBatch:
@@ -131,32 +128,45 @@ class ScriptBatch:
 
     Under load many tasks call the same script at about the same moment (the ingress storing
     callbacks, a consumer committing the entries of one read). Each ``call`` is queued, and
-    everything queued in the tick goes out together through :meth:`Script.run_batch`: one
+    everything queued in the tick goes out together through :func:`run_scripts`: one
     round trip and one write for the lot, while each call still runs as its own script (atomic
     alone, failing alone, its result or error handed to its own caller). With ``wait`` one
-    ``WAIT`` closes the batch's pipeline and covers every call in it (see ``run_batch``).
+    ``WAIT`` closes the batch's pipeline and covers every call in it (see ``run_scripts``).
     """
 
     def __init__(self, script: Script, redis: Redis, *, wait: Wait | None = None) -> None:
         self.script, self.redis, self.wait = script, redis, wait
-        self._calls: list[Call] = []
-        self._futures: list[asyncio.Future[Any]] = []
+        self._tick = TickScripts(redis, wait=wait)
 
     def call(self, keys: Keys, args: Args = ()) -> asyncio.Future[Any]:
         """Queue one call; the future resolves to its result or raises what Redis raised for it
         (connection errors included)."""
+        return self._tick.call(self.script, keys, args)
+
+
+class TickScripts:
+    """:class:`ScriptBatch` for calls of several scripts: the sender's gates and records of
+    one tick share a round trip (``services.sender.gates``)."""
+
+    def __init__(self, redis: Redis, *, wait: Wait | None = None) -> None:
+        self.redis, self.wait = redis, wait
+        self._calls: list[ScriptCall] = []
+        self._futures: list[asyncio.Future[Any]] = []
+
+    def call(self, script: Script, keys: Keys, args: Args = ()) -> asyncio.Future[Any]:
+        """Queue one call of ``script``: see :meth:`ScriptBatch.call`."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._calls:
             loop.call_soon(self._flush)
-        self._calls.append((keys, args))
+        self._calls.append((script, keys, args))
         self._futures.append(future)
         return future
 
     def _flush(self) -> None:
         calls, futures = self._calls, self._futures
         self._calls, self._futures = [], []
-        settle_later(futures, self.script.run_batch(self.redis, calls, wait=self.wait))
+        settle_later(futures, run_scripts(self.redis, calls, wait=self.wait))
 
 
 class TickPipeline:

@@ -25,6 +25,7 @@ from shared.bus.scripts import Script
 
 __all__ = [
     "RECORD",
+    "RECORD_LUA",
     "STATUS_TTL",
     "MessageState",
     "accepted",
@@ -80,20 +81,23 @@ def attempt(pipe: Pipeline, prefix: str, request_id: str, part: int) -> None:
 
 # A send's outcome in one script: the attempt counted, the part's sent mark, and after the last
 # part the request's state (and, split, its own mark). What attempt() and sent() queue, atomic.
-# KEYS: the status hash, the part's sent mark, then (split, last part) the request's mark.
-# ARGV: the attempts field, the part's record, the marks' TTL, the hash's TTL, then (last part)
+# keys: the status hash, the part's sent mark, then (split, last part) the request's mark.
+# argv: the attempts field, the part's record, the marks' TTL, the hash's TTL, then (last part)
 #       the msgids (JSON), the response_code and (split) the request's record.
-RECORD = Script("""
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
-if #ARGV > 4 then
-  if KEYS[3] then redis.call('SET', KEYS[3], ARGV[7], 'EX', ARGV[3]) end
-  redis.call('HSET', KEYS[1], 'state', 'sent', 'msgids', ARGV[5], 'response_code', ARGV[6])
-  redis.call('HDEL', KEYS[1], 'until', 'reason', 'errcode', 'advice')
+# A function, so that the sender's record of a last send can ack its entry in the same script.
+RECORD_LUA = """
+local function send_record(keys, argv)
+  redis.call('HINCRBY', keys[1], argv[1], 1)
+  redis.call('SET', keys[2], argv[2], 'EX', argv[3])
+  if #argv > 4 then
+    if keys[3] then redis.call('SET', keys[3], argv[7], 'EX', argv[3]) end
+    redis.call('HSET', keys[1], 'state', 'sent', 'msgids', argv[5], 'response_code', argv[6])
+    redis.call('HDEL', keys[1], 'until', 'reason', 'errcode', 'advice')
+  end
+  redis.call('EXPIRE', keys[1], argv[4])
 end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-return 1
-""")
+"""
+RECORD = Script(RECORD_LUA + "send_record(KEYS, ARGV)\nreturn 1\n")
 
 
 def record_call(

@@ -40,7 +40,7 @@ from redis.asyncio import Redis
 from shared.bus import metrics, streams
 from shared.bus.claiming import Claimer, now_ms
 from shared.bus.committing import Recorder
-from shared.bus.delivery import Delivery, Handler, Output, Reject, Retry, describe
+from shared.bus.delivery import AckOffer, Delivery, Handler, Output, Reject, Retry, describe
 from shared.bus.leasing import renew_leases
 from shared.bus.linger import Linger
 from shared.bus.observe import observe_groups, sweep_consumers
@@ -361,7 +361,8 @@ class Consumer:
     def _spawn(self, entry: Entry, count: int) -> None:
         if entry.id in self._inflight:
             return
-        delivery = Delivery(entry.id, self.stream, entry.fields, count)
+        offer = AckOffer(self.group, self.recorder.retry_key)  # the sender's (AckOffer)
+        delivery = Delivery(entry.id, self.stream, entry.fields, count, offer)
         work = traced_delivery(self._process(delivery), delivery, self.group)
         task = asyncio.create_task(work, name=f"deliver {entry.id}")
         self._inflight[entry.id] = task
@@ -385,8 +386,14 @@ class Consumer:
             await record.turns.wait(delivery.entry_id, order, self.options.order_wait)
         try:
             outputs = await self._call(delivery)
-            with span("bus.commit", {"wecom_bus.outputs": len(outputs)}):
-                await record.commit(delivery, outputs)
+            acked = delivery.offer.answer if delivery.offer is not None else None
+            if acked is None:
+                with span("bus.commit", {"wecom_bus.outputs": len(outputs)}):
+                    await record.commit(delivery, outputs)
+            else:  # the handler's own script ran the commit (AckOffer)
+                record.count("ok")
+                if acked == 1 and order is not None:
+                    record.turns.committed(order)
         except Retry as exc:
             if last:
                 await record.dead_letter(delivery, describe(exc), "deadlettered")

@@ -1,8 +1,8 @@
 """WeComClient: the qyapi HTTP calls the sender makes, one pooled client per app.
 
-message/send and the other JSON POSTs go over a ``shared.wecom.wire.Wire`` (aiohttp directly
-in production); the rarer calls (gettoken, media, agent/get, the gateway's passthrough) through
-an httpx.AsyncClient over aiohttp.
+message/send and the other JSON POSTs go over a ``shared.wecom.wire.Wire`` (straight HTTP/1.1
+in production, aiohttp through a proxy); the rarer calls (gettoken, media, agent/get, the
+gateway's passthrough) through an httpx.AsyncClient over aiohttp.
 
 Every authenticated call gets the access_token from a ``TokenSource`` (normally the Redis-shared
 ``TokenCache``), puts it in the query string as WeCom requires, and on 40014/42001/41001
@@ -37,6 +37,7 @@ from shared.wecom.errors import (
     raise_for_errcode,
     scrub,
 )
+from shared.wecom.http1 import Http1Wire
 from shared.wecom.media import MEDIA_MAX, MediaKind, check_media
 from shared.wecom.wire import JSON_HEADERS, AiohttpWire, HttpxWire, Wire
 
@@ -231,15 +232,18 @@ class WeComClient:
             headers={"User-Agent": agent},
         )
         tracing.instrument_http(self._http)  # a span per WeCom call while tracing
-        # JSON POSTs (message/send…): aiohttp directly, unless a test hands us the fake's
-        # transport or tracing wants httpx's span per call (shared.wecom.wire).
-        self._wire: Wire = (
-            HttpxWire(self._http)
-            if transport is not None or tracing.enabled()
-            else AiohttpWire(
+        # JSON POSTs (message/send…): straight over HTTP/1.1, through a proxy over aiohttp,
+        # and through httpx when a test hands us the fake's transport or tracing wants httpx's
+        # span per call (shared.wecom.wire).
+        self._wire: Wire
+        if transport is not None or tracing.enabled():
+            self._wire = HttpxWire(self._http)
+        elif proxy:
+            self._wire = AiohttpWire(
                 base_url, limits=limits, timeout=timeout, proxy=proxy, user_agent=agent
             )
-        )
+        else:
+            self._wire = Http1Wire(base_url, limits=limits, timeout=timeout, user_agent=agent)
         self._state = _State.UNOPENED
         self.tokens: TokenSource = (
             token_source if isinstance(token_source, TokenSource) else token_source(self.gettoken)

@@ -1,14 +1,15 @@
 """How WeComClient's JSON POSTs (message/send above all) reach qyapi: a ``Wire``.
 
-``AiohttpWire`` is production's: one aiohttp session per app, the URL of each endpoint built
-once per access token (the token, percent-encoded, is the whole query), the headers and the
-timeouts set once on the session, the body already encoded. None of httpx's per-request work
-(building a request, parsing the URL and query, auth, redirects, cookies, a response model) is
-left on the send path; the httpx client still makes the other, rarer calls (gettoken, media,
-the gateway's passthrough). ``HttpxWire`` posts through that httpx client instead: the client
-uses it when a test hands it an httpx transport (the in-process fake WeCom) and while tracing
-is on (httpx's instrumentation gives each WeCom call its span). Either way the client does the
-rest the same: errcodes, the token refresh, the errors' wording.
+Production's is ``shared.wecom.http1.Http1Wire`` (straight HTTP/1.1), and ``AiohttpWire``
+through a proxy (``WECOM_HTTPS_PROXY``): one aiohttp session per app, the URL of each endpoint
+built once per access token (the token, percent-encoded, is the whole query), the headers and
+the timeouts set once on the session, the body already encoded. None of httpx's per-request
+work (building a request, parsing the URL and query, auth, redirects, cookies, a response
+model) is left on the send path; the httpx client still makes the other, rarer calls
+(gettoken, media, the gateway's passthrough). ``HttpxWire`` posts through that httpx client
+instead: the client uses it when a test hands it an httpx transport (the in-process fake
+WeCom) and while tracing is on (httpx's instrumentation gives each WeCom call its span).
+Either way the client does the rest the same: errcodes, the token refresh, the errors' wording.
 """
 
 from __future__ import annotations
