@@ -19,7 +19,7 @@ import uvicorn
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
-from services.serving import settle_heap, uvicorn_options
+from services.serving import uvicorn_options
 from shared.bus import metrics, names
 from shared.bus.delivery import Handler
 from shared.bus.options import ConsumerOptions
@@ -181,9 +181,7 @@ async def serve_consumer(
 
 
 def run_async(main: Coroutine[Any, Any, None]) -> None:
-    """A consumer service's entry point: asyncio.run on uvloop where it is installed, with the
-    start-up heap settled (``services.serving.settle_heap``)."""
-    settle_heap()
+    """asyncio.run on uvloop where it is installed."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]

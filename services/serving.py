@@ -26,8 +26,8 @@ def uvicorn_options(**own: Any) -> dict[str, Any]:
 
 
 def settle_heap() -> None:
-    """Call once in a service's process, after its modules are imported and before it serves
-    (its entry point; never in a library or test process).
+    """Call once in a service's process, when it is built and about to serve (its entry point;
+    never in a library or a test process).
 
     ``gc.freeze()`` moves every object alive now (modules, classes, settings: the bulk of the
     heap, never garbage) out of the collector's reach, so later collections walk only what the

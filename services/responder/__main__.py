@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from services.health import health_routes
 from services.runtime import AnyConsumer, lifespan, make_consumer, run_async, serve_consumer
+from services.serving import settle_heap
 from shared import logs, tracing
 from shared.bus import names
 from shared.bus.router import Router, State
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                     log.info("burst done", extra=stats)
                 else:
                     app = Starlette(routes=health_routes(redis, lambda: consumer.healthy))
+                    settle_heap()  # what was built so far lives as long as the process
                     await serve_consumer(consumer, app, host=args.host, port=args.port)
         finally:
             await redis.aclose()

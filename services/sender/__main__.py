@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import sys
 from collections.abc import Callable
 
@@ -24,6 +23,7 @@ from services.sender.actions import ActionHandler
 from services.sender.api import create_api
 from services.sender.handler import OutboxHandler, show_circuit
 from services.sender.metrics import DELAYED
+from services.serving import settle_heap
 from shared import logs, tracing
 from shared.bus import delayed, names
 from shared.bus.tally import Tally
@@ -178,11 +178,7 @@ def run(args: argparse.Namespace) -> int:
             async def counters(stop: asyncio.Event) -> None:  # for the console, every 5 s
                 await tally.run(redis, settings.prefix, stop)
 
-            # Everything built so far lives as long as the process: out of the cyclic
-            # collector's way, so that the collections the sends' allocations trigger no
-            # longer walk the modules, settings and clients (perf: the collector's share of
-            # the sender's CPU 7 % -> 3 %).
-            gc.freeze()
+            settle_heap()  # what was built so far lives as long as the process
             await serve_consumer(
                 consumer,
                 app,
