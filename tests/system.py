@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from devkit.dev import Stack, dev_credentials
 from devkit.embedded_redis import free_port
@@ -114,6 +115,15 @@ def system_env(redis_url: str, ports: dict[str, int], **extra: str) -> dict[str,
         env["FAKE_WECOM_CALLBACK_BASE"] = f"http://127.0.0.1:{ports['ingress']}"
     env.update(extra)
     return env
+
+
+def fresh_database(redis_url: str) -> None:
+    """Empty the suite's database before a module starts its system: streams, groups and marks
+    an earlier test left would otherwise be consumed or matched there (a responder answering a
+    leftover entry, a member's order mark ahead of the new entries). Not inside a running
+    system: its groups would be gone."""
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushdb()
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import pytest
 from devkit.embedded_redis import free_port
 from devkit.fakellm import DEFAULT_MODEL, assistant_env, command, long_text
 from examples.assistant.behaviour import REPLIES
-from tests.system import System, running_system
+from tests.system import System, fresh_database, running_system
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +33,7 @@ def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     env = {**assistant_env(llm_port, api_key=KEY), "BUS_HANDLER_TIMEOUT": "120"}
     log_dir = tmp_path_factory.mktemp("assistant-e2e")
     services = ("fake-wecom", "ingress", "sender")
+    fresh_database(redis_url)
     with running_system(redis_url, log_dir, services, **env) as running:
         stack = running.stack
         with (log_dir / "fakellm.log").open("ab") as out:

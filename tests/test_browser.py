@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis import Redis
 
-from tests.system import System, running_system
+from tests.system import System, fresh_database, running_system
 
 # The system Chromium; WECOM_BUS_CHROMIUM names another binary (and lets a test name a missing one).
 CHROMIUM = Path(os.environ.get("WECOM_BUS_CHROMIUM", "/usr/bin/chromium"))
@@ -54,9 +53,7 @@ WAIT_MS = 20_000  # replies travel through four processes and a 500 ms poll: gen
 
 @pytest.fixture(scope="module")
 def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    # Earlier tests leave streams behind; the responder must not answer their leftovers here.
-    with Redis.from_url(redis_url) as client:
-        client.flushdb()
+    fresh_database(redis_url)
     with running_system(redis_url, tmp_path_factory.mktemp("browser")) as running:
         yield running
 

@@ -19,7 +19,7 @@ from redis import Redis
 
 from devkit.embedded_redis import free_port
 from shared.bus import names
-from tests.system import System, running_system
+from tests.system import System, fresh_database, running_system
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
 
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright  # isort: skip
@@ -34,8 +34,7 @@ SHOTS = os.environ.get("WECOM_BUS_SCREENSHOTS")
 
 @pytest.fixture(scope="module")
 def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    with Redis.from_url(redis_url) as client:
-        client.flushdb()
+    fresh_database(redis_url)
     with running_system(redis_url, tmp_path_factory.mktemp("console")) as running:
         running.ports["console"] = port = free_port()
         running.stack.env["CONSOLE_API_KEY"] = KEY

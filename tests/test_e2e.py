@@ -9,13 +9,14 @@ import httpx
 import pytest
 
 from shared.protocol.crypto import generate_encoding_aes_key, generate_token
-from tests.system import System, running_system
+from tests.system import System, fresh_database, running_system
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    fresh_database(redis_url)
     with running_system(redis_url, tmp_path_factory.mktemp("e2e")) as running:
         yield running
 

@@ -22,13 +22,14 @@ from shared.protocol.crypto import CallbackCrypto
 from shared.schemas.envelope import EventEnvelope, decode_envelope
 from shared.schemas.inbound import TextMessage, UnknownEvent, UpdateTagEvent
 from tests.inbound_cases import expected_raw, odd_callbacks
-from tests.system import System, running_system
+from tests.system import System, fresh_database, running_system
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    fresh_database(redis_url)
     with running_system(redis_url, tmp_path_factory.mktemp("e2e-inbound")) as running:
         yield running
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from devkit.embedded_redis import free_port
-from tests.system import System, running_system
+from tests.system import System, fresh_database, running_system
 from tests.test_e2e import texts_to
 
 pytestmark = pytest.mark.slow
@@ -26,6 +26,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     log_dir: Path = tmp_path_factory.mktemp("gateway")
     services = ("fake-wecom", "ingress", "sender")
+    fresh_database(redis_url)
     with running_system(redis_url, log_dir, services, BUS_HANDLER_TIMEOUT="15") as running:
         running.env["SENDER_URL"] = running.url("sender")
         port = free_port()
