@@ -1,8 +1,9 @@
 """The record of a request's last send acks its outbox entry in the same script
 (``services.sender.records.RECORD_ACK``), on a real Redis: the entry is acked only with its
 sent mark, the member's order mark moves and the retry key is cleaned as the consumer's own
-commit would, a second consumer finishing the same entry writes nothing, and without the group
-the record stands and the ack is left to the consumer."""
+commit would, a second consumer finishing the same entry acks nothing twice, a send is marked
+even when its entry was acked meanwhile, and without the group the record stands and the ack is
+left to the consumer."""
 
 from __future__ import annotations
 
@@ -72,16 +73,26 @@ async def test_the_last_record_acks_the_entry_as_the_consumers_commit_would(
     assert await redis.zscore(RETRY, delivery.entry_id) is None
 
 
-async def test_a_second_consumer_finishing_the_same_entry_records_nothing(
+async def test_a_second_consumer_finishing_the_same_entry_acks_nothing_twice(
     redis: Redis,
 ) -> None:
     delivery = await delivered(redis, 1)
     await record(redis, delivery, "m1")
     again = Delivery(delivery.entry_id, STREAM, delivery.fields, 2, AckOffer(GROUP, RETRY))
     await record(redis, again, "m2")
-    assert again.offer is not None and again.offer.answer == 0
+    assert again.offer is not None and again.offer.answer == 0  # acked by the first already
+    # Both sends reached WeCom: each is counted, the mark holds the last one's msgid.
+    assert await redis.get(names.sent(P, RID)) == b'{"msgid":"m2","response_code":""}'
+    assert await redis.hget(names.status(P, RID), "try1") == b"2"
+
+
+async def test_a_send_whose_entry_was_acked_meanwhile_is_still_marked_sent(redis: Redis) -> None:
+    delivery = await delivered(redis, 1)
+    await redis.xack(STREAM, GROUP, delivery.entry_id)  # e.g. dead-lettered by another consumer
+    await record(redis, delivery, "m1")
+    assert delivery.offer is not None and delivery.offer.answer == 0
+    # A replay of that entry finds the mark and sends nothing again.
     assert await redis.get(names.sent(P, RID)) == b'{"msgid":"m1","response_code":""}'
-    assert await redis.hget(names.status(P, RID), "try1") == b"1"  # counted once
 
 
 async def test_without_the_group_the_record_stands_and_the_consumer_acks(redis: Redis) -> None:

@@ -5,9 +5,10 @@ One script per send (``sendstate.RECORD``: all or nothing), the records of the s
 in one event-loop tick sent to Redis in one round trip, with the gates of that tick
 (``services.sender.gates``). After the last part, when the consumer offers it
 (``Delivery.offer``), the same script also acks the outbox entry (:data:`RECORD_ACK`): the
-record is written only while the entry is still pending, and the consumer's own commit runs
-after it, so the ack still follows the sent mark, and a second consumer finishing the same
-entry writes nothing. With ``wait`` the records have a batch of their own, closed by one WAIT,
+record first, as without the offer (a message WeCom took is marked sent, so a replay of its
+entry never sends it again), then the consumer's own commit, which acks only an entry still
+pending: the ack follows the sent mark, and a second consumer finishing the same entry acks
+nothing twice. With ``wait`` the records have a batch of their own, closed by one WAIT,
 and too few replicas raise NotReplicated (the write stands on the primary, the ack with it as a
 consumer's commit does; an entry still pending is redelivered, finds the mark and sends
 nothing). On Redis Cluster, where the status hash and the marks live in
@@ -33,10 +34,11 @@ __all__ = ["RECORD_ACK", "SENT_TTL", "Records"]
 
 SENT_TTL = 7 * 86_400  # WeCom's recall window is 24 h; the card response_code lives 72 h
 
-# The record of a request's last send and the ack of its outbox entry, in one script: nothing
-# unless the entry is still pending, then the record (sendstate.RECORD's), then the consumer's
-# commit itself (streams.COMMIT's text as a function of its own KEYS and ARGV, without outputs:
-# the member's order mark, XACK, the retry key), whose answer it returns.
+# The record of a request's last send and the ack of its outbox entry, in one script: the record
+# (sendstate.RECORD's: WeCom took the message, so it is marked sent whoever acks the entry),
+# then the consumer's commit itself (streams.COMMIT's text as a function of its own KEYS and
+# ARGV, without outputs: nothing unless the entry is still pending, then the member's order
+# mark, XACK, the retry key), whose answer it returns.
 # KEYS: the commit's three (stream, retry key, order mark), then RECORD's.
 # ARGV: the commit's three (group, entry id, order number), then RECORD's.
 RECORD_ACK = Script(
@@ -44,7 +46,6 @@ RECORD_ACK = Script(
     + "local function commit(KEYS, ARGV)\n"
     + streams.COMMIT.text
     + """end
-if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
 send_record({unpack(KEYS, 4)}, {unpack(ARGV, 4)})
 return commit({KEYS[1], KEYS[2], KEYS[3]}, {ARGV[1], ARGV[2], ARGV[3]})
 """

@@ -50,9 +50,9 @@ class AckOffer(msgspec.Struct):
     """The consumer's offer, with each delivery, to let the handler ack the entry in the
     handler's own script, one Redis call where the consumer's commit would be a second.
 
-    Such a script writes the handler's outcome only while the entry is still pending and, in
-    the same script after it, runs the consumer's commit (``streams.COMMIT`` with
-    ``streams.commit_call``'s keys for ``group`` and ``retry_key``, no outputs: the member's
+    Such a script writes the handler's outcome and, in the same script after it, runs the
+    consumer's commit (``streams.COMMIT`` with ``streams.commit_call``'s keys for ``group`` and
+    ``retry_key``, no outputs: nothing unless the entry is still pending, then the member's
     order mark, XACK, the retry key). The handler then sets ``answer`` to what the commit
     answered (1 acked, 0 no longer pending: nothing written) and returns no outputs, and the
     consumer commits nothing. While ``answer`` is None the consumer commits as usual.
