@@ -18,6 +18,7 @@ def test_pack_matches_redis_py() -> None:
     commands = [
         ("SET", "k", b"\x00\xffv", "EX", 10),
         ("EVALSHA", "abc", 2, "k1", b"k2", -3, 1.5, "好", b""),
+        ("XADD", "s", "*", "data", b"x" * 1023, "more", "y" * 1024, "big", b"z" * 70_000),
     ]
     expected = b"".join(b"".join(conn.pack_command(*c)) for c in commands)
     assert pack(commands) == expected

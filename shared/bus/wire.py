@@ -50,16 +50,28 @@ def _arg(value: Arg) -> bytes:
     raise TypeError(f"cannot send {type(value).__name__} to Redis")
 
 
+# Length prefixes of the short arguments (nearly all: keys, numbers, SHA1s), made once.
+_PREFIXES = [b"$%d\r\n" % n for n in range(1024)]
+
+
 def pack(commands: Sequence[Sequence[Arg]]) -> bytes:
     """The RESP encoding of ``commands``, back to back."""
     out: list[bytes] = []
+    append = out.append
     for command in commands:
-        out.append(b"*%d\r\n" % len(command))
+        append(b"*%d\r\n" % len(command))
         for value in command:
-            data = _arg(value)
-            out.append(b"$%d\r\n" % len(data))
-            out.append(data)
-            out.append(b"\r\n")
+            # str and bytes first, by exact type: most arguments, without isinstance's walk.
+            if type(value) is str:
+                data = value.encode()
+            elif type(value) is bytes:
+                data = value
+            else:
+                data = _arg(value)
+            n = len(data)
+            append(_PREFIXES[n] if n < 1024 else b"$%d\r\n" % n)
+            append(data)
+            append(b"\r\n")
     return b"".join(out)
 
 
