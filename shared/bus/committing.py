@@ -69,8 +69,14 @@ class Recorder:
 
     async def commit(self, delivery: Delivery, outputs: Sequence[Output]) -> None:
         """XADD the outputs and XACK the entry, atomically (one script call per entry; the
-        commits of one loop tick share a round trip)."""
+        commits of one loop tick share a round trip). Nothing to write when the handler's own
+        script ran the commit (it took the delivery's ``AckOffer``): only counted."""
         maxlen, order = self.options.maxlen, order_of(delivery.fields)
+        if delivery.offer is not None and (acked := delivery.offer.answer) is not None:
+            self.count("ok")
+            if acked == 1 and order is not None:
+                self.turns.committed(order)
+            return
         keys, args = streams.commit_call(
             stream=self.stream,
             group=self.group,

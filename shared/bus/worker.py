@@ -386,14 +386,8 @@ class Consumer:
             await record.turns.wait(delivery.entry_id, order, self.options.order_wait)
         try:
             outputs = await self._call(delivery)
-            acked = delivery.offer.answer if delivery.offer is not None else None
-            if acked is None:
-                with span("bus.commit", {"wecom_bus.outputs": len(outputs)}):
-                    await record.commit(delivery, outputs)
-            else:  # the handler's own script ran the commit (AckOffer)
-                record.count("ok")
-                if acked == 1 and order is not None:
-                    record.turns.committed(order)
+            with span("bus.commit", {"wecom_bus.outputs": len(outputs)}):
+                await record.commit(delivery, outputs)  # or counts the handler's (AckOffer)
         except Retry as exc:
             if last:
                 await record.dead_letter(delivery, describe(exc), "deadlettered")
