@@ -98,7 +98,10 @@ class Stack:
 
 
 def port_free(port: int) -> bool:
+    """Whether a server could listen on ``port``: bound as uvicorn binds (SO_REUSEADDR), so the
+    connections a stopped run left in TIME_WAIT do not count, a listening socket does."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

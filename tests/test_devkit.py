@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import zipfile
@@ -12,6 +13,8 @@ from email.parser import Parser
 from pathlib import Path
 
 import pytest
+
+from devkit.dev import port_free
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "shared", "services", "examples", "devkit")
@@ -171,3 +174,18 @@ def test_a_redis_the_suite_did_not_start_is_flushed_only_on_request(
         assert ran.returncode == pytest.ExitCode.USAGE_ERROR, out[-3000:]
         assert "REDIS_URL names a Redis the tests did not start" in out
         assert "WECOM_BUS_TEST_FLUSH=1" in out and "passed" not in out
+
+
+def test_a_port_a_stopped_run_left_in_time_wait_is_free_a_listening_one_is_not() -> None:
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert not port_free(port)  # a server listens there
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server's side closes first: its port keeps a TIME_WAIT socket
+        client.close()
+    # As right after Ctrl-C on `wecom-bus dev`: uvicorn could listen again, so may we.
+    assert port_free(port)
