@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
@@ -399,27 +400,27 @@ class WeComClient:
         return _answer(response, b"".join(chunks))
 
     async def _post_json(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """POST JSON over the wire, with the token refresh of :meth:`_authed`."""
-        self._ensure_open()
+        """POST JSON over the wire (message/send…), with the token refresh of every call."""
         content = _encode(body)
-        token = await self.tokens.get()
-        try:
+
+        async def post(token: str) -> dict[str, Any]:
             return payload_from(*await self._wire.post(endpoint, token, content), endpoint)
-        except TokenInvalidError:
-            await self.tokens.invalidate(token)
-        # Exactly one retry with a fresh token; a second token failure propagates.
-        token = await self.tokens.get()
-        return payload_from(*await self._wire.post(endpoint, token, content), endpoint)
+
+        return await self._with_token(post)
 
     async def _authed(self, method: str, endpoint: str, **kwargs: Any) -> dict[str, Any]:
+        return await self._with_token(partial(self._request, method, endpoint, **kwargs))
+
+    async def _with_token(self, call: Callable[[str], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """``call(token)``; when WeCom refuses the token, exactly one retry with a fresh one (a
+        second token failure propagates)."""
         self._ensure_open()
         token = await self.tokens.get()
         try:
-            return await self._request(method, endpoint, token, **kwargs)
+            return await call(token)
         except TokenInvalidError:
             await self.tokens.invalidate(token)
-        # Exactly one retry with a fresh token; a second token failure propagates.
-        return await self._request(method, endpoint, await self.tokens.get(), **kwargs)
+        return await call(await self.tokens.get())
 
     async def _request(
         self,
