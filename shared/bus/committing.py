@@ -33,7 +33,7 @@ from shared.bus.delivery import Delivery, Output
 from shared.bus.options import ConsumerOptions
 from shared.bus.ordering import Turns, order_of
 from shared.bus.outage import OUTAGE, RedisWatch
-from shared.bus.scripts import Wait, settle_later
+from shared.bus.scripts import TickScripts, Wait, run_scripts, settle_later
 from shared.bus.streams import Entry, FieldValue
 
 __all__ = ["Recorder"]
@@ -172,12 +172,10 @@ class Recorder:
         return FAILED
 
 
-Call = tuple[list[str], list[Any]]
-
-
 class Commits:
-    """The commit calls of one consumer, one script call each, queued and sent together: at the
-    next loop tick, or, while held (:meth:`hold`), with the reader's next read (:meth:`read`).
+    """The commit calls of one consumer, one script call each, queued and sent together
+    (a :class:`TickScripts` batch): at the next loop tick, or, while held (:meth:`hold`), with
+    the reader's next read (:meth:`read`).
 
     Holding is for a single server without WAIT and without tracing (a cluster routes the read
     and the scripts apart, WAIT must close the commits' own pipeline, and tracing reads through
@@ -185,59 +183,40 @@ class Commits:
     """
 
     def __init__(self, redis: Redis, *, wait: Wait | None) -> None:
-        self.redis, self.wait = redis, wait
+        self.redis = redis
         self._can_hold = wait is None and not isinstance(redis, RedisCluster)
-        self._holding = False
-        self._calls: list[Call] = []
-        self._futures: list[asyncio.Future[Any]] = []
+        self._tick = TickScripts(redis, wait=wait)
 
     def call(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         """Queue one commit; the future resolves to the script's answer or raises its error."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if not self._calls:
-            loop.call_soon(self._flush)
-        self._calls.append((keys, args))
-        self._futures.append(future)
-        return future
+        return self._tick.call(streams.COMMIT, keys, args)
 
     def hold(self) -> None:
         """Keep what is queued from now on for the reader's next read (it is about to linger)."""
-        self._holding = self._can_hold and not tracing.enabled()
+        if self._can_hold and not tracing.enabled():
+            self._tick.hold()
 
     def release(self) -> None:
         """Stop holding: what is queued goes now (the reader will not read soon after all)."""
-        self._holding = False
-        self._flush()
-
-    def _flush(self) -> None:
-        if self._holding or not self._calls:
-            return
-        calls, futures = self._take()
-        settle_later(futures, streams.COMMIT.run_batch(self.redis, calls, wait=self.wait))
-
-    def _take(self) -> tuple[list[Call], list[asyncio.Future[Any]]]:
-        calls, futures = self._calls, self._futures
-        self._calls, self._futures, self._holding = [], [], False
-        return calls, futures
+        self._tick.release()
 
     async def read(
         self, stream: str, group: str, consumer: str, *, count: int, block_ms: int | None
     ) -> list[Entry]:
         """The reader's XREADGROUP (``streams.read_group``). What was held goes in the same
         write, and then the read does not block: the commits' callers wait for its answer."""
-        if not (self._holding and self._calls):
-            self.release()
+        if not self._tick.held:
+            self._tick.release()
             return await streams.read_group(
                 self.redis, stream, group, consumer, count=count, block_ms=block_ms
             )
-        calls, futures = self._take()
+        calls, futures = self._tick.take()
         try:
             answers, entries = await streams.read_group_after(
                 self.redis, calls, stream, group, consumer, count=count
             )
         except asyncio.CancelledError:  # not known whether they ran: they are safe to repeat
-            settle_later(futures, streams.COMMIT.run_batch(self.redis, calls))
+            settle_later(futures, run_scripts(self.redis, calls))
             raise
         except Exception as exc:  # the connection failed: their callers retry (Recorder)
             for future in futures:
@@ -248,7 +227,7 @@ class Commits:
             if future.done():  # its caller went away (cancelled)
                 continue
             if isinstance(answer, rex.NoScriptError):  # Redis forgot the script: once more
-                settle_later([future], streams.COMMIT.run_batch(self.redis, [call]))
+                settle_later([future], run_scripts(self.redis, [call]))
             elif isinstance(answer, BaseException):
                 future.set_exception(answer)
             else:

@@ -146,12 +146,17 @@ class ScriptBatch:
 
 class TickScripts:
     """:class:`ScriptBatch` for calls of several scripts: the sender's gates and records of
-    one tick share a round trip (``services.sender.gates``)."""
+    one tick share a round trip (``services.sender.gates``).
+
+    While held (:meth:`hold`), calls wait instead of going at the tick's end, until
+    :meth:`release`, or until :meth:`take` hands them to a caller that sends them itself (a
+    consumer's commits riding its next read, ``shared.bus.committing``)."""
 
     def __init__(self, redis: Redis, *, wait: Wait | None = None) -> None:
         self.redis, self.wait = redis, wait
         self._calls: list[ScriptCall] = []
         self._futures: list[asyncio.Future[Any]] = []
+        self._holding = False
 
     def call(self, script: Script, keys: Keys, args: Args = ()) -> asyncio.Future[Any]:
         """Queue one call of ``script``: see :meth:`ScriptBatch.call`."""
@@ -163,9 +168,31 @@ class TickScripts:
         self._futures.append(future)
         return future
 
-    def _flush(self) -> None:
+    @property
+    def held(self) -> bool:
+        """Calls are queued and held."""
+        return self._holding and bool(self._calls)
+
+    def hold(self) -> None:
+        """Keep what is queued from now on (see the class)."""
+        self._holding = True
+
+    def release(self) -> None:
+        """Stop holding: what is queued goes now."""
+        self._holding = False
+        self._flush()
+
+    def take(self) -> tuple[list[ScriptCall], list[asyncio.Future[Any]]]:
+        """What is queued, with its callers' futures, for the caller to send and settle;
+        holding ends."""
         calls, futures = self._calls, self._futures
-        self._calls, self._futures = [], []
+        self._calls, self._futures, self._holding = [], [], False
+        return calls, futures
+
+    def _flush(self) -> None:
+        if self._holding or not self._calls:
+            return
+        calls, futures = self.take()
         settle_later(futures, run_scripts(self.redis, calls, wait=self.wait))
 
 

@@ -26,7 +26,7 @@ from redis.exceptions import ResponseError
 
 from shared import tracing
 from shared.bus import names
-from shared.bus.scripts import Script, Wait
+from shared.bus.scripts import Script, ScriptCall, Wait
 from shared.bus.streaminfo import (
     ConsumerInfo,
     GroupInfo,
@@ -247,18 +247,18 @@ async def read_group(
 
 async def read_group_after(
     redis: Redis,
-    commits: Sequence[tuple[Sequence[str], Sequence[Any]]],
+    commits: Sequence[ScriptCall],
     stream: str,
     group: str,
     consumer: str,
     *,
     count: int,
 ) -> tuple[list[Any], list[Entry]]:
-    """:data:`COMMIT` calls (keys, args) and then a non-blocking XREADGROUP, in one write on a
-    single server: each commit's answer (an error in place: NOSCRIPT is the caller's to
+    """Script calls (the consumer's commits) and then a non-blocking XREADGROUP, in one write
+    on a single server: each call's answer (an error in place: NOSCRIPT is the caller's to
     handle), and the entries read."""
     commands: list[Sequence[Any]] = [
-        ("EVALSHA", COMMIT.sha, len(keys), *keys, *args) for keys, args in commits
+        ("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in commits
     ]
     commands.append(
         ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, "STREAMS", stream, ">")
