@@ -1,10 +1,14 @@
-"""Test helpers: settings for a test app, and WeCom-shaped callbacks built with our own crypto."""
+"""Test helpers: settings for a test app, WeCom-shaped callbacks built with our own crypto, and
+``eventually`` (poll a condition)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import inspect
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
 
 from Crypto.Cipher import AES
@@ -103,3 +107,13 @@ def signed_envelope(
         f"<Encrypt><![CDATA[{encrypt}]]></Encrypt><AgentID><![CDATA[{AGENT_ID}]]></AgentID></xml>"
     ).encode()
     return urlencode({"msg_signature": signature, "timestamp": ts, "nonce": nonce}), body
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll ``check`` (plain or async) until it holds; TimeoutError after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            found = check()
+            if await found if inspect.isawaitable(found) else found:
+                return
+            await asyncio.sleep(0.01)

@@ -17,7 +17,8 @@ from shared.bus.delivery import Delivery, Output
 from shared.bus.options import ConsumerOptions
 from shared.config import Settings, load_settings
 from shared.errors import ConfigError
-from tests.test_worker import DLQ, OUT, G, S, consumer, eventually, log_lines, records, spawn
+from tests.helpers import eventually
+from tests.test_worker import DLQ, OUT, G, S, consumer, log_lines, records, spawn
 
 
 def test_handler_timeout_is_its_own_setting_shared_by_the_options() -> None:

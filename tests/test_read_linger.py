@@ -14,6 +14,7 @@ from shared.bus.linger import Linger
 from shared.bus.options import ConsumerOptions
 from shared.bus.streams import Entry
 from shared.bus.worker import Consumer
+from tests.helpers import eventually
 
 S, G = "t:events", "g"
 
@@ -36,16 +37,12 @@ async def trickle(redis: Redis, linger: float) -> tuple[list[bytes], int]:
     task = asyncio.create_task(worker.run())
     try:
         await redis.xadd(S, {"n": "0"})
-        async with asyncio.timeout(10):
-            while not handled:
-                await asyncio.sleep(0.005)
+        await eventually(lambda: bool(handled))
         before = await reads(redis)
         for n in range(1, 7):
             await redis.xadd(S, {"n": str(n)})
             await asyncio.sleep(0.02)
-        async with asyncio.timeout(10):
-            while len(handled) < 7:
-                await asyncio.sleep(0.005)
+        await eventually(lambda: len(handled) == 7)
         return handled, await reads(redis) - before
     finally:
         worker.stop()
@@ -87,21 +84,22 @@ async def pending(redis: Redis) -> int:
     return int((await redis.xpending(S, G))["pending"])
 
 
+async def settled(redis: Redis, outputs: int) -> bool:
+    """``outputs`` entries on "t:out" and nothing pending: the commits reached Redis."""
+    return await redis.xlen("t:out") >= outputs and not await pending(redis)
+
+
 async def test_commits_made_while_lingering_go_with_the_next_read(redis: Redis) -> None:
     worker, handled = await lingering_consumer(redis, linger=0.4)
     task = asyncio.create_task(worker.run())
     try:
         await redis.xadd(S, {"n": "0"})
-        async with asyncio.timeout(10):
-            while not handled:
-                await asyncio.sleep(0.005)
+        await eventually(lambda: bool(handled))
         await asyncio.sleep(0.1)
         # Handled, but its commit waits for the read that ends the linger.
         assert await pending(redis) == 1 and await redis.xlen("t:out") == 0
         await redis.xadd(S, {"n": "1"})
-        async with asyncio.timeout(10):
-            while await redis.xlen("t:out") < 2 or await pending(redis):
-                await asyncio.sleep(0.01)
+        await eventually(lambda: settled(redis, outputs=2))
     finally:
         worker.stop()
         await task
@@ -115,17 +113,11 @@ async def test_a_held_commit_survives_a_forgotten_script(redis: Redis) -> None:
     task = asyncio.create_task(worker.run())
     try:
         await redis.xadd(S, {"n": "0"})
-        async with asyncio.timeout(10):
-            while await redis.xlen("t:out") < 1:  # the script is loaded
-                await asyncio.sleep(0.01)
+        await eventually(lambda: settled(redis, outputs=1))  # the script is loaded
         await redis.xadd(S, {"n": "1"})
-        async with asyncio.timeout(10):
-            while len(handled) < 2:
-                await asyncio.sleep(0.005)
+        await eventually(lambda: len(handled) == 2)
         await redis.script_flush()  # while the commit of "1" is held: NOSCRIPT, then EVAL
-        async with asyncio.timeout(10):
-            while await redis.xlen("t:out") < 2 or await pending(redis):
-                await asyncio.sleep(0.01)
+        await eventually(lambda: settled(redis, outputs=2))
     finally:
         worker.stop()
         await task
@@ -135,9 +127,7 @@ async def test_stopping_while_lingering_sends_the_held_commits(redis: Redis) -> 
     worker, handled = await lingering_consumer(redis, linger=1.0)
     task = asyncio.create_task(worker.run())
     await redis.xadd(S, {"n": "0"})
-    async with asyncio.timeout(10):
-        while not handled:
-            await asyncio.sleep(0.005)
+    await eventually(lambda: bool(handled))
     worker.stop()
     async with asyncio.timeout(5):
         await task

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
@@ -20,13 +19,6 @@ from tests import helpers
 
 def gauge(name: str, labels: dict[str, str] | None = None) -> float | None:
     return REGISTRY.get_sample_value(name, labels or {})
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_observe_shows_the_delayed_queue_and_the_circuits(
@@ -50,8 +42,10 @@ async def test_observe_shows_the_delayed_queue_and_the_circuits(
     supervisor, stop = Supervisor(), asyncio.Event()
     supervisor.start(observer(settings, redis, ["default"], every=0.05), stop)
     try:
-        await until(lambda: gauge("wecom_sender_delayed") == 3)
-        await until(lambda: gauge("wecom_sender_circuit", {"app": "default", "state": "open"}) == 1)
+        await helpers.eventually(lambda: gauge("wecom_sender_delayed") == 3)
+        await helpers.eventually(
+            lambda: gauge("wecom_sender_circuit", {"app": "default", "state": "open"}) == 1
+        )
         assert supervisor.healthy
     finally:
         stop.set()
@@ -66,9 +60,11 @@ async def test_a_redis_failure_reaches_the_supervisor(redis_url: str) -> None:
     supervisor, stop = Supervisor(backoff_base=0.05, backoff_cap=0.1), asyncio.Event()
     supervisor.start(observer(settings, gone, ["default"], every=0.05), stop)
     try:
-        await until(lambda: "observe" in supervisor.down)  # waiting to be restarted
+        await helpers.eventually(lambda: "observe" in supervisor.down)  # waiting to be restarted
         assert not supervisor.healthy
-        await until(lambda: (gauge(restarts, {"task": "observe"}) or 0.0) >= before + 2)
+        await helpers.eventually(
+            lambda: (gauge(restarts, {"task": "observe"}) or 0.0) >= before + 2
+        )
     finally:
         stop.set()
         await supervisor.wait()

@@ -23,17 +23,11 @@ from shared.bus.delivery import Delivery, Output, Reject, Retry
 from shared.bus.options import ConsumerOptions
 from shared.bus.worker import Consumer, observe_groups
 from shared.errors import SchemaError
+from tests.helpers import eventually
 
 S, G, OUT, LOG = "t:events", "g", "t:out", "t:log"
 DLQ = names.deadletter("t")
 WORKER_SCRIPT = Path(__file__).parent / "workers" / "consumer.py"
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.02)
 
 
 async def records(redis: Redis, key: str) -> list[dict[bytes, bytes]]:
