@@ -535,17 +535,13 @@ def _check_send(req: SendRequest) -> None:
         raise SchemaError("$.duplicate_check_interval", "must be 1 to 14400 seconds (4 h)")
 
 
-# The body field of the requests whose only Struct field is their body (the common replies):
-# validated without walking every field of the request.
-_ONE_BODY: Final[dict[type[SendRequest], str]] = {TextSend: "text", MarkdownSend: "markdown"}
-
-
 def validate(req: R) -> R:
     """Return ``req`` unchanged, or raise SchemaError naming the first field WeCom would refuse."""
     if isinstance(req, SendRequest):
         _check_send(req)
-        if (body := _ONE_BODY.get(type(req))) is not None:
-            _walk(getattr(req, body), f"$.{body}")
+        if isinstance(req, _ContentSend):  # its body is its only Struct: no walk of the rest
+            key = req._body[0]
+            _walk(getattr(req, key), f"$.{key}")
             return req
     elif isinstance(req, UpdateTemplateCardRequest):
         cards.check_update(req)
