@@ -46,6 +46,7 @@ __all__ = [
     "payload_from_response",
     "raise_for_errcode",
     "scrub",
+    "unavailable",
 ]
 
 Action = Literal["refresh_token", "backoff", "permanent"]
@@ -234,13 +235,22 @@ def payload_from(status: int, content: bytes, endpoint: str) -> dict[str, Any]:
     return payload
 
 
+def unavailable(endpoint: str, exc: BaseException, *, timed_out: bool) -> WeComUnavailableError:
+    """The error a call that got no answer raises, whichever HTTP client made it: "timed out
+    (<type>)", or "<type>: <detail>" with any token or secret in the detail masked."""
+    if timed_out:
+        return WeComUnavailableError(endpoint, f"timed out ({type(exc).__name__})")
+    return WeComUnavailableError(
+        endpoint, f"{type(exc).__name__}: {scrub(str(exc)) or 'no detail'}"
+    )
+
+
 @contextmanager
 def map_transport_errors(endpoint: str) -> Iterator[None]:
     """Turn httpx's request errors into WeComUnavailableError (without the URL's token)."""
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise WeComUnavailableError(endpoint, f"timed out ({type(exc).__name__})") from None
+        raise unavailable(endpoint, exc, timed_out=True) from None
     except httpx.RequestError as exc:
-        detail = scrub(str(exc)) or "no detail"
-        raise WeComUnavailableError(endpoint, f"{type(exc).__name__}: {detail}") from None
+        raise unavailable(endpoint, exc, timed_out=False) from None

@@ -34,7 +34,7 @@ from urllib.parse import quote, urlsplit
 import httptools
 import httpx
 
-from shared.wecom.errors import WeComUnavailableError, scrub
+from shared.wecom.errors import WeComUnavailableError, unavailable
 
 __all__ = ["Http1Wire"]
 
@@ -232,10 +232,9 @@ class Http1Wire:
             if conn is not None:
                 conn.close()  # an answer may still be on its way: never reuse it
             if isinstance(exc, TimeoutError):
-                raise WeComUnavailableError(endpoint, "timed out (TimeoutError)") from None
+                raise unavailable(endpoint, exc, timed_out=True) from None
             if isinstance(exc, OSError | ValueError | zlib.error | httptools.HttpParserError):
-                detail = scrub(str(exc)) or "no detail"
-                raise WeComUnavailableError(endpoint, f"{type(exc).__name__}: {detail}") from None
+                raise unavailable(endpoint, exc, timed_out=False) from None
             raise
         self._give_back(conn, keep)
         return status, answer

@@ -21,7 +21,7 @@ import aiohttp
 import httpx
 from yarl import URL
 
-from shared.wecom.errors import WeComUnavailableError, map_transport_errors, scrub
+from shared.wecom.errors import map_transport_errors, unavailable
 
 __all__ = ["JSON_HEADERS", "AiohttpWire", "HttpxWire", "Wire"]
 
@@ -113,10 +113,9 @@ class AiohttpWire:
             async with session.post(url, data=body, proxy=self._proxy) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
-            raise WeComUnavailableError(endpoint, f"timed out ({type(exc).__name__})") from None
+            raise unavailable(endpoint, exc, timed_out=True) from None
         except aiohttp.ClientError as exc:
-            detail = scrub(str(exc)) or "no detail"
-            raise WeComUnavailableError(endpoint, f"{type(exc).__name__}: {detail}") from None
+            raise unavailable(endpoint, exc, timed_out=False) from None
 
     async def aclose(self) -> None:
         if self._session is not None:
