@@ -35,10 +35,11 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from shared.bus.replicas import Wait, replicated
+
 __all__ = ["collector", "run_pinned"]
 
 Command = tuple[tuple[Any, ...], Mapping[str, Any]]  # (args, options), as a pipeline stacks them
-Wait = tuple[int, int]
 
 _REROUTE = (MovedError, AskError, ClusterDownError, TryAgainError)
 _LOST = (ConnectionError, TimeoutError, OSError)
@@ -71,8 +72,6 @@ async def run_pinned(
 
 
 async def _run(cluster: RedisCluster, commands: Sequence[Command], wait: Wait | None) -> list[Any]:
-    from shared.bus.scripts import NotReplicated, check_replicated  # scripts imports this module
-
     await cluster.initialize()
     groups: dict[str, tuple[ClusterNode, list[int]]] = {}
     for i, (args, _) in enumerate(commands):
@@ -89,13 +88,7 @@ async def _run(cluster: RedisCluster, commands: Sequence[Command], wait: Wait | 
         except _LOST as exc:  # this node's commands fail; the other nodes' stand
             answers = [exc] * (len(which) + extra)
         if wait is not None:
-            acked = answers.pop()
-            try:
-                if isinstance(acked, BaseException):
-                    raise acked
-                check_replicated(acked, wait)
-            except (NotReplicated, ResponseError, *_LOST) as exc:
-                answers = [a if isinstance(a, BaseException) else exc for a in answers]
+            answers = replicated(answers, wait)
         for i, answer in zip(which, answers, strict=True):
             results[i] = answer
 

@@ -16,9 +16,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from shared.bus.pinned import collector, run_pinned
+from shared.bus.replicas import NotReplicated, Wait, check_replicated, replicated
 from shared.bus.wire import send_batch
 
 __all__ = [
@@ -36,18 +37,6 @@ __all__ = [
 Keys = Sequence[str | bytes]
 Args = Sequence[str | bytes | int | float]
 ScriptCall = tuple["Script", Keys, Args]
-# BUS_MIN_REPLICAS and its timeout (ms): WAIT for that many replicas after the write.
-Wait = tuple[int, int]
-
-
-class NotReplicated(RedisError):
-    """The write is on the primary but fewer replicas than asked confirmed it in time."""
-
-
-def check_replicated(acked: Any, wait: Wait) -> None:
-    """Raise NotReplicated unless WAIT's answer ``acked`` reaches ``wait``'s replica count."""
-    if int(acked) < wait[0]:
-        raise NotReplicated(f"{int(acked)} of {wait[0]} replicas confirmed within {wait[1]} ms")
 
 
 class Script:
@@ -120,7 +109,7 @@ async def _pipelined(
     if wait is None:
         return await send_batch(redis, commands)
     results = await send_batch(redis, [*commands, ("WAIT", *wait)])
-    return _replicated(results, wait)
+    return replicated(results, wait)
 
 
 class ScriptBatch:
@@ -260,20 +249,7 @@ async def _execute(pipe: Any, wait: Wait | None) -> list[Any]:
     if wait is not None:
         pipe.execute_command("WAIT", *wait)
     results: list[Any] = list(await pipe.execute(raise_on_error=False))
-    return results if wait is None else _replicated(results, wait)
-
-
-def _replicated(results: list[Any], wait: Wait) -> list[Any]:
-    """``results`` of writes and, last, WAIT's answer: each success becomes NotReplicated when
-    too few replicas confirmed them."""
-    acked = results.pop()
-    try:
-        if isinstance(acked, BaseException):
-            raise acked
-        check_replicated(acked, wait)
-    except RedisError as exc:
-        return [r if isinstance(r, BaseException) else exc for r in results]
-    return results
+    return results if wait is None else replicated(results, wait)
 
 
 def settle_later(futures: list[asyncio.Future[Any]], results: Awaitable[list[Any]]) -> None:
