@@ -18,14 +18,12 @@ repeat (scripts that check what they already did).
 from __future__ import annotations
 
 import asyncio
-import math
 import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import tracing
@@ -61,11 +59,13 @@ def pack(commands: Sequence[Sequence[Arg]]) -> bytes:
     for command in commands:
         append(b"*%d\r\n" % len(command))
         for value in command:
-            # str and bytes first, by exact type: most arguments, without isinstance's walk.
+            # str, bytes and int by exact type: nearly all arguments, without isinstance's walk.
             if type(value) is str:
                 data = value.encode()
             elif type(value) is bytes:
                 data = value
+            elif type(value) is int:
+                data = b"%d" % value
             else:
                 data = _arg(value)
             n = len(data)
@@ -139,23 +139,43 @@ async def _forget(pool: Any) -> None:
 
 
 async def _round_trip(redis: Redis, payload: bytes, replies: int, *, fresh: bool) -> list[Any]:
+    """One write, ``replies`` replies, on a kept connection.
+
+    Leaner than ``send_packed_command`` and ``read_response`` per reply, which cost more than
+    the batch's own work: those start a task per write (``wait_for``) and a timeout per reply.
+    Here the batch has one timer, which closes the connection when it fires: the read then
+    fails at once, the connection is dropped, and the caller sees a ``TimeoutError``.
+    """
     pool = redis.connection_pool
     conn = await _checkout(pool, fresh)
     results: list[Any] = []
+    expired: list[bool] = []
+    timer = None
+    if conn.socket_timeout is not None:  # None: no limit, as redis-py has it
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(conn.socket_timeout, _expire, conn, expired)
     try:
-        # One socket timeout for the whole batch rather than one per reply (math.inf: none).
-        async with asyncio.timeout(conn.socket_timeout):
-            await conn.send_packed_command(payload)
-            for _ in range(replies):
-                try:
-                    results.append(await conn.read_response(timeout=math.inf))
-                except ResponseError as exc:
-                    results.append(exc)
+        parser = conn._parser
+        conn._writer.write(payload)
+        await conn._writer.drain()
+        for _ in range(replies):
+            results.append(await parser.read_response())  # an error reply: in place
     except BaseException as exc:
         await conn.disconnect(nowait=True)  # replies may still be on the way: never reuse it
         await pool.release(conn)
-        if type(exc) is TimeoutError:
+        if expired:
             raise RedisTimeoutError(f"no answer within {conn.socket_timeout} s") from None
+        if isinstance(exc, OSError) and not isinstance(exc, RedisConnectionError):
+            raise RedisConnectionError(f"Redis connection failed: {exc}") from exc
         raise
+    finally:
+        if timer is not None:
+            timer.cancel()
     await _checkin(pool, conn)
     return results
+
+
+def _expire(conn: Any, expired: list[bool]) -> None:
+    """The batch's time is up: close its connection, which fails the read in progress."""
+    expired.append(True)
+    conn._writer.transport.abort()
