@@ -221,6 +221,50 @@ async def test_a_connection_the_server_closed_is_not_reused(
     assert crafted.connections == 3
 
 
+async def test_a_silent_server_times_out_and_a_full_pool_waits_its_pool_timeout(
+    server: Start,
+) -> None:
+    """The read timeout fails the POST and drops its connection; with every connection busy,
+    another POST waits ``pool`` seconds for one, then fails; once a connection is free again,
+    POSTs go through."""
+    answering = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                await answering.wait()  # silent until told to answer
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(JSON), JSON))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    port = await server(serve)
+    one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    timeout = httpx.Timeout(0.3, connect=2.0, pool=0.2)
+    wire = Http1Wire(f"http://127.0.0.1:{port}", limits=one, timeout=timeout, user_agent="t")
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = asyncio.ensure_future(wire.post("message/send", "T", b"{}"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(WeComUnavailableError) as waited:
+            await wire.post("message/send", "T", b"{}")
+        assert "no free connection" in waited.value.reason
+        with pytest.raises(WeComUnavailableError) as silent:
+            await first
+        assert "timed out" in silent.value.reason
+        assert 0.3 <= loop.time() - started < 2.0
+        answering.set()
+        assert await wire.post("message/send", "T", b"{}") == (200, JSON)
+    finally:
+        await wire.aclose()
+
+
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for localhost (openssl): (certificate, key)."""
