@@ -69,12 +69,12 @@ local function governor_acquire(keys, argv)
   local n = #keys - 1
   local longest = math.max(windows[1][1], windows[2][1])
 
-  -- When will (t - span, t] hold fewer than `limit` entries besides this request's own?
-  -- Its own record never counts against it: re-acquiring a request does not count it twice.
-  local function room_at(key, span, limit)
+  -- When will (t - span, t] hold fewer than `limit` entries besides this request's own
+  -- (`own`: its score, or false)? Its own record never counts against it: re-acquiring a
+  -- request does not count it twice.
+  local function room_at(key, own, span, limit)
     local from = '(' .. (now - span)
     local count = redis.call('ZCOUNT', key, from, '+inf')
-    local own = redis.call('ZSCORE', key, member)
     if own and tonumber(own) > now - span then count = count - 1 end
     if count < limit then return now end
     -- the (count - limit + 1)-th oldest other entry has to leave the window
@@ -92,9 +92,10 @@ local function governor_acquire(keys, argv)
   local wait, fresh = 0, 0
   for i = 1, n do
     redis.call('ZREMRANGEBYSCORE', keys[i], '-inf', now - longest)
-    if not redis.call('ZSCORE', keys[i], member) then fresh = fresh + 1 end
+    local own = redis.call('ZSCORE', keys[i], member)
+    if not own then fresh = fresh + 1 end
     for _, w in ipairs(windows) do
-      wait = math.max(wait, room_at(keys[i], w[1], w[2]) - now)
+      wait = math.max(wait, room_at(keys[i], own, w[1], w[2]) - now)
     end
   end
   if quota > 0 and fresh > 0 then
