@@ -28,7 +28,7 @@ from bench.callbacks import (
     members,
     save_requests,
 )
-from bench.loadgen import LoadConfig, cpu_seconds, percentiles, run_load
+from bench.loadgen import LoadConfig, cpu_seconds, percentiles, run_load, wake_ups
 from bench.plan import Context
 from devkit.embedded_redis import EmbeddedRedis
 from tests.system import System, running_system
@@ -127,6 +127,14 @@ def cpu(system: System, nodes: Sequence[EmbeddedRedis]) -> dict[str, float]:
     return found
 
 
+def wakes(system: System, nodes: Sequence[EmbeddedRedis]) -> dict[str, float]:
+    """Wake-ups so far (``bench.loadgen.wake_ups``) of each service process and of Redis."""
+    pids = {name: p.pid for name, p in system.stack.children if p.poll() is None}
+    found = {name: float(wake_ups([pid])) for name, pid in pids.items()}
+    found["redis"] = float(wake_ups([n.process.pid for n in nodes if n.process is not None]))
+    return found
+
+
 def cpu_ms_per(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
     return {k: round(1000 * (after[k] - before.get(k, 0.0)) / max(1, n), 3) for k in after}
 
@@ -200,7 +208,7 @@ def e2e_rate(
     since = system.fake("GET", "/fake/messages", params={"since": 1 << 60})["last"]
     sends0 = sends(system)
     redis0 = _redis_work(nodes)
-    cpu0 = cpu(system, nodes)
+    cpu0, wakes0 = cpu(system, nodes), wakes(system, nodes)
     result = run_load(
         LoadConfig(
             port=system.ports["ingress"],
@@ -219,6 +227,10 @@ def e2e_rate(
     # CPU is counted until the last message is out: a backlog's work belongs to its messages.
     wait(partial(sent_at_least, system, sends0 + result.sent), drain_timeout, system, poll=0.1)
     cpu_ms = cpu_ms_per(cpu0, cpu(system, nodes), result.sent)
+    woken = {
+        k: round((v - wakes0.get(k, 0.0)) / max(1, result.sent), 2)
+        for k, v in wakes(system, nodes).items()
+    }
     redis_work = {
         k: round((v - redis0[k]) / max(1, result.sent), 2) for k, v in _redis_work(nodes).items()
     }
@@ -255,4 +267,5 @@ def e2e_rate(
         "cpu_ms_per_message": cpu_ms,
         "end_to_end_cpu_ms": round(sum(cpu_ms.get(k, 0.0) for k in END_TO_END), 3),
         "redis_per_message": redis_work,
+        "wakeups_per_message": woken,
     }

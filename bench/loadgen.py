@@ -96,6 +96,26 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / 1e9
 
 
+def wake_ups(pids: Sequence[int]) -> int:
+    """Times every thread of these processes so far went to sleep and was woken (voluntary
+    context switches): what a message costs beyond its work, counted, not timed."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/status", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"voluntary_ctxt_switches:"):
+                            total += int(line.split()[1])
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return total
+
+
 def percentiles(samples: Sequence[float]) -> dict[str, float]:
     """p50/p90/p99/max/mean of latencies in seconds, as milliseconds (zeros when empty)."""
     if not samples:

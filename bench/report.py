@@ -269,7 +269,20 @@ def _cpu_lines(results: dict[str, Any]) -> list[str]:
         "  Redis per message, reads (≈ round trips) / commands: "
         + ", ".join(f"{r} msg/s {w['reads']:.1f} / {w['commands']:.1f}" for r, w in work if w)
     )
+    if woken := wake_rows(results):
+        text = ", ".join(f"{rate} msg/s {cells}" for rate, cells in woken)
+        out.append(f"  wake-ups per message (voluntary context switches), {WAKES}: {text}")
     return out
+
+
+WAKES = "ingress / responder / sender / Redis"
+
+
+def wake_rows(results: dict[str, Any]) -> list[tuple[int, str]]:
+    """Per measured rate, the wake-ups per message of each process, in the order of WAKES."""
+    names, runs = ("ingress", "responder", "sender", "redis"), _measured_rates(results)
+    woken = [(run["rate"], run.get("wakeups_per_message")) for run in runs]
+    return [(r, " / ".join(f"{w.get(n, 0.0):.1f}" for n in names)) for r, w in woken if w]
 
 
 def _pipeline_lines(pipe: dict[str, Any]) -> list[str]:
@@ -395,6 +408,8 @@ def markdown(results: dict[str, Any]) -> str:
                 for ms, ratio in cells
             )
             rows.append(f"| {name} | {text} |")
+        if woken := wake_rows(results):
+            rows.append(f"| wake-ups per message ({WAKES}) | {' | '.join(c for _, c in woken)} |")
         rows.append("")
     if topology := topology_rows(results):
         e2e = _get(results, "topology", "e2e", default={})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -19,9 +21,9 @@ from bench.callbacks import (
     load_requests,
     save_requests,
 )
-from bench.loadgen import LoadConfig, percentiles, run_load
+from bench.loadgen import LoadConfig, percentiles, run_load, wake_ups
 from bench.profile import summarize
-from bench.report import console, cpu_table, markdown, targets, topology_rows
+from bench.report import console, cpu_table, markdown, targets, topology_rows, wake_rows
 from bench.tencent import VALIDATE_SIGNATURE_ERROR, WXBizMsgCryptLike
 from shared.protocol.parser import parse_envelope
 from tests.helpers import AES_KEY, CORP_ID, TOKEN, crypto, text_xml
@@ -227,6 +229,53 @@ def test_cpu_at_a_rate_is_in_units_of_the_baseline_at_that_rate() -> None:
     measured, ok = rows["end-to-end CPU per message at 1000/s"]
     assert measured.endswith(", not sustained") and ok is False
     assert "| baseline | 0.200 ms (1.0×) |" in markdown(results)
+
+
+def test_wake_ups_count_each_time_a_process_slept_and_was_woken() -> None:
+    """A child that sleeps 50 times is woken at least 50 times; one that spins, hardly."""
+    script = (
+        "import sys, time\n"
+        "print('ready', flush=True); sys.stdin.readline()\n"
+        "if sys.argv[1] == 'sleep':\n"
+        "    for _ in range(50): time.sleep(0.002)\n"
+        "else:\n"
+        "    end = time.perf_counter() + 0.1\n"
+        "    while time.perf_counter() < end: pass\n"
+        "print('done', flush=True); sys.stdin.readline()\n"
+    )
+    woken = {}
+    for kind in ("sleep", "spin"):
+        argv = [sys.executable, "-c", script, kind]
+        with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
+            assert child.stdin is not None and child.stdout is not None
+            assert child.stdout.readline() == b"ready\n"
+            before = wake_ups([child.pid])
+            child.stdin.write(b"go\n")
+            child.stdin.flush()
+            assert child.stdout.readline() == b"done\n"
+            woken[kind] = wake_ups([child.pid]) - before
+            child.kill()
+    assert woken["sleep"] >= 50
+    assert woken["spin"] < 10
+    assert wake_ups([2**22 + 12345]) == 0  # a process that is gone counts nothing
+
+
+def test_wake_ups_per_message_are_reported_per_process_and_rate() -> None:
+    run = {
+        "rate": 100,
+        "sustained": True,
+        "latency_ms": {"p50": 5.0, "p99": 20.0},
+        "cpu_ms_per_message": {"ingress": 1.0, "responder": 1.0, "sender": 1.5, "redis": 0.8},
+        "wakeups_per_message": {"ingress": 1.41, "responder": 1.35, "sender": 4.29, "redis": 5.4},
+    }
+    results = {"pipeline": {"baseline_cpu_ms": 0.1, "e2e": {"rates": [run]}}}
+    assert wake_rows(results) == [(100, "1.4 / 1.4 / 4.3 / 5.4")]
+    assert (
+        "| wake-ups per message (ingress / responder / sender / Redis) | 1.4 / 1.4 / 4.3 / 5.4 |"
+        in markdown(results)
+    )
+    del run["wakeups_per_message"]  # results saved before it was measured
+    assert wake_rows(results) == [] and "wake-ups" not in markdown(results)
 
 
 def test_topology_rows_say_what_each_case_delivered_and_cost() -> None:
