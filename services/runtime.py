@@ -19,7 +19,7 @@ import uvicorn
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
-from services.serving import uvicorn_options
+from services.serving import QuietServer, uvicorn_options
 from shared.bus import metrics, names
 from shared.bus.delivery import Handler
 from shared.bus.options import ConsumerOptions
@@ -145,7 +145,7 @@ async def lifespan(router: Router, state: State) -> AsyncIterator[State]:
             await router.shutdown(state)
 
 
-class _Server(uvicorn.Server):
+class _Server(QuietServer):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         # The consumer owns SIGTERM: it drains first, then we stop the HTTP server ourselves.

@@ -15,12 +15,10 @@ import os
 import sys
 from collections.abc import Mapping
 
-import uvicorn
-
 from devkit.fakewecom.app import create_app
 from devkit.fakewecom.bot import bots_from_env
 from devkit.fakewecom.state import DEFAULT_MEMBERS, FakeApp, FakeConfig
-from services.serving import uvicorn_options
+from services.serving import serve, uvicorn_options
 from shared import logs
 from shared.config import load_settings
 from shared.errors import ConfigError
@@ -58,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     logs.configure("fake-wecom", settings.log_level, settings.log_format)
     app = create_app(config_from_env(), bots=bots_from_env(os.environ))
     options = uvicorn_options(timeout_graceful_shutdown=5)
-    uvicorn.run(app, host=args.host, port=args.port, **options)
+    serve(app, host=args.host, port=args.port, **options)
     return 0
 
 

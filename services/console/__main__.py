@@ -10,11 +10,9 @@ import argparse
 import ipaddress
 import sys
 
-import uvicorn
-
 from services.console.app import create_app
 from services.console.auth import Access
-from services.serving import uvicorn_options
+from services.serving import serve, uvicorn_options
 from shared import logs
 from shared.config import load_settings
 from shared.connection import connect
@@ -41,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     redis = connect(settings.require_redis(), socket_timeout=5, socket_connect_timeout=3)
     app = create_app(settings, redis, Access(key.get() if key is not None else None))
-    uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options(proxy_headers=False))
+    serve(app, host=args.host, port=args.port, **uvicorn_options(proxy_headers=False))
     return 0
 
 

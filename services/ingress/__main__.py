@@ -6,10 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-import uvicorn
-
 from services.ingress.app import create_app
-from services.serving import settle_heap, uvicorn_options
+from services.serving import serve, settle_heap, uvicorn_options
 from shared import logs, tracing
 from shared.config import load_settings
 
@@ -32,12 +30,7 @@ def run(args: argparse.Namespace) -> int:
     tracing.setup("ingress")  # on only with wecom-bus[otel] and OTEL_* set
     app = create_app(settings)  # checks the apps' Token and EncodingAESKey before listening
     settle_heap()
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        **UVICORN_OPTIONS,
-    )
+    serve(app, host=args.host, port=args.port, **UVICORN_OPTIONS)
     return 0
 
 
