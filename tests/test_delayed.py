@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from shared.bus import delayed
+from shared.bus import delayed, names
 
 PREFIX = "wecom"
 OUTBOX = "wecom:outbox"
@@ -156,3 +157,45 @@ async def test_scheduler_survives_an_outage_and_logs_it_once(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "unavailable" in warnings[0].getMessage()
+
+
+async def test_scheduler_sleeps_until_the_next_entry_is_due_and_wakes_when_one_is_added(
+    redis: Redis,
+) -> None:
+    """Idle, it looks at most every ``idle`` seconds, not every ``interval``; an entry due
+    soon is moved when due, and one this process schedules is looked at at once."""
+    stop = asyncio.Event()
+    looks: list[float] = []
+
+    def clock() -> float:  # called once per look
+        looks.append(time.monotonic())
+        return time.time()
+
+    scheduler = asyncio.create_task(
+        delayed.run_scheduler(
+            redis, PREFIX, OUTBOX, interval=0.01, idle=0.4, stop=stop, clock=clock
+        )
+    )
+    try:
+        await asyncio.sleep(1.0)
+        assert 2 <= len(looks) <= 5  # every 0.4 s while empty (every 0.01 s would be ~100)
+
+        due = time.time() + 0.3
+        await redis.zadd(names.delayed(PREFIX), {"soon": due})  # as another replica
+        await redis.hset(delayed.data_key(PREFIX), "soon", b"soon")
+        async with asyncio.timeout(3):
+            while await redis.xlen(OUTBOX) == 0:
+                await asyncio.sleep(0.01)
+        assert time.time() >= due  # not before it was due, and within the idle period after
+
+        started = time.monotonic()
+        seen = len(looks)
+        await delayed.schedule(redis, PREFIX, b"now", time.time(), member_id="now")
+        async with asyncio.timeout(3):
+            while await redis.xlen(OUTBOX) < 2:
+                await asyncio.sleep(0.005)
+        assert time.monotonic() - started < 0.2 and len(looks) > seen  # woken, not at 0.4 s
+    finally:
+        stop.set()
+        await scheduler
+    assert await stream_data(redis) == [b"soon", b"now"]

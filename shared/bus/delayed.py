@@ -23,7 +23,6 @@ that partition's outbox) or a ``BUS_PREFIX`` with a hash tag (``{wecom}``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -69,7 +68,8 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
 end
-return moved
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {moved, first[2] or false}
 """)
 
 
@@ -83,6 +83,8 @@ async def schedule(redis: Redis, prefix: str, data: bytes, due: float, *, member
         pipe.hset(data_key(prefix), member_id, data)
         pipe.zadd(names.delayed(prefix), {member_id: due})
         await pipe.execute()
+    for sleeper in _sleepers.get(prefix, ()):  # this process's scheduler: look again now
+        _wake(sleeper)
 
 
 async def move_due(
@@ -99,11 +101,20 @@ async def move_due(
     Each becomes an entry with the single field ``data``; ``maxlen`` trims approximately
     (``None``: never). Returns how many were moved.
     """
+    moved, _ = await _move(redis, prefix, target_stream, now, limit, maxlen)
+    return moved
+
+
+async def _move(
+    redis: Redis, prefix: str, target_stream: str, now: float, limit: int, maxlen: int | None
+) -> tuple[int, float | None]:
+    """``move_due``'s count, and when the first entry left is due (None: none is left)."""
     if limit <= 0:
-        return 0
+        return 0, None
     keys = [names.delayed(prefix), data_key(prefix), target_stream]
     args = (repr(float(now)), limit, "" if maxlen is None else maxlen)
-    return int(await _MOVE_DUE(redis, keys, args))
+    moved, first = await _MOVE_DUE(redis, keys, args)
+    return int(moved), None if first is None else float(first)
 
 
 async def size(redis: Redis, prefix: str) -> int:
@@ -123,13 +134,16 @@ async def run_scheduler(
     target_stream: str,
     *,
     interval: float = 0.2,
+    idle: float = 1.0,
     stop: asyncio.Event,
     clock: Callable[[], float] = time.time,
     limit: int = 100,
     maxlen: int | None = 100_000,
     max_backoff: float = 5.0,
 ) -> None:
-    """Move due entries every ``interval`` seconds until ``stop`` is set.
+    """Move due entries until ``stop`` is set: again when the next one is due, at most every
+    ``interval`` and at least every ``idle`` seconds, and at once when this process schedules
+    one (another replica's entry may wait up to ``idle`` past its due time).
 
     Every replica may run one; the script keeps them from doubling work. A full batch is
     followed at once by the next. While Redis is unreachable the loop backs off exponentially
@@ -139,9 +153,8 @@ async def run_scheduler(
     outage = False
     while not stop.is_set():
         try:
-            moved = await move_due(
-                redis, prefix, target_stream=target_stream, now=clock(), limit=limit, maxlen=maxlen
-            )
+            now = clock()
+            moved, first = await _move(redis, prefix, target_stream, now, limit, maxlen)
         except _TRANSIENT as exc:
             if not outage:
                 outage = True
@@ -157,10 +170,33 @@ async def run_scheduler(
             log.info("delayed queue: redis reachable again")
         backoff = interval
         if moved < limit:
-            await _wait(stop, interval)
+            due_in = idle if first is None else first - now
+            await _wait(stop, min(max(due_in, interval), idle), prefix)
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds`` or until ``stop`` is set, whichever comes first."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+# The sleeping schedulers of this process, by prefix: schedule() wakes them.
+_sleepers: dict[str, set[asyncio.Future[None]]] = {}
+
+
+def _wake(sleeper: asyncio.Future[None]) -> None:
+    if not sleeper.done():
+        sleeper.set_result(None)
+
+
+async def _wait(stop: asyncio.Event, seconds: float, prefix: str | None = None) -> None:
+    """Sleep ``seconds``, until ``stop`` is set, or (with ``prefix``) until this process
+    schedules an entry there, whichever comes first."""
+    loop = asyncio.get_running_loop()
+    sleeper: asyncio.Future[None] = loop.create_future()
+    timer = loop.call_later(seconds, _wake, sleeper)
+    stopped = asyncio.ensure_future(stop.wait())
+    stopped.add_done_callback(lambda _: _wake(sleeper))
+    if prefix is not None:
+        _sleepers.setdefault(prefix, set()).add(sleeper)
+    try:
+        await sleeper
+    finally:
+        timer.cancel()
+        stopped.cancel()
+        if prefix is not None:
+            _sleepers[prefix].discard(sleeper)
