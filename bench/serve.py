@@ -1,8 +1,9 @@
 """``python -m bench.serve KIND --port P [--workers N]``: one receiver under uvicorn.
 
 Every kind runs with the settings ``wecom-bus ingress`` uses (uvloop, httptools, no access log,
-no server header, proxy headers from 127.0.0.1, 15 s keep-alive), so a comparison differs only in
-the application. KIND ``raw`` is the raw asyncio responder instead (no uvicorn).
+no server header, proxy headers from 127.0.0.1, 15 s keep-alive) and, in one process, on its
+server (``services.serving.QuietServer``), so a comparison differs only in the application.
+KIND ``raw`` is the raw asyncio responder instead (no uvicorn).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import uvicorn
 
 from services.ingress.__main__ import UVICORN_OPTIONS
-from services.serving import settle_heap
+from services.serving import serve, settle_heap
 
 __all__ = ["FACTORIES", "main"]
 
@@ -46,15 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     # Every receiver's process as the ingress's: its application imported, then the heap settled.
     importlib.import_module(FACTORIES[args.kind].partition(":")[0])
     settle_heap()
-    uvicorn.run(
-        FACTORIES[args.kind],
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        forwarded_allow_ips="127.0.0.1",
-        **UVICORN_OPTIONS,  # the ingress's production settings, for every receiver alike
-    )
+    # The ingress's production settings, for every receiver alike; one process runs on the
+    # ingress's server (QuietServer), several on uvicorn's (one per worker).
+    options = {"factory": True, "forwarded_allow_ips": "127.0.0.1", **UVICORN_OPTIONS}
+    if args.workers == 1:
+        serve(FACTORIES[args.kind], host=args.host, port=args.port, **options)
+    else:
+        uvicorn.run(
+            FACTORIES[args.kind], host=args.host, port=args.port, workers=args.workers, **options
+        )
     return 0
 
 
