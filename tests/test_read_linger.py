@@ -159,3 +159,34 @@ def test_no_linger_after_a_full_or_empty_read_or_when_off() -> None:
     assert Linger(0.003).after(arrivals(1000, 1, 16), wanted=16) == 0.0
     assert Linger(0.003).after([], wanted=16) == 0.0
     assert Linger(0.0).after(arrivals(1000, 1, 1), wanted=16) == 0.0
+
+
+async def redis_reads(redis: Redis) -> int:
+    """Socket reads Redis served so far: about one per write a client made."""
+    return int((await redis.info("stats"))["total_reads_processed"])
+
+
+async def test_without_a_linger_a_commit_goes_with_the_next_read_and_is_answered_at_once(
+    redis: Redis,
+) -> None:
+    """Entries arriving one at a time: each one's commit is written with the reader's next
+    read, which then blocks, one write for both; the commit's caller has its answer at once,
+    not when the read returns."""
+    worker, handled = await lingering_consumer(redis, linger=0.0)  # block_ms=2000
+    task = asyncio.create_task(worker.run())
+    try:
+        await redis.xadd(S, {"n": "0"})
+        await eventually(lambda: settled(redis, outputs=1))
+        await asyncio.sleep(0.1)
+        before = await redis_reads(redis)
+        for n in range(1, 6):
+            await redis.xadd(S, {"n": str(n)})  # one read of Redis's each
+            await asyncio.sleep(0.1)  # handled and committed meanwhile, no polling
+        used = await redis_reads(redis) - before - 5 - 1  # the five XADDs, this INFO
+        assert worker.stats["ok"] == 6  # the read after the last one still blocks
+        assert await redis.xlen("t:out") == 6 and await pending(redis) == 0
+    finally:
+        worker.stop()
+        await task
+    assert handled == [str(n).encode() for n in range(6)]
+    assert used <= 6  # one write per entry: its commit and the next read (two before)

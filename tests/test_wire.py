@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -75,3 +76,27 @@ async def test_a_batch_past_the_socket_timeout_fails_and_drops_its_connection(
     finally:
         await client.delete("slow")
         await client.aclose()
+
+
+async def test_early_hears_each_reply_before_a_blocking_last_command_returns(
+    redis: Redis,
+) -> None:
+    loop = asyncio.get_running_loop()
+    heard: list[tuple[int, Any, float]] = []
+    started = loop.time()
+
+    async def push_later() -> None:
+        await asyncio.sleep(0.3)
+        await redis.rpush("later", "x")
+
+    pusher = asyncio.create_task(push_later())
+    replies = await send_batch(
+        redis,
+        [("INCR", "e"), ("LPUSH", "e", "x"), ("BLPOP", "later", 2)],
+        early=lambda i, reply: heard.append((i, reply, loop.time() - started)),
+    )
+    await pusher
+    assert [i for i, _, _ in heard] == [0, 1]
+    assert heard[0][1] == 1 and isinstance(heard[1][1], ResponseError)  # errors in place too
+    assert all(at < 0.25 for _, _, at in heard)  # before BLPOP's answer, 0.3 s later
+    assert replies[0] == 1 and replies[2] == [b"later", b"x"]

@@ -192,7 +192,8 @@ class Commits:
         return self._tick.call(streams.COMMIT, keys, args)
 
     def hold(self) -> None:
-        """Keep what is queued from now on for the reader's next read (it is about to linger)."""
+        """Keep what is queued from now on for the reader's next read (it is about to read
+        again, at once or after lingering)."""
         if self._can_hold and not tracing.enabled():
             self._tick.hold()
 
@@ -204,32 +205,48 @@ class Commits:
         self, stream: str, group: str, consumer: str, *, count: int, block_ms: int | None
     ) -> list[Entry]:
         """The reader's XREADGROUP (``streams.read_group``). What was held goes in the same
-        write, and then the read does not block: the commits' callers wait for its answer."""
+        write, before it: each commit's caller gets its answer as soon as it is read, while
+        the read itself may block."""
         if not self._tick.held:
             self._tick.release()
             return await streams.read_group(
                 self.redis, stream, group, consumer, count=count, block_ms=block_ms
             )
         calls, futures = self._tick.take()
-        try:
-            answers, entries = await streams.read_group_after(
-                self.redis, calls, stream, group, consumer, count=count
-            )
-        except asyncio.CancelledError:  # not known whether they ran: they are safe to repeat
-            settle_later(futures, run_scripts(self.redis, calls))
-            raise
-        except Exception as exc:  # the connection failed: their callers retry (Recorder)
-            for future in futures:
-                if not future.done():
-                    future.set_exception(exc)
-            raise
-        for call, future, answer in zip(calls, futures, answers, strict=True):
-            if future.done():  # its caller went away (cancelled)
-                continue
+        answered = [False] * len(calls)
+
+        def settle(i: int, answer: Any) -> None:
+            answered[i], future = True, futures[i]
+            if future.done():  # its caller went away (cancelled), or a retry answered again
+                return
             if isinstance(answer, rex.NoScriptError):  # Redis forgot the script: once more
-                settle_later([future], run_scripts(self.redis, [call]))
+                settle_later([future], run_scripts(self.redis, [calls[i]]))
             elif isinstance(answer, BaseException):
                 future.set_exception(answer)
             else:
                 future.set_result(answer)
+
+        try:
+            _, entries = await streams.read_group_after(
+                self.redis,
+                calls,
+                stream,
+                group,
+                consumer,
+                count=count,
+                block_ms=block_ms,
+                answered=settle,
+            )
+        except asyncio.CancelledError:  # the unanswered may have run or not: safe to repeat
+            left = [i for i, done in enumerate(answered) if not done]
+            if left:
+                settle_later(
+                    [futures[i] for i in left], run_scripts(self.redis, [calls[i] for i in left])
+                )
+            raise
+        except Exception as exc:  # the connection failed: their callers retry (Recorder)
+            for done, future in zip(answered, futures, strict=True):
+                if not done and not future.done():
+                    future.set_exception(exc)
+            raise
         return entries

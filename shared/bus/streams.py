@@ -16,7 +16,7 @@ On Redis Cluster every key a script touches must share a slot: give ``BUS_PREFIX
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -253,17 +253,21 @@ async def read_group_after(
     consumer: str,
     *,
     count: int,
+    block_ms: int | None = None,
+    answered: Callable[[int, Any], None] | None = None,
 ) -> tuple[list[Any], list[Entry]]:
-    """Script calls (the consumer's commits) and then a non-blocking XREADGROUP, in one write
-    on a single server: each call's answer (an error in place: NOSCRIPT is the caller's to
-    handle), and the entries read."""
+    """Script calls (the consumer's commits) and then XREADGROUP, in one write on a single
+    server: each call's answer (an error in place: NOSCRIPT is the caller's to handle), and the
+    entries read. ``answered(i, answer)`` hears each call's answer as soon as it is read, so
+    the read may block (``block_ms``) without holding up the calls' callers."""
     commands: list[Sequence[Any]] = [
         ("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in commits
     ]
+    block = () if block_ms is None else ("BLOCK", block_ms)
     commands.append(
-        ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, "STREAMS", stream, ">")
+        ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, *block, "STREAMS", stream, ">")
     )
-    *answers, reply = await send_batch(redis, commands)
+    *answers, reply = await send_batch(redis, commands, early=answered)
     return answers, _read_reply(reply)
 
 

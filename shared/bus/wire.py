@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -31,6 +31,7 @@ from shared import tracing
 __all__ = ["pack", "send_batch"]
 
 Arg = bytes | str | int | float
+Early = Callable[[int, Any], None]  # (index of the command, its reply)
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
 
@@ -75,17 +76,26 @@ def pack(commands: Sequence[Sequence[Arg]]) -> bytes:
     return b"".join(out)
 
 
-async def send_batch(redis: Redis, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+async def send_batch(
+    redis: Redis, commands: Sequence[Sequence[Arg]], *, early: Early | None = None
+) -> list[Any]:
     """Send ``commands`` in one write and read one reply each (an error reply in place).
 
-    Connection errors and timeouts are raised (after one more try on a fresh connection).
+    ``early(i, reply)`` is called with each reply but the last as soon as it is read: the last
+    command may block (a consumer's XREADGROUP after its commits) while the others' callers
+    go on. Connection errors and timeouts are raised (after one more try on a fresh
+    connection, which may call ``early`` again for the same command).
     """
     if tracing.enabled():
-        return await _traced(redis, commands)
+        results = await _traced(redis, commands)
+        if early is not None:
+            for i, result in enumerate(results[:-1]):
+                early(i, result)
+        return results
     payload = pack(commands)
     for attempt in (1, 2):
         try:
-            return await _round_trip(redis, payload, len(commands), fresh=attempt == 2)
+            return await _round_trip(redis, payload, len(commands), early, fresh=attempt == 2)
         except _RETRYABLE:
             await _forget(redis.connection_pool)  # its other idle connections may be dead too
             if attempt == 2:
@@ -138,7 +148,9 @@ async def _forget(pool: Any) -> None:
         await pool.release(conn)
 
 
-async def _round_trip(redis: Redis, payload: bytes, replies: int, *, fresh: bool) -> list[Any]:
+async def _round_trip(
+    redis: Redis, payload: bytes, replies: int, early: Early | None, *, fresh: bool
+) -> list[Any]:
     """One write, ``replies`` replies, on a kept connection.
 
     Leaner than ``send_packed_command`` and ``read_response`` per reply, which cost more than
@@ -158,8 +170,10 @@ async def _round_trip(redis: Redis, payload: bytes, replies: int, *, fresh: bool
         parser = conn._parser
         conn._writer.write(payload)
         await conn._writer.drain()
-        for _ in range(replies):
+        for i in range(replies):
             results.append(await parser.read_response())  # an error reply: in place
+            if early is not None and i < replies - 1:
+                early(i, results[-1])
     except BaseException as exc:
         await conn.disconnect(nowait=True)  # replies may still be on the way: never reuse it
         await pool.release(conn)

@@ -280,9 +280,13 @@ class Consumer:
             await self._slot.wait()
             return 0.0
         wanted = min(self.options.batch, self._free())
-        pause = self._linger.after(await self._read_once(block=True), wanted)
-        if pause:  # let a few more gather (shared.bus.linger); the commits of these wait for
-            self.recorder.commits.hold()  # the read after it, and go with it
+        if not (entries := await self._read_once(block=True)):
+            return 0.0
+        # Their commits go in the next read's write (one wake-up of Redis for both): after a
+        # linger (shared.bus.linger), or once the deliveries just started reached them.
+        self.recorder.commits.hold()
+        if not (pause := self._linger.after(entries, wanted)):
+            await asyncio.sleep(0)
         return pause
 
     async def _read_once(self, *, block: bool) -> list[Entry]:
