@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from devkit.fakewecom.app import create_app
 from devkit.fakewecom.bot import bots_from_env
 from devkit.fakewecom.state import DEFAULT_MEMBERS, FakeApp, FakeConfig
-from services.serving import serve, uvicorn_options
+from services.serving import serve, settle_heap, uvicorn_options
 from shared import logs
 from shared.config import load_settings
 from shared.errors import ConfigError
@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     logs.configure("fake-wecom", settings.log_level, settings.log_format)
     app = create_app(config_from_env(), bots=bots_from_env(os.environ))
-    options = uvicorn_options(timeout_graceful_shutdown=5)
+    # On loopback for development and tests: no proxy in front, no proxy headers to read.
+    options = uvicorn_options(timeout_graceful_shutdown=5, proxy_headers=False)
+    settle_heap()
     serve(app, host=args.host, port=args.port, **options)
     return 0
 

@@ -12,6 +12,7 @@ import secrets
 import time
 from typing import Any
 
+import msgspec
 from starlette.responses import JSONResponse
 
 __all__ = ["TEXTS", "client_ip", "error_body", "ok"]
@@ -74,5 +75,15 @@ def error_body(code: int, ip: str, detail: str | None = None) -> dict[str, Any]:
     return {"errcode": code, "errmsg": errmsg}
 
 
+class _Json(JSONResponse):
+    """JSONResponse encoded by msgspec (the same compact UTF-8 JSON, a fraction of the CPU)."""
+
+    def render(self, content: Any) -> bytes:
+        return _encode(content)
+
+
+_encode = msgspec.json.Encoder().encode
+
+
 def ok(**fields: Any) -> JSONResponse:
-    return JSONResponse({"errcode": 0, "errmsg": "ok", **fields})
+    return _Json({"errcode": 0, "errmsg": "ok", **fields})

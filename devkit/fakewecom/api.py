@@ -19,6 +19,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -111,11 +112,14 @@ def parse_json(raw: bytes) -> Any:
         return raw.decode("utf-8", "replace")
 
 
+_sorted_json = msgspec.json.Encoder(order="sorted").encode  # keys sorted at every depth
+
+
 def _dedup_key(body: dict[str, Any]) -> str:
     # The options are left out: a retry that adds enable_duplicate_check=1 to a body already
     # delivered is the case the check exists for.
     kept = {k: v for k, v in body.items() if k not in _OPTIONS}
-    return json.dumps(kept, sort_keys=True, ensure_ascii=False)
+    return _sorted_json(kept).decode()
 
 
 def _state(request: Request) -> FakeState:
