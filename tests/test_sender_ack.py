@@ -7,6 +7,7 @@ left to the consumer."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -136,3 +137,44 @@ async def test_a_members_entries_are_sent_in_order_and_each_acked_once(kit: Kit)
     for request_id in ids:
         state = await sendstate.read(kit.redis, kit.settings.prefix, request_id)
         assert state is not None and state.status == "sent"
+
+
+async def redis_reads(redis: Redis) -> int:
+    """Socket reads Redis served so far: about one per write a client made."""
+    return int((await redis.info("stats"))["total_reads_processed"])
+
+
+async def test_at_a_trickle_each_gate_goes_with_the_consumers_next_read(kit: Kit) -> None:
+    """A send's gate is queued while the consumer is about to read again: the two go in one
+    write, so a send costs Redis two client writes (that one, and the record with the ack)
+    where it cost three."""
+
+    async def add(n: int) -> None:  # one client write: the XADD
+        body = json.dumps(text("alice", f"t{n}")).encode()
+        request = decode_send_request(body, default_agentid=helpers.AGENT_ID)
+        entry = outbox_entry(
+            id=f"trickle-{n}", app="default", trace_id="t", created_at=time.time(),
+            request=request, origin="test",
+        )  # fmt: skip
+        await kit.redis.xadd(names.outbox(), {"data": encode_outbox(entry)})
+
+    running = asyncio.create_task(kit.consumer.run())
+    try:
+        await add(0)  # the token fetched and the scripts loaded
+        await helpers.eventually(lambda: len(kit.sends()) == 1)
+        await asyncio.sleep(0.2)
+        start = await redis_reads(kit.redis)
+        await asyncio.sleep(1.2)  # what the consumer's own loops cost, without sends
+        idle = await redis_reads(kit.redis) - start - 1
+        start = await redis_reads(kit.redis)
+        for n in range(1, 13):
+            await add(n)
+            await asyncio.sleep(0.1)
+        used = await redis_reads(kit.redis) - start - 1 - 12 - idle  # this INFO, the XADDs
+        assert len(kit.sends()) == 13
+    finally:
+        kit.consumer.stop()
+        await running
+    assert [b["text"]["content"] for b in kit.sends()] == [f"t{n}" for n in range(13)]
+    # two writes a send and the consumer's own loops' variation (three a send before)
+    assert used <= 2.5 * 12

@@ -81,7 +81,10 @@ class Gate:
         tries: tuple[str, str],
         gate: tuple[list[str], list[int]],
         gov: tuple[list[str], tuple[int | str, ...]] | None,
+        ride: TickScripts | None = None,
     ) -> Opened:
+        """``ride``: the consumer's batch (``AckOffer.ride``); while it is held for the
+        consumer's next read the gate goes in that read's write."""
         if self._cluster:
             return await _cluster_gate(self.redis, mark, tries, gate, gov)
         keys: list[str] = [mark, tries[0], *gate[0]]
@@ -89,7 +92,8 @@ class Gate:
         if gov is not None:
             keys += gov[0]
             args += gov[1]
-        found, count, admit, acquired = await self._ticks.call(GATE, keys, args)
+        ticks = ride if ride is not None and ride.holding else self._ticks
+        found, count, admit, acquired = await ticks.call(GATE, keys, args)
         return Opened(found, int(count or 0), int(admit), int(acquired))
 
 

@@ -192,7 +192,7 @@ class OutboxHandler:
             "wecom_bus.part": part.k,
         }
         with span("sender.governor", about):
-            earlier, probe, tries = await self._open(entry, part)
+            earlier, probe, tries = await self._open(entry, part, delivery)
         if earlier is not None:
             SKIPPED.labels(entry.app).inc()
             return earlier
@@ -211,17 +211,21 @@ class OutboxHandler:
         self._report(entry, result)
         return result
 
-    async def _open(self, entry: OutboxEntry, part: _Part) -> tuple[SendResult | None, bool, int]:
+    async def _open(
+        self, entry: OutboxEntry, part: _Part, delivery: Delivery
+    ) -> tuple[SendResult | None, bool, int]:
         """(the earlier result when already sent, whether this send is the circuit's probe,
         attempts at this part so far); raises _Later when the circuit or the governor says
-        wait. One script (services.sender.gates), shared round trip."""
+        wait. One script (services.sender.gates), shared round trip: with the consumer's next
+        read when it is about to read (``AckOffer.ride``)."""
         members = counted_members(part.request.touser)
         gov = self.governor.acquire_call(entry.app, members, part.rid)
         gate = circuit.admit_call(
             self.prefix, entry.app, self.clock(), self.probe_lease, self.probe_recheck
         )
         tries = (names.status(self.prefix, entry.id), sendstate.attempts_field(part.k))
-        found = await self._gate(part.mark, tries, gate, gov)
+        ride = delivery.offer.ride if delivery.offer is not None else None
+        found = await self._gate(part.mark, tries, gate, gov, ride)
         if found.mark is not None:
             record = msgspec.json.decode(found.mark, type=dict[str, Any])
             return SendResult.from_payload(record), False, 0

@@ -191,6 +191,11 @@ class Commits:
         """Queue one commit; the future resolves to the script's answer or raises its error."""
         return self._tick.call(streams.COMMIT, keys, args)
 
+    @property
+    def ride(self) -> TickScripts | None:
+        """The queue a handler may add its own script calls to (``AckOffer.ride``)."""
+        return self._tick if self._can_hold and not tracing.enabled() else None
+
     def hold(self) -> None:
         """Keep what is queued from now on for the reader's next read (it is about to read
         again, at once or after lingering)."""

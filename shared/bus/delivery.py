@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
+from shared.bus.scripts import TickScripts
 from shared.bus.streams import FieldMap
 
 __all__ = [
@@ -61,6 +62,10 @@ class AckOffer(msgspec.Struct):
     group: str
     retry_key: str
     answer: int | None = None
+    # The consumer's own batch of script calls, where it can hold them for its next read: a
+    # call the handler queues there while it is held (``holding``: the reader is about to read
+    # again) goes in that read's write, one wake-up of Redis for both. None: no such batch.
+    ride: TickScripts | None = None
 
 
 class Delivery(msgspec.Struct, frozen=True):

@@ -162,6 +162,11 @@ class TickScripts:
         """Calls are queued and held."""
         return self._holding and bool(self._calls)
 
+    @property
+    def holding(self) -> bool:
+        """Calls queued now are held (see the class)."""
+        return self._holding
+
     def hold(self) -> None:
         """Keep what is queued from now on (see the class)."""
         self._holding = True

@@ -365,7 +365,7 @@ class Consumer:
     def _spawn(self, entry: Entry, count: int) -> None:
         if entry.id in self._inflight:
             return
-        offer = AckOffer(self.group, self.recorder.retry_key)  # the sender's (AckOffer)
+        offer = AckOffer(self.group, self.recorder.retry_key, ride=self.recorder.commits.ride)
         delivery = Delivery(entry.id, self.stream, entry.fields, count, offer)
         work = traced_delivery(self._process(delivery), delivery, self.group)
         task = asyncio.create_task(work, name=f"deliver {entry.id}")
