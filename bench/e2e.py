@@ -66,10 +66,11 @@ def _primaries(nodes: Sequence[EmbeddedRedis]) -> list[EmbeddedRedis]:
 # The services' own defaults, not the test suite's quick ones (tests.system reclaims entries
 # after 2 s, whose claim and lease loops then poll Redis several times as often): the bench
 # measures what an operator runs.
+_SETTINGS = Settings()
 DEFAULTS = {
-    "BUS_CLAIM_IDLE": str(Settings().claim_idle),
-    "BUS_HANDLER_TIMEOUT": str(Settings().handler_timeout),
-    "BUS_DRAIN_TIMEOUT": str(Settings().drain_timeout),
+    "BUS_CLAIM_IDLE": str(_SETTINGS.claim_idle),
+    "BUS_HANDLER_TIMEOUT": str(_SETTINGS.handler_timeout),
+    "BUS_DRAIN_TIMEOUT": str(_SETTINGS.drain_timeout),
 }
 
 
@@ -130,20 +131,23 @@ def _redis_work(nodes: Sequence[EmbeddedRedis]) -> dict[str, int]:
     return total
 
 
+def _each(
+    system: System, nodes: Sequence[EmbeddedRedis], read: Callable[[list[int]], float]
+) -> dict[str, float]:
+    """``read`` of each service process, and of every Redis node together."""
+    found = {name: read([p.pid]) for name, p in system.stack.children if p.poll() is None}
+    found["redis"] = read([n.process.pid for n in nodes if n.process is not None])
+    return found
+
+
 def cpu(system: System, nodes: Sequence[EmbeddedRedis]) -> dict[str, float]:
     """CPU seconds so far of each service process, and of every Redis node together."""
-    pids = {name: p.pid for name, p in system.stack.children if p.poll() is None}
-    found = {name: cpu_seconds([pid]) for name, pid in pids.items()}
-    found["redis"] = cpu_seconds([n.process.pid for n in nodes if n.process is not None])
-    return found
+    return _each(system, nodes, cpu_seconds)
 
 
 def wakes(system: System, nodes: Sequence[EmbeddedRedis]) -> dict[str, float]:
     """Wake-ups so far (``bench.loadgen.wake_ups``) of each service process and of Redis."""
-    pids = {name: p.pid for name, p in system.stack.children if p.poll() is None}
-    found = {name: float(wake_ups([pid])) for name, pid in pids.items()}
-    found["redis"] = float(wake_ups([n.process.pid for n in nodes if n.process is not None]))
-    return found
+    return _each(system, nodes, lambda pids: float(wake_ups(pids)))
 
 
 def cpu_ms_per(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:

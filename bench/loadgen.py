@@ -25,7 +25,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -79,9 +79,8 @@ _decode_result = msgspec.json.Decoder(LoadResult).decode
 _decode_config = msgspec.json.Decoder(LoadConfig).decode
 
 
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """CPU time of every thread of these processes so far (schedstat: nanoseconds)."""
-    total = 0
+def _thread_files(pids: Sequence[int], name: str) -> Iterator[bytes]:
+    """``/proc/<pid>/task/<tid>/<name>`` of every thread of these processes still there."""
     for pid in pids:
         try:
             tasks = os.listdir(f"/proc/{pid}/task")
@@ -89,31 +88,27 @@ def cpu_seconds(pids: Sequence[int]) -> float:
             continue
         for task in tasks:
             try:
-                with open(f"/proc/{pid}/task/{task}/schedstat", "rb") as f:
-                    total += int(f.read().split()[0])
+                with open(f"/proc/{pid}/task/{task}/{name}", "rb") as f:
+                    yield f.read()
             except (FileNotFoundError, ProcessLookupError):
                 continue
-    return total / 1e9
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU time of every thread of these processes so far (schedstat: nanoseconds)."""
+    return sum(int(data.split()[0]) for data in _thread_files(pids, "schedstat")) / 1e9
 
 
 def wake_ups(pids: Sequence[int]) -> int:
     """Times every thread of these processes so far went to sleep and was woken (voluntary
     context switches): what a message costs beyond its work, counted, not timed."""
-    total = 0
-    for pid in pids:
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except FileNotFoundError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{task}/status", "rb") as f:
-                    for line in f:
-                        if line.startswith(b"voluntary_ctxt_switches:"):
-                            total += int(line.split()[1])
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-    return total
+    key = b"voluntary_ctxt_switches:"
+    return sum(
+        int(line.split()[1])
+        for data in _thread_files(pids, "status")
+        for line in data.splitlines()
+        if line.startswith(key)
+    )
 
 
 def percentiles(samples: Sequence[float]) -> dict[str, float]:

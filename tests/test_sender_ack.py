@@ -20,7 +20,7 @@ from services.sender.records import Records
 from shared.bus import names, sendstate
 from shared.bus.delivery import AckOffer, Delivery
 from shared.bus.scripts import NotReplicated, TickScripts
-from shared.schemas.envelope import encode_outbox, outbox_entry
+from shared.schemas.envelope import OutboxEntry, encode_outbox, outbox_entry
 from shared.schemas.outbound import decode_send_request
 from shared.wecom.client import SendResult
 from tests import helpers
@@ -115,15 +115,20 @@ async def test_too_few_replicas_raise_and_the_ack_stands_as_a_commits_does(
     assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
 
 
+def text_entry(request_id: str, content: str) -> OutboxEntry:
+    """An outbox entry of app "default": a text to alice."""
+    body = json.dumps(text("alice", content)).encode()
+    request = decode_send_request(body, default_agentid=helpers.AGENT_ID)
+    return outbox_entry(
+        id=request_id, app="default", trace_id="t", created_at=time.time(),
+        request=request, origin="test",
+    )  # fmt: skip
+
+
 async def test_a_members_entries_are_sent_in_order_and_each_acked_once(kit: Kit) -> None:
     ids = []
     for seq in range(1, 13):
-        body = json.dumps(text("alice", f"n{seq}")).encode()
-        request = decode_send_request(body, default_agentid=helpers.AGENT_ID)
-        entry = outbox_entry(
-            id=f"ord-{seq}", app="default", trace_id="t", created_at=time.time(),
-            request=request, origin="test",
-        )  # fmt: skip
+        entry = text_entry(f"ord-{seq}", f"n{seq}")
         ids.append(entry.id)
         fields: dict[Any, Any] = {
             "data": encode_outbox(entry), "okey": "default/alice", "oseq": seq,
@@ -150,12 +155,7 @@ async def test_at_a_trickle_each_gate_goes_with_the_consumers_next_read(kit: Kit
     where it cost three."""
 
     async def add(n: int) -> None:  # one client write: the XADD
-        body = json.dumps(text("alice", f"t{n}")).encode()
-        request = decode_send_request(body, default_agentid=helpers.AGENT_ID)
-        entry = outbox_entry(
-            id=f"trickle-{n}", app="default", trace_id="t", created_at=time.time(),
-            request=request, origin="test",
-        )  # fmt: skip
+        entry = text_entry(f"trickle-{n}", f"t{n}")
         await kit.redis.xadd(names.outbox(), {"data": encode_outbox(entry)})
 
     running = asyncio.create_task(kit.consumer.run())

@@ -199,7 +199,7 @@ class Commits:
     def hold(self) -> None:
         """Keep what is queued from now on for the reader's next read (it is about to read
         again, at once or after lingering)."""
-        if self._can_hold and not tracing.enabled():
+        if self.ride is not None:
             self._tick.hold()
 
     def release(self) -> None:
